@@ -1,0 +1,34 @@
+# Two commands on a fresh Debian/Ubuntu machine:  `make demo` (a 2-worker training) and `make test`.
+# Both install what they need first: Debian packages (once) and a virtual environment in .venv/.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv demo test clean
+
+setup: apt venv
+
+apt:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); }
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py .ci/cpu-constraints.txt
+	[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c .ci/cpu-constraints.txt -e '.[torch,tf-cpu,test]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/mnist-dist data --dataset fashion-mnist
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

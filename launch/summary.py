@@ -1,0 +1,85 @@
+"""`summary.json`: one schema for both frameworks, read back by sweeps, comparisons and tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import resource
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch.errors import UserError
+from launch.rundir import SUMMARY_FILE, write_json_atomic
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Summary:
+    framework: str  # torch | tf
+    backend: str  # gloo | nccl | horovod | the TF strategy's name
+    model: str
+    dataset: str
+    world_size: int
+    num_nodes: int
+    device: str  # cpu | cuda | gpu
+    precision: str
+    batch_size_per_worker: int
+    global_batch_size: int
+    lr: float  # after scaling with world size
+    epochs: int
+    steps: int  # optimizer steps taken in total, the same on every rank
+    final_eval_accuracy: float
+    final_eval_loss: float
+    images_per_sec: float  # global, all ranks together, warm-up excluded
+    images_per_sec_per_worker: float
+    step_ms: float  # mean step time, warm-up excluded
+    warmup_steps: int
+    peak_rss_bytes_max: int  # over workers
+    peak_rss_bytes_mean: float
+    model_size_bytes: int  # the saved model file
+    wall_time_s: float
+    startup_s: float  # process start to the first step's end
+    dropped_per_epoch: int  # samples no rank saw each epoch (fewer than world_size)
+    restarts: int = 0
+    versions: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+def write_summary(run_dir: Path, summary: Summary) -> Path:
+    path = run_dir / SUMMARY_FILE
+    write_json_atomic(path, dataclasses.asdict(summary))
+    return path
+
+
+def read_summary(path: Path) -> Summary:
+    """Load and check a summary.json; a missing or extra field is an error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable summary.json ({exc})") from None
+    names = {f.name for f in dataclasses.fields(Summary)}
+    required = {f.name for f in dataclasses.fields(Summary)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not isinstance(data, dict) or not required <= data.keys() or not data.keys() <= names:
+        got = set(data) if isinstance(data, dict) else set()
+        raise UserError(f"{path}: summary fields differ from schema {SCHEMA_VERSION} "
+                        f"(missing {sorted(required - got)}, unknown {sorted(got - names)})")
+    return Summary(**data)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux reports kilobytes, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def versions(**frameworks: str) -> dict:
+    import numpy
+
+    from launch import __version__
+
+    return {"mnist_dist": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+            **frameworks}

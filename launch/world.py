@@ -1,0 +1,178 @@
+"""Who am I? Rank, world size, local rank, node and rendezvous address, from the launcher's environment.
+
+Sources, in order of precedence (the first one present wins):
+  1. torchrun / env://  RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR/PORT.
+     torchrun is often itself started by srun or mpirun (one agent per node); then the outer
+     launcher's variables describe the agents, and torchrun's describe the real workers.
+  2. OpenMPI            OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}. Under `mpirun` inside a
+     Slurm allocation the SLURM_* variables describe the batch step, not the MPI ranks.
+  3. PMI (Hydra)        PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS (MPICH, Intel MPI,
+     `srun --mpi=pmi2`). PMIx launchers (OpenMPI's mpirun, `srun --mpi=pmix`) export only PMIX_RANK
+     of their own, but always with their launcher's variables above or below, which are used.
+  4. Slurm step         SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_NODEID,
+     SLURM_STEP_TASKS_PER_NODE, SLURM_STEP_NODELIST (only inside an `srun` step: a batch script
+     itself, which lacks SLURM_STEP_NUM_TASKS, is one process).
+  5. a single process   rank 0 of 1.
+The master is rank 0's host: MASTER_ADDR when set, else the first host of the Slurm node list,
+else 127.0.0.1 when every rank is on this node. The port is MASTER_PORT when set, else derived from
+the job id (Slurm's job id, OpenMPI's job id: two jobs on one node do not collide), else 29500.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from launch.errors import WorldError
+from launch.hostlist import expand_hostlist, parse_tasks_per_node
+
+DEFAULT_PORT = 29500
+_PORT_BASE, _PORT_SPAN = 20000, 10000  # below Linux's ephemeral range (32768+)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+    node_rank: int = 0
+    num_nodes: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_PORT
+    source: str = "single"  # torchrun | openmpi | pmi | slurm | single
+    job_id: str | None = None  # stable across restarts of one job, where the launcher gives one
+    hosts: tuple[str, ...] = ()  # the node list, where the launcher gives one
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    def torch_env(self) -> dict[str, str]:
+        """The variables PyTorch's env:// rendezvous reads, for processes started without torchrun."""
+        return {
+            "RANK": str(self.rank), "WORLD_SIZE": str(self.size),
+            "LOCAL_RANK": str(self.local_rank), "LOCAL_WORLD_SIZE": str(self.local_size),
+            "MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port),
+        }
+
+
+def port_for_job(job_id: str) -> int:
+    """A port in 20000-29999 that depends only on the job id."""
+    number = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
+    return _PORT_BASE + number % _PORT_SPAN
+
+
+def detect_world(env: Mapping[str, str] | None = None,
+                 expand: Callable[[str], list[str]] = expand_hostlist) -> World:
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return _checked(_from_torchrun(env))
+    if "OMPI_COMM_WORLD_RANK" in env:
+        return _checked(_from_mpi(env, "openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                                  "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                                  env.get("OMPI_MCA_ess_base_jobid") or env.get("PMIX_NAMESPACE"), expand))
+    if "PMI_RANK" in env and "PMI_SIZE" in env:
+        return _checked(_from_mpi(env, "pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
+                                  "MPI_LOCALNRANKS", env.get("PMI_JOBID"), expand))
+    if "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:
+        return _checked(_from_slurm(env, expand))
+    return World()
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None:
+        if default is None:
+            raise WorldError(f"{name} is not set; start the job with its launcher or set it")
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise WorldError(f"{name}={value!r} is not an integer; fix the launcher environment") from None
+
+
+def _from_torchrun(env) -> World:
+    rank, size = _int(env, "RANK"), _int(env, "WORLD_SIZE")
+    local_size = _int(env, "LOCAL_WORLD_SIZE", size)
+    if size > 1 and not env.get("MASTER_ADDR"):
+        raise WorldError("RANK/WORLD_SIZE are set but MASTER_ADDR is not: use torchrun, or export "
+                         "MASTER_ADDR and MASTER_PORT for env:// rendezvous")
+    run_id = env.get("TORCHELASTIC_RUN_ID")
+    return World(
+        rank=rank, size=size, local_rank=_int(env, "LOCAL_RANK", 0), local_size=local_size,
+        node_rank=_int(env, "GROUP_RANK", rank // max(local_size, 1)),
+        num_nodes=max(size // max(local_size, 1), 1),
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=_int(env, "MASTER_PORT", DEFAULT_PORT),
+        source="torchrun", job_id=None if run_id in (None, "", "none") else run_id,
+    )
+
+
+def _from_mpi(env, source, rank_var, size_var, local_rank_var, local_size_var, job_id, expand) -> World:
+    rank, size = _int(env, rank_var), _int(env, size_var)
+    local_size = _int(env, local_size_var, size)
+    hosts: tuple[str, ...] = ()
+    if env.get("MASTER_ADDR"):
+        master = env["MASTER_ADDR"]
+    elif local_size == size:
+        master = "127.0.0.1"
+    elif env.get("SLURM_JOB_NODELIST"):
+        hosts = tuple(expand(env["SLURM_JOB_NODELIST"]))
+        master = hosts[0]  # mpirun places rank 0 on the allocation's first node by default
+    else:
+        raise WorldError(f"{source} ranks span several nodes but MASTER_ADDR is not set: pass "
+                         "`-x MASTER_ADDR=<rank 0's host>` to mpirun")
+    return World(
+        rank=rank, size=size, local_rank=_int(env, local_rank_var, rank), local_size=local_size,
+        node_rank=rank // max(local_size, 1), num_nodes=max(size // max(local_size, 1), 1),
+        master_addr=master, master_port=_port(env, job_id), source=source, job_id=job_id, hosts=hosts,
+    )
+
+
+def _from_slurm(env, expand) -> World:
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise WorldError("SLURM_PROCID is set but no SLURM_STEP_NODELIST/SLURM_JOB_NODELIST: "
+                         "start the job with srun inside an allocation")
+    hosts = tuple(expand(nodelist))
+    node_rank = _int(env, "SLURM_NODEID", 0)
+    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    try:
+        counts = parse_tasks_per_node(per_node) if per_node else [_int(env, "SLURM_STEP_NUM_TASKS")]
+    except ValueError as exc:
+        raise WorldError(str(exc)) from None
+    if node_rank >= len(counts):
+        raise WorldError(f"SLURM_NODEID={node_rank} but tasks-per-node {per_node!r} lists {len(counts)} nodes")
+    job = env.get("SLURM_JOB_ID")
+    step = env.get("SLURM_STEP_ID")
+    return World(
+        rank=_int(env, "SLURM_PROCID"), size=_int(env, "SLURM_STEP_NUM_TASKS"),
+        local_rank=_int(env, "SLURM_LOCALID", 0), local_size=counts[node_rank], node_rank=node_rank,
+        num_nodes=len(hosts), master_addr=env.get("MASTER_ADDR") or hosts[0],
+        master_port=_port(env, job), source="slurm", hosts=hosts,
+        # a requeued job keeps its id and restarts its step numbers, so it finds its run again
+        job_id=f"{job}.{step}" if job and step else job,
+    )
+
+
+def _port(env, job_id: str | None) -> int:
+    if env.get("MASTER_PORT"):
+        return _int(env, "MASTER_PORT")
+    return port_for_job(job_id) if job_id else DEFAULT_PORT
+
+
+def _checked(world: World) -> World:
+    problems = []
+    if world.size < 1:
+        problems.append(f"world size {world.size} < 1")
+    if not 0 <= world.rank < world.size:
+        problems.append(f"rank {world.rank} outside 0..{world.size - 1}")
+    if not 0 <= world.local_rank < world.local_size:
+        problems.append(f"local rank {world.local_rank} outside 0..{world.local_size - 1}")
+    if not 0 < world.master_port < 65536:
+        problems.append(f"port {world.master_port} outside 1..65535")
+    if problems:
+        raise WorldError(f"inconsistent {world.source} environment: {'; '.join(problems)}")
+    return world

@@ -1,0 +1,109 @@
+"""The download path, against a real HTTP server on 127.0.0.1 serving MNIST-format files."""
+
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+from helpers import Mirror, fake_mnist, idx_files, sha256
+from launch import data as data_mod
+from launch.data import download_dataset, load_dataset
+from launch.errors import DataError
+from launch.fetch import fetch
+
+FILES = idx_files(fake_mnist())
+SUMS = {name: sha256(content) for name, content in FILES.items()}
+FAST = {"timeout": 5, "retries": 2, "backoff": 0.01}
+
+
+def tamper(content: bytes) -> bytes:
+    middle = len(content) // 2
+    return content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1:]
+
+
+@pytest.fixture
+def mirror_of(monkeypatch):
+    """Point the mnist dataset at local mirrors serving FILES (with optional faults)."""
+    def make(*mirrors):
+        monkeypatch.setitem(data_mod.MIRRORS, "mnist", [m.url for m in mirrors])
+        monkeypatch.setitem(data_mod.CHECKSUMS, "mnist", SUMS)
+    return make
+
+
+def test_download_verifies_and_loads(tmp_path, mirror_of, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "none"))
+    with Mirror(FILES) as m:
+        mirror_of(m)
+        data = load_dataset("mnist")  # nothing local: downloads into the cache
+        assert sorted(m.requests) == sorted(FILES)
+        np.testing.assert_array_equal(data.train_labels, fake_mnist()["train_labels"])
+        assert data.source == str(tmp_path / "cache" / "mnist")
+        load_dataset("mnist")  # second time: found in the cache, no request
+        assert len(m.requests) == len(FILES)
+    leftovers = [p.name for p in (tmp_path / "cache" / "mnist").iterdir() if p.name.endswith(".part")]
+    assert leftovers == []
+
+
+def test_wrong_checksum_falls_over_to_next_mirror(tmp_path, mirror_of):
+    tampered = dict(FILES)
+    tampered["train-labels-idx1-ubyte.gz"] = tamper(FILES["train-labels-idx1-ubyte.gz"])
+    with Mirror(tampered) as bad, Mirror(FILES) as good:
+        mirror_of(bad, good)
+        paths = download_dataset("mnist", tmp_path / "d", **FAST)
+        assert bad.requests.count("train-labels-idx1-ubyte.gz") == 1  # a mismatch is not retried
+        assert "train-labels-idx1-ubyte.gz" in good.requests
+    assert paths["train_labels"].read_bytes() == FILES["train-labels-idx1-ubyte.gz"]
+
+
+def test_wrong_checksum_everywhere_is_an_error_and_leaves_nothing(tmp_path, mirror_of):
+    tampered = {name: tamper(content) for name, content in FILES.items()}
+    with Mirror(tampered) as bad:
+        mirror_of(bad)
+        with pytest.raises(DataError, match="SHA-256 mismatch"):
+            download_dataset("mnist", tmp_path / "d", **FAST)
+    assert not any(p.suffix in (".gz", ".part") for p in (tmp_path / "d").iterdir())
+
+
+def test_dropped_connection_is_retried_then_reported(tmp_path):
+    name = "train-images-idx3-ubyte.gz"
+    with Mirror(FILES, drop={name}) as m:
+        with pytest.raises(DataError) as err:
+            fetch([m.url + name], tmp_path / name, SUMS[name], **FAST)
+        assert m.requests.count(name) == FAST["retries"]
+    assert "could not download train-images-idx3-ubyte.gz" in str(err.value)
+    assert not (tmp_path / name).exists()
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_dropped_then_good_mirror(tmp_path):
+    name = "train-images-idx3-ubyte.gz"
+    with Mirror(FILES, drop={name}) as flaky, Mirror(FILES) as good:
+        fetch([flaky.url + name, good.url + name], tmp_path / name, SUMS[name], **FAST)
+    assert (tmp_path / name).read_bytes() == FILES[name]
+
+
+def test_http_error_is_reported(tmp_path):
+    with Mirror({}) as m:
+        with pytest.raises(DataError, match="HTTP 404"):
+            fetch([m.url + "x.gz"], tmp_path / "x.gz", "0" * 64, **FAST)
+
+
+def _rank_fetch(url, dest, digest, barrier):
+    barrier.wait(timeout=30)  # start together, like ranks of one job
+    fetch([url], dest, digest, **FAST)
+    with open(dest, "rb") as f:
+        return sha256(f.read())
+
+
+def test_many_ranks_download_once(tmp_path):
+    name = "train-images-idx3-ubyte.gz"
+    dest = tmp_path / name
+    ctx = multiprocessing.get_context("spawn")
+    with Mirror(FILES) as m, ctx.Manager() as manager:
+        barrier = manager.Barrier(4)
+        with ctx.Pool(4) as pool:
+            digests = pool.starmap(_rank_fetch, [(m.url + name, dest, SUMS[name], barrier)] * 4, chunksize=1)
+        assert m.requests.count(name) == 1
+    assert digests == [SUMS[name]] * 4
+    assert sorted(os.listdir(tmp_path)) == [name, name + ".lock"]

@@ -1,0 +1,60 @@
+"""Run directory naming and creation, and summary.json's schema."""
+
+import dataclasses
+import json
+
+import pytest
+
+from launch.config import load_config
+from launch.errors import UserError
+from launch.rundir import CONFIG_FILE, create_run_dir, run_dir_for
+from launch.summary import Summary, peak_rss_bytes, read_summary, versions, write_summary
+from launch.world import World
+
+
+def summary(**changes):
+    base = dict(framework="torch", backend="gloo", model="mlp", dataset="fashion-mnist", world_size=2,
+                num_nodes=1, device="cpu", precision="fp32", batch_size_per_worker=64, global_batch_size=128,
+                lr=0.001, epochs=1, steps=469, final_eval_accuracy=0.84, final_eval_loss=0.45,
+                images_per_sec=5000.0, images_per_sec_per_worker=2500.0, step_ms=25.0, warmup_steps=5,
+                peak_rss_bytes_max=400_000_000, peak_rss_bytes_mean=390_000_000.0, model_size_bytes=410_000,
+                wall_time_s=30.0, startup_s=3.0, dropped_per_epoch=0, versions=versions(torch="2.13.0"))
+    return Summary(**{**base, **changes})
+
+
+def test_default_name_uses_job_id_else_stamp(tmp_path):
+    cfg = load_config(None, [f"log.dir={tmp_path}", "data.dataset=fashion-mnist"])
+    assert run_dir_for(cfg, "torch", World(size=2, job_id="77.0"), "t1").name == "torch-mlp-fashion-mnist-w2-77.0"
+    assert run_dir_for(cfg, "tf", World(), "20261127-010203").name == "tf-mlp-fashion-mnist-w1-20261127-010203"
+    named = load_config(None, [f"log.dir={tmp_path}", "log.run_name=mine"])
+    assert run_dir_for(named, "torch", World(), "t") == tmp_path / "mine"
+
+
+def test_create_writes_resolved_config_and_refuses_finished_run(tmp_path):
+    cfg = load_config(None, [f"log.dir={tmp_path}", "log.run_name=r", "train.epochs=2"])
+    run_dir = run_dir_for(cfg, "torch", World(), "t")
+    create_run_dir(cfg, run_dir)
+    assert load_config(run_dir / CONFIG_FILE) == cfg
+    write_summary(run_dir, summary())
+    with pytest.raises(UserError, match="already holds a finished run"):
+        create_run_dir(cfg, run_dir)
+    resumed = load_config(None, [f"log.dir={tmp_path}", "log.run_name=r", "checkpoint.resume=true"])
+    create_run_dir(resumed, run_dir)  # resuming a finished run is allowed
+
+
+def test_summary_round_trip(tmp_path):
+    path = write_summary(tmp_path, summary())
+    assert read_summary(path) == summary()
+    assert json.loads(path.read_text())["schema_version"] == 1
+
+
+def test_summary_with_missing_field_is_refused(tmp_path):
+    data = dataclasses.asdict(summary())
+    del data["steps"]
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"missing \['steps'\]"):
+        read_summary(tmp_path / "summary.json")
+
+
+def test_peak_rss_is_plausible():
+    assert 10_000_000 < peak_rss_bytes() < 20_000_000_000

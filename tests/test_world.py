@@ -1,0 +1,183 @@
+"""World discovery from every launcher's environment, and their precedence."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from launch.errors import WorldError
+from launch.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
+from launch.world import World, detect_world, port_for_job
+
+
+def world(env):
+    return detect_world(env, expand=parse_hostlist)
+
+
+def test_single_process():
+    assert world({}) == World()
+    assert world({}).is_chief
+
+
+TORCHRUN = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "1",
+            "MASTER_ADDR": "node-a", "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "abc"}
+
+
+def test_torchrun():
+    w = world(TORCHRUN)
+    assert (w.rank, w.size, w.local_rank, w.local_size, w.node_rank, w.num_nodes) == (5, 8, 1, 4, 1, 2)
+    assert (w.master_addr, w.master_port, w.source, w.job_id) == ("node-a", 29400, "torchrun", "abc")
+
+
+def test_torchrun_default_run_id_is_no_job_id():
+    assert world({**TORCHRUN, "TORCHELASTIC_RUN_ID": "none"}).job_id is None
+
+
+def test_env_rank_without_master_is_an_error():
+    with pytest.raises(WorldError, match="MASTER_ADDR is not"):
+        world({"RANK": "0", "WORLD_SIZE": "2"})
+
+
+OMPI = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "OMPI_MCA_ess_base_jobid": "1627455489", "PMIX_RANK": "3"}
+
+
+def test_openmpi_multi_node_takes_master_from_slurm_allocation():
+    w = world({**OMPI, "SLURM_JOB_NODELIST": "gpu-[07-08]", "SLURM_PROCID": "0", "SLURM_NTASKS": "4"})
+    assert (w.rank, w.size, w.local_rank, w.local_size, w.node_rank, w.num_nodes) == (3, 4, 1, 2, 1, 2)
+    assert (w.source, w.master_addr, w.hosts) == ("openmpi", "gpu-07", ("gpu-07", "gpu-08"))
+    assert w.master_port == port_for_job("1627455489") and w.job_id == "1627455489"
+
+
+def test_openmpi_one_node_is_loopback():
+    w = world({**OMPI, "OMPI_COMM_WORLD_LOCAL_SIZE": "4"})
+    assert w.master_addr == "127.0.0.1" and w.num_nodes == 1
+
+
+def test_openmpi_multi_node_without_master_is_an_error():
+    with pytest.raises(WorldError, match="-x MASTER_ADDR"):
+        world(OMPI)
+
+
+def test_openmpi_explicit_master_wins():
+    w = world({**OMPI, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "4000"})
+    assert (w.master_addr, w.master_port) == ("10.0.0.1", 4000)
+
+
+def test_pmi_hydra():
+    w = world({"PMI_RANK": "2", "PMI_SIZE": "3", "MPI_LOCALRANKID": "2", "MPI_LOCALNRANKS": "3", "PMI_JOBID": "j9"})
+    assert (w.rank, w.size, w.local_rank, w.local_size, w.source, w.master_addr) == (2, 3, 2, 3, "pmi", "127.0.0.1")
+    assert w.job_id == "j9" and w.master_port == port_for_job("j9")
+
+
+SLURM = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "2", "SLURM_NTASKS": "7",
+         "SLURM_STEP_NUM_TASKS": "7", "SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_TASKS_PER_NODE": "2(x3),1",
+         "SLURM_STEP_NODELIST": "gpu-[01-03],cpu7", "SLURM_JOB_NODELIST": "gpu-[01-03],cpu7",
+         "SLURM_NNODES": "4", "SLURM_JOB_ID": "123456", "SLURM_STEP_ID": "0"}
+
+
+def test_slurm_step_several_nodes():
+    w = world(SLURM)
+    assert (w.rank, w.size, w.local_rank, w.local_size, w.node_rank, w.num_nodes) == (5, 7, 1, 2, 2, 4)
+    assert w.hosts == ("gpu-01", "gpu-02", "gpu-03", "cpu7")
+    assert (w.master_addr, w.master_port, w.source, w.job_id) == ("gpu-01", 20000 + 123456 % 10000, "slurm", "123456.0")
+
+
+def test_slurm_last_node_has_its_own_task_count():
+    w = world({**SLURM, "SLURM_PROCID": "6", "SLURM_LOCALID": "0", "SLURM_NODEID": "3"})
+    assert w.local_size == 1 and w.node_rank == 3
+
+
+def test_slurm_jobs_on_one_node_get_different_ports():
+    assert world(SLURM).master_port != world({**SLURM, "SLURM_JOB_ID": "123457"}).master_port
+
+
+def test_slurm_srun_mpi_pmix_is_read_as_slurm():
+    assert world({**SLURM, "PMIX_RANK": "5", "PMIX_NAMESPACE": "slurm.pmix.123456.0"}).source == "slurm"
+
+
+def test_batch_script_without_step_is_one_process():
+    batch = {k: v for k, v in SLURM.items() if not k.startswith("SLURM_STEP")}
+    assert world({**batch, "SLURM_PROCID": "0"}) == World()
+
+
+def test_slurm_bad_node_id():
+    with pytest.raises(WorldError, match="SLURM_NODEID=9"):
+        world({**SLURM, "SLURM_NODEID": "9"})
+
+
+def test_not_an_integer_is_named():
+    with pytest.raises(WorldError, match="SLURM_PROCID='x' is not an integer"):
+        world({**SLURM, "SLURM_PROCID": "x"})
+
+
+def test_rank_outside_world():
+    with pytest.raises(WorldError, match="rank 9 outside 0..7"):
+        world({**TORCHRUN, "RANK": "9"})
+
+
+# precedence: the first source present wins
+@pytest.mark.parametrize("env,source", [
+    ({**SLURM, **OMPI, **TORCHRUN}, "torchrun"),  # torchrun started by srun or mpirun
+    ({**SLURM, **OMPI}, "openmpi"),  # mpirun inside an sbatch allocation
+    ({**SLURM, "PMI_RANK": "5", "PMI_SIZE": "7"}, "pmi"),  # srun --mpi=pmi2
+    (SLURM, "slurm"),
+])
+def test_precedence(env, source):
+    assert world(env).source == source
+
+
+@pytest.mark.parametrize("hostlist,expected", [
+    ("node1", ["node1"]),
+    ("gpu-[01-03,10],cpu7", ["gpu-01", "gpu-02", "gpu-03", "gpu-10", "cpu7"]),
+    ("a[1-2]-ib[0-1]", ["a1-ib0", "a1-ib1", "a2-ib0", "a2-ib1"]),
+    ("n[008-010]", ["n008", "n009", "n010"]),
+    ("x1,y[3],z", ["x1", "y3", "z"]),
+])
+def test_hostlist_parser(hostlist, expected):
+    assert parse_hostlist(hostlist) == expected
+
+
+@pytest.mark.parametrize("bad", ["gpu-[01-03", "gpu-]01[", "gpu-[a-b]", "gpu-[[1]]"])
+def test_hostlist_parser_rejects_garbage(bad):
+    with pytest.raises(ValueError):
+        parse_hostlist(bad)
+
+
+def test_tasks_per_node():
+    assert parse_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
+    assert parse_tasks_per_node("4") == [4]
+    with pytest.raises(ValueError):
+        parse_tasks_per_node("2(3)")
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None, reason="Slurm's scontrol is not installed "
+                    "(make test and .ci/run install slurm-wlm)")
+def test_scontrol_and_parser_agree(tmp_path, monkeypatch):
+    """scontrol expands host lists with a config but no running cluster; the fallback parser must agree."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    for hostlist in ("gpu-[01-03,10],cpu7", "a[1-2]-ib[0-1]", "n[008-010]"):
+        out = subprocess.run(["scontrol", "show", "hostnames", hostlist], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == parse_hostlist(hostlist) == expand_hostlist(hostlist)
+
+
+def test_expand_falls_back_to_the_parser_without_slurm_config(monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    assert expand_hostlist("gpu-[01-02]") == ["gpu-01", "gpu-02"]
+
+
+def test_detect_world_reads_real_openmpi_environment():
+    """Real mpirun: each rank reads its own OMPI_COMM_WORLD_* variables."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        pytest.skip("OpenMPI is not installed (make test and .ci/run install openmpi-bin)")
+    code = "from launch.world import detect_world as d; w = d(); print(w.source, w.rank, w.size, w.local_rank, w.master_addr)"
+    out = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-c", code],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert sorted(out.stdout.split("\n")[:2]) == ["openmpi 0 2 0 127.0.0.1", "openmpi 1 2 1 127.0.0.1"]
