@@ -63,7 +63,7 @@ class LogConfig:
     dir: str = "runs"
     run_name: str | None = None  # default: framework-model-dataset-wN-<job id or time>
     interval: int = _positive(20)  # steps between TensorBoard throughput points
-    progress: str = _choice("auto", ("auto", "on", "off"))  # auto: only on a terminal
+    progress: str = _choice("auto", ("auto", "always", "never"))  # auto: only on a terminal
 
 
 @dataclass
@@ -187,16 +187,16 @@ def _check_value(key: str, value: Any, hint, meta) -> Any:
             return None
         raise ConfigError(f"{key} must be set (it cannot be null)")
     kind = next(t for t in allowed if t is not type(None))
+    if "choices" in meta and value not in meta["choices"]:
+        guess = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        raise ConfigError(f"{key} must be one of {', '.join(meta['choices'])}; got {value!r}{hint}")
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)  # `log.run_name=2024` parses as a number but means a name
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {_article(kind.__name__)}, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        guess = difflib.get_close_matches(str(value), meta["choices"], n=1)
-        hint = f" (did you mean {guess[0]}?)" if guess else ""
-        raise ConfigError(f"{key} must be one of {', '.join(meta['choices'])}; got {value!r}{hint}")
     if meta.get("positive") and not value > 0:
         raise ConfigError(f"{key} must be positive, got {value!r}")
     if kind is float and not math.isfinite(value):

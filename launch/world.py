@@ -20,6 +20,7 @@ the job id (Slurm's job id, OpenMPI's job id: two jobs on one node do not collid
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class World:
     source: str = "single"  # torchrun | openmpi | pmi | slurm | single
     job_id: str | None = None  # stable across restarts of one job, where the launcher gives one
     hosts: tuple[str, ...] = ()  # the node list, where the launcher gives one
+    restarts: int = 0  # how often torchrun restarted the workers, or Slurm requeued the job
 
     @property
     def is_chief(self) -> bool:
@@ -68,6 +70,12 @@ def port_for_job(job_id: str) -> int:
 def detect_world(env: Mapping[str, str] | None = None,
                  expand: Callable[[str], list[str]] = expand_hostlist) -> World:
     env = os.environ if env is None else env
+    world = _detect(env, expand)
+    restarts = _int(env, "TORCHELASTIC_RESTART_COUNT", 0) or _int(env, "SLURM_RESTART_COUNT", 0)
+    return dataclasses.replace(world, restarts=restarts) if restarts else world
+
+
+def _detect(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World:
     if "RANK" in env and "WORLD_SIZE" in env:
         return _checked(_from_torchrun(env))
     if "OMPI_COMM_WORLD_RANK" in env:

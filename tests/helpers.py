@@ -85,3 +85,60 @@ class Mirror:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
+
+
+# --- running real trainer processes -------------------------------------------------------------
+
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def mpirun_prefix(n: int) -> list[str]:
+    """mpirun with root and oversubscription allowed (CI runs as root on 2 cores)."""
+    cmd = [shutil.which("mpirun"), "-np", str(n), "--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    return cmd
+
+
+def launch_prefix(launcher: str, n: int) -> list[str]:
+    if launcher == "torchrun":
+        return [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={n}"]
+    if launcher == "mpirun":
+        return mpirun_prefix(n) + [sys.executable]
+    return [sys.executable]
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command to completion; a hang past `timeout` kills it and fails the test."""
+    full_env = {**os.environ, **ONE_THREAD, **(env or {})}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def train_cmd(module: str, launcher: str, n: int, overrides: list[str], config: str = "configs/mlp.yaml") -> list[str]:
+    return launch_prefix(launcher, n) + ["-m", module, "--config", str(ROOT / config), *overrides]
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run directory's event files, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def all_positive_finite(points: list[tuple[int, float]]) -> bool:
+    return bool(points) and all(math.isfinite(v) and v > 0 for _, v in points)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

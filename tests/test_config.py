@@ -60,6 +60,7 @@ BAD_OVERRIDES = [
     ("model.name=resnet", "model.name must be one of mlp, cnn; got 'resnet'"),
     ("data.dataset=mnsit", "data.dataset must be one of mnist, fashion-mnist, synthetic; got 'mnsit' (did you mean mnist?)"),
     ("train=3", "train must be a mapping, got int 3"),
+    ("log.progress=off", "log.progress must be one of auto, always, never; got False"),
     ("trainepochs", "override 'trainepochs' is not of the form section.key=value"),
 ]
 

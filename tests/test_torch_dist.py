@@ -1,0 +1,172 @@
+"""torch_dist: real processes under torchrun and mpirun with gloo, 1 thread per worker."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import (ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd)
+from launch.metrics import ALL_TAGS
+from launch.world import World
+
+pytestmark = pytest.mark.timeout(900)
+HAVE_FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir()
+needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="Debian's dataset-fashion-mnist is not installed")
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed")
+
+
+def torch_train(tmp_path, launcher, n, *overrides, timeout=300):
+    cmd = train_cmd("torch_dist.train", launcher, n, [f"log.dir={tmp_path}", "log.progress=never", *overrides])
+    return run(cmd, cwd=tmp_path, timeout=timeout)
+
+
+def params(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def test_two_workers_average_gradients_like_one_worker_with_double_batch(tmp_path):
+    """2 workers x batch B for k SGD steps == 1 worker x batch 2B on the same samples.
+
+    Summed gradients would double the step, skipped ones would halve the data: both break this.
+    """
+    common = ["data.dataset=synthetic", "data.limit=4000", "train.optimizer=sgd", "train.lr=0.1",
+              "train.max_steps=12", "train.shuffle=true", "checkpoint.interval=0"]
+    two = torch_train(tmp_path, "torchrun", 2, *common, "train.batch_size=32", "log.run_name=two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = torch_train(tmp_path, "single", 1, *common, "train.batch_size=64", "log.run_name=one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = params(tmp_path / "two" / "model.pt"), params(tmp_path / "one" / "model.pt")
+    torch.manual_seed(0)
+    from torch_dist.models import build_model
+    init = build_model("mlp").state_dict()
+    for name in a:
+        assert not torch.allclose(a[name], init[name]), f"{name} did not train"
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert read_json(tmp_path / "two" / "summary.json")["steps"] == read_json(tmp_path / "one" / "summary.json")["steps"] == 12
+
+
+def check_run_dir(run_dir: Path, world_size: int, min_accuracy: float):
+    summary = read_json(run_dir / "summary.json")
+    assert summary["world_size"] == world_size and summary["framework"] == "torch"
+    assert summary["final_eval_accuracy"] >= min_accuracy
+    assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
+    assert summary["images_per_sec_per_worker"] == pytest.approx(summary["images_per_sec"] / world_size)
+    scalars = read_scalars(run_dir)
+    for tag in ALL_TAGS:
+        assert all_positive_finite(scalars.get(tag, [])), f"{tag}: {scalars.get(tag)}"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 writes
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "history.png").stat().st_size > 1000
+    return summary, scalars
+
+
+@needs_fashion
+@pytest.mark.parametrize("launcher", ["torchrun", pytest.param("mpirun", marks=needs_mpirun)])
+def test_two_workers_train_fashion_mnist(tmp_path, launcher):
+    out = torch_train(tmp_path, launcher, 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=r")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary, scalars = check_run_dir(tmp_path / "r", 2, 0.80)
+    assert summary["steps"] == 235 and summary["dropped_per_epoch"] == 0  # 60000 / 2 / 128, rounded up
+    assert [s for s, _ in scalars["eval/accuracy"]] == [235]
+
+
+@needs_fashion
+def test_resume_after_epoch_one_of_two(tmp_path):
+    common = ["data.dataset=fashion-mnist", "data.limit=6000", "log.run_name=r"]
+    full = torch_train(tmp_path, "torchrun", 2, *common[:2], "train.epochs=2", "log.run_name=full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    first = torch_train(tmp_path, "torchrun", 2, *common, "train.epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "r" / "checkpoints" / "epoch-0001.pt").is_file()
+    again = torch_train(tmp_path, "torchrun", 2, *common, "train.epochs=2")
+    assert again.returncode != 0 and "already holds a finished run" in again.stderr
+    resumed = torch_train(tmp_path, "torchrun", 2, *common, "train.epochs=2", "checkpoint.resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and "epoch 1, step 24" in resumed.stdout
+    assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout  # epoch 1 is not repeated
+    done, reference = read_json(tmp_path / "r" / "summary.json"), read_json(tmp_path / "full" / "summary.json")
+    assert done["steps"] == reference["steps"] == 48 and done["epochs"] == 2
+    assert done["final_eval_accuracy"] == pytest.approx(reference["final_eval_accuracy"], abs=1e-6)
+    eval_steps = [s for s, _ in read_scalars(tmp_path / "r")["eval/accuracy"]]
+    assert eval_steps == [24, 48]
+
+
+def test_twenty_consecutive_two_worker_runs_exit_cleanly(tmp_path):
+    """The exit-time abort ("terminate called without an active exception") must never happen."""
+    for i in range(20):
+        out = torch_train(tmp_path, "torchrun", 2, "data.dataset=synthetic", "data.limit=512", "train.epochs=1",
+                          "train.batch_size=64", f"log.run_name=r{i}", "checkpoint.interval=0", timeout=120)
+        assert out.returncode == 0, f"run {i}: {out.stderr[-3000:]}"
+        assert "terminate called" not in out.stderr and "SIGABRT" not in out.stderr
+
+
+def test_bf16_on_cpu_trains(tmp_path):
+    out = torch_train(tmp_path, "single", 1, "data.dataset=synthetic", "data.limit=4000", "train.epochs=1",
+                      "train.precision=bf16", "model.name=cnn", "log.run_name=b")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = read_json(tmp_path / "b" / "summary.json")
+    assert summary["precision"] == "bf16" and summary["final_eval_accuracy"] > 0.6  # chance is 0.1
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path):
+    out = torch_train(tmp_path, "single", 1, "data.dataset=synthetic", "train.precision=fp16")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "torch_dist.train: error: train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
+    from launch.errors import ConfigError
+    from torch_dist.distributed import choose_backend
+
+    ranks = torch.cuda.device_count() + 1
+    with pytest.raises(ConfigError, match=f"needs one GPU per rank, but this node runs {ranks} ranks and has"):
+        choose_backend("nccl", World(size=ranks, local_size=ranks))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_auto_backend_without_gpu_is_gloo_on_cpu():
+    from torch_dist.distributed import choose_backend
+
+    assert choose_backend("auto", World(size=2, local_size=2)) == ("gloo", torch.device("cpu"))
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    import pickle
+
+    from launch.errors import UserError
+    from torch_dist.checkpoint import load_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "epoch-0001.pt"
+    path.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(UserError, match="not a loadable torch_dist checkpoint"):
+        load_checkpoint(path, "mlp", torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    from launch.errors import UserError
+    from torch_dist.checkpoint import load_checkpoint, save_checkpoint
+    from torch_dist.models import build_model
+
+    model = build_model("cnn")
+    save_checkpoint(tmp_path / "epoch-0001.pt", model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    epoch=1, step=10, model_name="cnn", history=[])
+    with pytest.raises(UserError, match="holds model 'cnn', not 'mlp'"):
+        load_checkpoint(tmp_path / "epoch-0001.pt", "mlp", torch.device("cpu"))
+    assert load_checkpoint(tmp_path / "epoch-0001.pt", "cnn", torch.device("cpu"))["step"] == 10
+
+
+def test_models_match_keras_shapes():
+    from torch_dist.models import build_model
+
+    counts = {name: sum(p.numel() for p in build_model(name).parameters()) for name in ("mlp", "cnn")}
+    assert counts == {"mlp": 784 * 128 + 128 + 128 * 10 + 10, "cnn": 320 + 18496 + 16010}
+    assert (ROOT / "configs" / "cnn.yaml").is_file()

@@ -1,0 +1,70 @@
+"""Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
+checkpoint file can never run code. One file per saved epoch: `epoch-0003.pt`; resume takes the
+highest number.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from launch.errors import UserError
+
+_NAME = re.compile(r"epoch-(\d{4,})\.pt")
+
+
+def checkpoint_path(folder: Path, epoch: int) -> Path:
+    return folder / f"epoch-{epoch:04d}.pt"
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = [(int(m[1]), p) for p in folder.glob("epoch-*.pt") if (m := _NAME.fullmatch(p.name))]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                    step: int, model_name: str, history: list[dict]) -> None:
+    state = {
+        "framework": "torch",
+        "model_name": model_name,
+        "epoch": epoch,  # epochs completed
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),  # the data order comes from (seed, epoch), not from here
+        "history": history,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
+    """The checkpoint's state; refuses files that are not a torch_dist checkpoint of this model."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError, among others
+        raise UserError(f"{path}: not a loadable torch_dist checkpoint ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0]}); remove it or point checkpoint.dir elsewhere") from None
+    if not isinstance(state, dict) or state.get("framework") != "torch":
+        raise UserError(f"{path}: not a torch_dist checkpoint; point checkpoint.dir at this run's checkpoints")
+    if state.get("model_name") != model_name:
+        raise UserError(f"{path}: holds model {state.get('model_name')!r}, not {model_name!r}; "
+                        "resume with the same model.name or use another checkpoint.dir")
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["rng"].cpu())
