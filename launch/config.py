@@ -62,7 +62,7 @@ class TrainConfig:
 class LogConfig:
     dir: str = "runs"
     run_name: str | None = None  # default: framework-model-dataset-wN-<job id or time>
-    interval: int = _positive(20)  # steps between TensorBoard throughput points
+    interval: int = _positive(50)  # steps between TensorBoard throughput points
     progress: str = _choice("auto", ("auto", "always", "never"))  # auto: only on a terminal
 
 

@@ -16,6 +16,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -61,9 +62,10 @@ class _Run:
         self.started = time.time()
         torch.manual_seed(config.train.seed)  # the same initial weights on every rank, before DDP's broadcast
         data = load_dataset(config.data.dataset, config.data.dir, config.data.limit, config.train.seed)
-        # The whole training set lives on the device (47 MB of uint8): no host-to-device copy per batch.
-        self.train_x = torch.tensor(data.train_images, device=device)
-        self.train_y = torch.tensor(data.train_labels, device=device, dtype=torch.long)
+        self.train_images, self.train_labels = data.train_images, data.train_labels.astype(np.int64)
+        if device.type == "cuda":  # the whole training set (47 MB of uint8) lives on the GPU
+            self.train_x = torch.tensor(self.train_images, device=device)
+            self.train_y = torch.tensor(self.train_labels, device=device)
         self.test_x = torch.tensor(data.test_images, device=device)
         self.test_y = torch.tensor(data.test_labels, device=device, dtype=torch.long)
 
@@ -110,13 +112,13 @@ class _Run:
 
     def fit(self) -> None:
         cfg = self.config.train
-        shard_size = len(self.train_x) // self.world.size
+        shard_size = len(self.train_images) // self.world.size
         per_epoch = steps_per_epoch(shard_size, cfg.batch_size)
         self.total = total = min(cfg.epochs * per_epoch, cfg.max_steps or cfg.epochs * per_epoch)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         self.meter = ThroughputMeter(cfg.warmup_steps, self.config.log.interval, sync)
         self.first_step_at = None
-        dropped = len(self.train_x) - shard_size * self.world.size
+        dropped = len(self.train_images) - shard_size * self.world.size
         with trainer.progress_bar(total, self.config, self.world, initial=min(self.step, total)) as bar:
             while self.epoch < cfg.epochs and self.step < total:
                 self._train_epoch(per_epoch, total, bar)
@@ -125,14 +127,12 @@ class _Run:
 
     def _train_epoch(self, per_epoch: int, total: int, bar) -> None:
         cfg, batch = self.config.train, self.config.train.batch_size
-        shard = shard_indices(len(self.train_x), self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle)
-        index = torch.from_numpy(shard.indices).to(self.device)
-        xs, ys = self.train_x[index], self.train_y[index]  # one gather per epoch; batches are slices
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.meter.resume()  # the epoch's shard and gather are input work: timed like the steps
+        shard = shard_indices(len(self.train_images), self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle)
+        xs, ys = self._gather(shard.indices)  # one gather per epoch; batches are slices of it
+        self.outputs = []  # (loss, logits, labels) of this interval's steps, reduced when it closes
         self.epoch_sums = [0.0, 0.0, 0.0]  # images, loss sum, correct: all ranks
         self.ddp.train()
-        self.meter.resume()
         steps = min(per_epoch, total - self.step)
         for i in range(steps):
             x = xs[i * batch:(i + 1) * batch].float().div_(255)  # uint8 -> [0, 1] on the device
@@ -148,9 +148,8 @@ class _Run:
             else:
                 loss.backward()
                 self.optimizer.step()
-            # Running sums stay on the device: no host sync per step.
-            self.loss_sum.add_(loss.detach(), alpha=len(y))
-            self.correct.add_((logits.argmax(1) == y).sum())
+            # Kept on the device and reduced once per interval: no host sync and no extra kernels per step.
+            self.outputs.append((loss.detach(), logits.detach(), y))
             self.step += 1
             if self.meter.step(len(y), self.step, end_of_epoch=i == steps - 1):
                 self._log_interval(bar)
@@ -158,12 +157,21 @@ class _Run:
                 self.first_step_at = time.time()
             bar.update(1)
 
+    def _gather(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.device.type == "cpu":
+            # numpy's gather is ~5x faster than torch indexing on CPU (14 ms vs 75 ms for 60k images here)
+            return torch.from_numpy(self.train_images[indices]), torch.from_numpy(self.train_labels[indices])
+        index = torch.from_numpy(indices).to(self.device)
+        return self.train_x[index], self.train_y[index]
+
     def _log_interval(self, bar) -> None:
         images, seconds, steps = self.meter.take_interval()
-        rows = distributed.gather_rows([images, seconds, steps, self.loss_sum.item(), self.correct.item()],
-                                       self.device)
-        self.loss_sum.zero_()
-        self.correct.zero_()
+        losses, logits, labels = zip(*self.outputs)
+        self.outputs = []
+        sizes = torch.tensor([len(y) for y in labels], device=self.device)
+        loss_sum = (torch.stack(losses).float() * sizes).sum().item()
+        correct = (torch.cat(logits).argmax(1) == torch.cat(labels)).sum().item()
+        rows = distributed.gather_rows([images, seconds, steps, loss_sum, correct], self.device)
         totals = rows.sum(axis=0)
         self.epoch_sums = [a + float(b) for a, b in zip(self.epoch_sums, totals[[0, 3, 4]])]
         if self.writer:
