@@ -77,6 +77,9 @@ class CheckpointConfig:
 class DistConfig:
     backend: str = _choice("auto", ("auto", "gloo", "nccl", "horovod"))
     timeout: int = _positive(300)  # seconds a collective may wait before the job fails
+    # TensorFlow only: auto = multi-worker for several processes, mirrored for several local devices
+    strategy: str = _choice("auto", ("auto", "default", "mirrored", "multi-worker"))
+    cpu_devices: int = _positive(1)  # TensorFlow only: logical CPU devices to mirror over without GPUs
 
 
 @dataclass

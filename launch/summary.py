@@ -26,7 +26,7 @@ class Summary:
     num_nodes: int
     device: str  # cpu | cuda | gpu
     precision: str
-    batch_size_per_worker: int
+    batch_size_per_worker: int  # per replica: one replica per process, except under TF's MirroredStrategy
     global_batch_size: int
     lr: float  # after scaling with world size
     epochs: int

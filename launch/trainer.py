@@ -45,10 +45,6 @@ def threads_per_worker(config: Config, world: World) -> int:
     return max(1, cores // world.local_size)
 
 
-def run_stamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
 @dataclass
 class EpochRecord:
     epoch: int  # 1-based: the number of epochs completed
@@ -111,7 +107,7 @@ def history_from_dicts(rows: list[dict]) -> list[EpochRecord]:
 
 
 def make_summary(config: Config, world: World, *, framework: str, backend: str, device: str,
-                 final_rows: np.ndarray, steps: int, history: list[EpochRecord], model_size_bytes: int,
+                 global_batch_size: int, final_rows: np.ndarray, steps: int, history: list[EpochRecord], model_size_bytes: int,
                  started: float, first_step_at: float, dropped_per_epoch: int, restarts: int,
                  framework_versions: dict) -> Summary:
     """The run's summary from every rank's FINAL_ROW (gathered) and the chief's records."""
@@ -121,7 +117,7 @@ def make_summary(config: Config, world: World, *, framework: str, backend: str, 
     return Summary(
         framework=framework, backend=backend, model=config.model.name, dataset=config.data.dataset,
         world_size=world.size, num_nodes=world.num_nodes, device=device, precision=config.train.precision,
-        batch_size_per_worker=config.train.batch_size, global_batch_size=config.train.batch_size * world.size,
+        batch_size_per_worker=config.train.batch_size, global_batch_size=global_batch_size,
         lr=config.scaled_lr(world.size), epochs=last.epoch, steps=steps,
         final_eval_accuracy=last.eval_accuracy, final_eval_loss=last.eval_loss,
         images_per_sec=rates.images_per_sec, images_per_sec_per_worker=rates.images_per_sec_per_worker,

@@ -61,6 +61,24 @@ class World:
         }
 
 
+def worker_addresses(world: World) -> list[str]:
+    """host:port of every rank, for TensorFlow's TF_CONFIG. Ranks fill nodes in order (as srun's and
+    mpirun's default block placement do), and rank r listens on the master port + 1 + its local rank."""
+    if world.num_nodes == 1:
+        hosts = [world.master_addr] * world.size
+    elif len(world.hosts) == world.num_nodes and world.size == world.local_size * world.num_nodes:
+        hosts = [world.hosts[r // world.local_size] for r in range(world.size)]
+    else:
+        raise WorldError(f"cannot place {world.size} {world.source} ranks on {world.num_nodes} nodes: TensorFlow "
+                         "needs every worker's host; start it under Slurm (srun/sbatch) with equal tasks per node")
+    return [f"{host}:{world.master_port + 1 + r % world.local_size}" for r, host in enumerate(hosts)]
+
+
+def tf_config(world: World) -> dict:
+    """TF_CONFIG for MultiWorkerMirroredStrategy: every rank is a worker; rank 0 is the chief."""
+    return {"cluster": {"worker": worker_addresses(world)}, "task": {"type": "worker", "index": world.rank}}
+
+
 def port_for_job(job_id: str) -> int:
     """A port in 20000-29999 that depends only on the job id."""
     number = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())

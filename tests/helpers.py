@@ -128,12 +128,15 @@ def train_cmd(module: str, launcher: str, n: int, overrides: list[str], config: 
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar in the run directory's event files, read with TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    """Every scalar in the run directory's event files, read with the EventAccumulator TensorBoard
+    itself serves from: it reads torch's legacy scalars and tf.summary's tensor scalars alike."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
 
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    return {tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"]}
 
 
 def all_positive_finite(points: list[tuple[int, float]]) -> bool:

@@ -171,13 +171,15 @@ def test_expand_falls_back_to_the_parser_without_slurm_config(monkeypatch):
     assert expand_hostlist("gpu-[01-02]") == ["gpu-01", "gpu-02"]
 
 
-def test_detect_world_reads_real_openmpi_environment():
+def test_detect_world_reads_real_openmpi_environment(tmp_path):
     """Real mpirun: each rank reads its own OMPI_COMM_WORLD_* variables."""
     mpirun = shutil.which("mpirun")
     if mpirun is None:
         pytest.skip("OpenMPI is not installed (make test and .ci/run install openmpi-bin)")
-    code = "from launch.world import detect_world as d; w = d(); print(w.source, w.rank, w.size, w.local_rank, w.master_addr)"
-    out = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-c", code],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    code = ("import sys; from pathlib import Path; from launch.world import detect_world as d; w = d(); "
+            "Path(sys.argv[1], f'rank{w.rank}').write_text(f'{w.source} {w.rank} {w.size} {w.local_rank} {w.master_addr}')")
+    out = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-c", code,
+                          str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
-    assert sorted(out.stdout.split("\n")[:2]) == ["openmpi 0 2 0 127.0.0.1", "openmpi 1 2 1 127.0.0.1"]
+    seen = sorted(p.read_text() for p in tmp_path.glob("rank*"))
+    assert seen == ["openmpi 0 2 0 127.0.0.1", "openmpi 1 2 1 127.0.0.1"]

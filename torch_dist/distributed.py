@@ -58,15 +58,6 @@ def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def chief_string(text: str) -> str:
-    """Rank 0's value of `text` on every rank."""
-    if not dist.is_initialized():
-        return text
-    box = [text]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def shutdown() -> None:
     """Leave the process group without the exit-time abort seen after a bare destroy_process_group.
 

@@ -1,0 +1,194 @@
+"""The training loop both trainers share: epochs, shards, timing, logging, evaluation, checkpoints,
+summary. Everything that needs a framework is behind `Engine`, which `torch_dist` and `tf_dist`
+implement; so the two trainers differ only where their frameworks differ.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from launch import trainer
+from launch.config import Config
+from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, TRAIN_LOSS, IMAGES_PER_SEC, ThroughputMeter, interval_scalars
+from launch.rundir import create_run_dir, run_dir_for
+from launch.shard import shard_indices, steps_per_epoch
+from launch.summary import peak_rss_bytes, write_summary
+from launch.world import World
+
+
+class Engine(ABC):
+    """What a framework provides to the loop. All ranks call every method in the same order, since
+    some of them are collectives; methods documented 'chief' are called on rank 0 only."""
+
+    framework: str  # torch | tf
+    batch_per_rank: int  # images one rank takes per step (train.batch_size x its local replicas)
+    backend: str  # shown in summary.json: gloo, nccl, the TF strategy
+    device: str  # cpu | cuda | gpu
+    versions: dict  # framework versions for summary.json
+
+    @abstractmethod
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        """Every rank's row of numbers as a (world size, len(row)) array, on every rank."""
+
+    @abstractmethod
+    def start_epoch(self, indices: np.ndarray) -> None:
+        """Prepare this rank's batches for an epoch from its shard (positions in the training set)."""
+
+    @abstractmethod
+    def train_step(self, batch: int) -> int:
+        """Train on batch number `batch` of the epoch; return its number of images."""
+
+    @abstractmethod
+    def take_outputs(self) -> tuple[float, float]:
+        """This rank's (loss sum, correct predictions) since the last call: a host sync."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Wait until the device has finished the work queued so far."""
+
+    @abstractmethod
+    def evaluate(self, world: World) -> tuple[float, float]:
+        """Loss and accuracy over the whole test set, every rank taking its part, combined."""
+
+    @abstractmethod
+    def save_checkpoint(self, folder: Path, epoch: int, step: int, history: list[dict]) -> None:
+        """Save a checkpoint of `epoch` into `folder` (the chief writes there)."""
+
+    @abstractmethod
+    def restore_checkpoint(self, folder: Path) -> dict | None:
+        """Load the latest checkpoint in `folder`: {"epoch", "step", "history", "path"}, or None."""
+
+    @abstractmethod
+    def open_writer(self, run_dir: Path) -> None:
+        """Chief: start TensorBoard logging into `run_dir`."""
+
+    @abstractmethod
+    def write_scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Chief: log scalars at `step`."""
+
+    @abstractmethod
+    def save_model(self, run_dir: Path) -> Path:
+        """Chief: save the trained model for use and size measurement; return the file."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and close what the engine opened."""
+
+
+def train(config: Config, world: World, engine: Engine, n_train: int, prog: str) -> None:
+    """Run the configured training on this rank. `n_train` is the training set's size."""
+    _Loop(config, world, engine, n_train, prog).run()
+
+
+class _Loop:
+    def __init__(self, config: Config, world: World, engine: Engine, n_train: int, prog: str):
+        self.config, self.world, self.engine, self.prog = config, world, engine, prog
+        self.started = time.time()
+        # A default run name needs one time stamp on every rank: rank 0's.
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(engine.gather_rows([time.time()])[0, 0]))
+        self.run_dir = run_dir_for(config, engine.framework, world, stamp)
+        self.ckpt_dir = Path(config.checkpoint.dir) if config.checkpoint.dir else self.run_dir / "checkpoints"
+        if world.is_chief:
+            create_run_dir(config, self.run_dir)
+        self.n_train = n_train
+        self.shard_size = n_train // world.size
+        self.per_epoch = steps_per_epoch(self.shard_size, engine.batch_per_rank)
+        full = config.train.epochs * self.per_epoch
+        self.total = min(full, config.train.max_steps or full)
+        self.epoch, self.step, self.history = 0, 0, []
+        self.first_step_at: float | None = None
+        self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
+
+    def run(self) -> None:
+        cfg, engine = self.config, self.engine
+        if cfg.checkpoint.resume:
+            self._resume()
+        if self.world.is_chief:
+            engine.open_writer(self.run_dir)
+            print(f"{self.prog}: {self.world.size} worker(s) via {self.world.source}, {engine.backend} on "
+                  f"{engine.device}, global batch {engine.batch_per_rank * self.world.size}, "
+                  f"lr {cfg.scaled_lr(self.world.size):g}, run dir {self.run_dir}", flush=True)
+        with trainer.progress_bar(self.total, cfg, self.world, initial=min(self.step, self.total)) as bar:
+            while self.epoch < cfg.train.epochs and self.step < self.total:
+                self._train_epoch(bar)
+                self._end_epoch()
+        self._finish()
+
+    def _resume(self) -> None:
+        state = self.engine.restore_checkpoint(self.ckpt_dir)
+        if state is None:
+            if self.world.is_chief:
+                print(f"{self.prog}: no checkpoint in {self.ckpt_dir}; starting from scratch", flush=True)
+            return
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.history = trainer.history_from_dicts(state["history"])
+        if self.world.is_chief:
+            print(f"{self.prog}: resuming from {state['path']} (epoch {self.epoch}, step {self.step})", flush=True)
+
+    def _train_epoch(self, bar) -> None:
+        cfg = self.config.train
+        self.meter.resume()  # the epoch's shard and gather are input work: timed like the steps
+        shard = shard_indices(self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle)
+        self.engine.start_epoch(shard.indices)
+        self.epoch_sums = np.zeros(3)  # images, loss sum, correct: all ranks
+        steps = min(self.per_epoch, self.total - self.step)
+        for i in range(steps):
+            images = self.engine.train_step(i)
+            self.step += 1
+            if self.meter.step(images, self.step, end_of_epoch=i == steps - 1):
+                self._log_interval(bar)
+            if self.first_step_at is None:
+                self.first_step_at = time.time()
+            bar.update(1)
+
+    def _log_interval(self, bar) -> None:
+        images, seconds, steps = self.meter.take_interval()
+        loss_sum, correct = self.engine.take_outputs()
+        rows = self.engine.gather_rows([images, seconds, steps, loss_sum, correct])
+        self.epoch_sums += rows.sum(axis=0)[[0, 3, 4]]
+        if self.world.is_chief:
+            scalars = interval_scalars(rows)
+            self.engine.write_scalars(scalars, self.step)
+            bar.set_postfix(loss=f"{scalars[TRAIN_LOSS]:.3f}", img_s=f"{scalars[IMAGES_PER_SEC]:,.0f}")
+
+    def _end_epoch(self) -> None:
+        eval_loss, eval_acc = self.engine.evaluate(self.world)
+        self.epoch += 1
+        images, loss_sum, correct = (float(v) for v in self.epoch_sums)
+        record = trainer.EpochRecord(self.epoch, self.step, loss_sum / images, correct / images,
+                                     float(eval_loss), float(eval_acc))
+        self.history.append(record)
+        interval = self.config.checkpoint.interval
+        last = self.epoch == self.config.train.epochs or self.step >= self.total
+        if interval and (self.epoch % interval == 0 or last):
+            self.engine.save_checkpoint(self.ckpt_dir, self.epoch, self.step, trainer.history_to_dicts(self.history))
+        if self.world.is_chief:
+            self.engine.write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy}, self.step)
+            rate = self.meter.measured_images * self.world.size / max(self.meter.measured_seconds, 1e-9)
+            trainer.log_epoch(record, self.config.train.epochs, rate)
+
+    def _finish(self) -> None:
+        m = self.meter
+        rows = self.engine.gather_rows([m.measured_images, m.measured_seconds, m.measured_steps, peak_rss_bytes()])
+        if not self.world.is_chief:
+            self.engine.close()
+            return
+        model_file = self.engine.save_model(self.run_dir)
+        summary = trainer.make_summary(
+            self.config, self.world, framework=self.engine.framework, backend=self.engine.backend,
+            device=self.engine.device, global_batch_size=self.engine.batch_per_rank * self.world.size, final_rows=rows, steps=self.step, history=self.history,
+            model_size_bytes=model_file.stat().st_size, started=self.started,
+            first_step_at=self.first_step_at or time.time(), dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
+            restarts=self.world.restarts, framework_versions=self.engine.versions)
+        write_summary(self.run_dir, summary)
+        trainer.plot_history(self.history, self.run_dir / "history.png",
+                             f"{self.engine.framework} {self.config.model.name} on {self.config.data.dataset}, "
+                             f"{self.world.size} worker(s)")
+        self.engine.close()
+        print(f"{self.prog}: done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
+              f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
+              f"{self.run_dir}", flush=True)

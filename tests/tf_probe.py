@@ -1,0 +1,25 @@
+"""Runs tf_dist's training in this process, then dumps what the tests inspect: this rank's final
+weights and the per-replica batch sizes of the last step.
+
+    python tests/tf_probe.py OUT_DIR --config configs/mlp.yaml key=value ...   (under any launcher)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from launch.trainer import parse_trainer_args
+from launch.world import detect_world
+from tf_dist.train import train
+
+out = Path(sys.argv[1])
+config, _ = parse_trainer_args("tf_probe", sys.argv[2:])
+world = detect_world()
+engine = train(config, world)
+np.savez(out / f"weights-rank{world.rank}.npz", *[w.numpy() for w in engine.model.weights])
+(out / f"probe-rank{world.rank}.json").write_text(json.dumps({
+    "replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
+    "replicas": engine.strategy.num_replicas_in_sync,
+}))

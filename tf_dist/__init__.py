@@ -1,0 +1,2 @@
+"""TensorFlow trainer: MirroredStrategy on one node, MultiWorkerMirroredStrategy across processes.
+Entry: python -m tf_dist.train"""

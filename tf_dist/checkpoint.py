@@ -1,0 +1,46 @@
+"""Checkpoints with tf.train.CheckpointManager. Saving is collective under MultiWorkerMirroredStrategy:
+every worker saves, the chief into the real folder and the others into temporary folders that are
+removed at once (TensorFlow's multi-worker guidance). Every worker restores from the chief's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from launch.errors import UserError
+
+
+class Checkpoints:
+    def __init__(self, model, optimizer, model_name: str):
+        self.model_name = model_name
+        self.info = tf.Variable("", dtype=tf.string, trainable=False)  # JSON: framework, model, epoch, step, history
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, info=self.info)
+
+    def save(self, folder: Path, is_chief: bool, epoch: int, step: int, history: list[dict]) -> None:
+        self.info.assign(json.dumps({"framework": "tf", "model_name": self.model_name, "epoch": epoch,
+                                     "step": step, "history": history}))
+        target = folder if is_chief else Path(tempfile.mkdtemp(prefix="tf-dist-worker-ckpt-"))
+        manager = tf.train.CheckpointManager(self.checkpoint, str(target), max_to_keep=None)
+        manager.save(checkpoint_number=epoch)
+        if not is_chief:
+            shutil.rmtree(target, ignore_errors=True)
+
+    def restore_latest(self, folder: Path) -> dict | None:
+        path = tf.train.latest_checkpoint(str(folder))
+        if path is None:
+            return None
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            info = json.loads(self.info.numpy().decode())
+        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+            raise UserError(f"{path}: not a tf_dist checkpoint of model {self.model_name!r} "
+                            f"({str(exc).splitlines()[0]}); use another checkpoint.dir") from None
+        if info.get("framework") != "tf" or info.get("model_name") != self.model_name:
+            raise UserError(f"{path}: holds {info.get('framework')} model {info.get('model_name')!r}, not tf "
+                            f"{self.model_name!r}; resume with the same model.name or use another checkpoint.dir")
+        return {**info, "path": path}

@@ -1,0 +1,81 @@
+"""tf.distribute plumbing: threads and devices (before TensorFlow starts), the strategy, small collectives.
+
+Strategy for `dist.strategy=auto`: several processes -> MultiWorkerMirroredStrategy with TF_CONFIG
+built from launch's world; one process with several GPUs (or `dist.cpu_devices` > 1 logical CPUs)
+-> MirroredStrategy; one device -> the default strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from launch.errors import ConfigError
+from launch.world import World, tf_config
+
+_IMPLEMENTATIONS = {"auto": "AUTO", "gloo": "RING", "nccl": "NCCL"}
+
+
+def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
+    """Threads, GPU visibility and logical CPUs: TensorFlow accepts these only before it starts."""
+    inter = max(2, threads)  # collectives need a spare inter-op thread
+    if (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads()) != (threads, inter):
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    gpus = tf.config.list_physical_devices("GPU")
+    if world.size > 1 and gpus:
+        if world.local_rank >= len(gpus):
+            raise ConfigError(f"this node runs {world.local_size} workers but has {len(gpus)} GPU(s): "
+                              f"start at most {len(gpus)} per node")
+        gpus = [gpus[world.local_rank]]  # one GPU per worker process
+        tf.config.set_visible_devices(gpus, "GPU")
+    if not gpus and cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+    return gpus
+
+
+def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
+    requested = config.dist.strategy
+    if config.dist.backend == "horovod":
+        raise ConfigError("dist.backend=horovod: Horovod's TensorFlow part does not build against TensorFlow >= 2.16; "
+                          "use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod")
+    if requested == "auto":
+        local_devices = len(gpus) or config.dist.cpu_devices
+        requested = "multi-worker" if world.size > 1 else "mirrored" if local_devices > 1 else "default"
+    if requested == "multi-worker":
+        os.environ["TF_CONFIG"] = json.dumps(tf_config(world))
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=getattr(tf.distribute.experimental.CommunicationImplementation,
+                                   _IMPLEMENTATIONS[config.dist.backend]),
+            timeout_seconds=config.dist.timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if world.size > 1:
+        raise ConfigError(f"dist.strategy={requested} runs in one process, but {world.size} were started: "
+                          "use dist.strategy=multi-worker (or auto)")
+    if requested == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    return tf.distribute.get_strategy()
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi-worker"
+    return "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else "default"
+
+
+def gather_rows(gather_fn, world: World, row: list[float]) -> np.ndarray:
+    """Every worker's row as a (world size, len(row)) array, on every worker. `gather_fn` gathers a
+    per-replica value from every replica; each replica contributes its worker's row, so one per
+    worker is kept."""
+    mine = tf.constant([row], dtype=tf.float64)
+    if world.size == 1:
+        return mine.numpy()
+    return gather_fn(mine).numpy().reshape(world.size, -1, len(row))[:, 0]

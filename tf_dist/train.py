@@ -1,0 +1,183 @@
+"""TensorFlow data-parallel MNIST training: `python -m tf_dist.train --config configs/mlp.yaml [key=value ...]`.
+
+One process mirrors over its local devices; several processes (torchrun-style environment, mpirun,
+srun) form a MultiWorkerMirroredStrategy. Keras 3's `model.fit` fails under that strategy
+(keras-team/keras#20585), so every strategy runs the same custom step: a `tf.function` that calls
+`strategy.run`, with the loss averaged over the global batch. The loop itself is launch.loop's.
+"""
+
+from __future__ import annotations
+
+from launch import trainer  # noqa: I001 -- first, so that startup time counts the framework's import
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from launch import loop
+from launch.data import load_dataset
+from launch.errors import ConfigError, UserError, report_and_exit
+from launch.world import World, detect_world
+from tf_dist import distributed
+from tf_dist.checkpoint import Checkpoints
+from tf_dist.models import build_model
+
+PROG = "tf_dist.train"
+EVAL_BATCH = 1000
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        config, _ = trainer.parse_trainer_args(PROG, argv)
+        train(config, detect_world())
+    except UserError as exc:
+        report_and_exit(PROG, exc)
+
+
+def train(config, world: World) -> "TFEngine":
+    """Train on this rank; returns the engine (its model and strategy) for callers that inspect them."""
+    gpus = distributed.configure_devices(trainer.threads_per_worker(config, world), world, config.dist.cpu_devices)
+    if config.train.precision == "fp16" and not gpus:
+        raise ConfigError("train.precision=fp16 needs a GPU (mixed_float16): use bf16 or fp32 on CPU")
+    strategy = distributed.make_strategy(config, world, gpus)
+    engine = TFEngine(config, world, strategy, "gpu" if gpus else "cpu")
+    loop.train(config, world, engine, len(engine.train_images), PROG)
+    return engine
+
+
+class TFEngine(loop.Engine):
+    framework = "tf"
+
+    def __init__(self, config, world: World, strategy: tf.distribute.Strategy, device: str):
+        self.config, self.world, self.strategy, self.device = config, world, strategy, device
+        self.backend = distributed.strategy_name(strategy)
+        self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+        data = load_dataset(config.data.dataset, config.data.dir, config.data.limit, config.train.seed)
+        self.train_images, self.train_labels = data.train_images, data.train_labels.astype(np.int64)
+        self.test_images, self.test_labels = data.test_images, data.test_labels.astype(np.int64)
+        # train.batch_size is per replica (one replica per process in torch_dist); a worker's step
+        # takes one batch for each of its local replicas.
+        self.batch = config.train.batch_size
+        self.batch_per_rank = self.batch * strategy.num_replicas_in_sync // world.size
+
+        keras.mixed_precision.set_global_policy(_POLICIES[config.train.precision])
+        keras.utils.set_random_seed(config.train.seed)  # the same initial weights on every worker
+        with strategy.scope():
+            self.model = build_model(config.model.name)
+            lr = config.scaled_lr(world.size)
+            if config.train.optimizer == "sgd":
+                optimizer = keras.optimizers.SGD(lr, momentum=config.train.momentum)
+            else:
+                optimizer = keras.optimizers.Adam(lr)
+            if config.train.precision == "fp16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(self.model.trainable_variables)  # its variables, mirrored, before the first step
+            self.optimizer = optimizer
+        self.checkpoints = Checkpoints(self.model, self.optimizer, config.model.name)
+        self.step_fn = self._make_step()
+        # Compiled, so that gathering under MultiWorkerMirroredStrategy is not an eager collective.
+        self.gather_fn = tf.function(lambda row: strategy.gather(strategy.run(tf.identity, args=(row,)), axis=0))
+        self.eval_fn = tf.function(self._eval_batch)
+        self.outputs: list[tuple[tf.Tensor, tf.Tensor]] = []
+        self.writer = None
+
+    def _make_step(self):
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+        def replica_step(x, y):
+            x = tf.cast(x, tf.float32) / 255.0
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+                # Divided by the global batch (this replica's batch x replicas): the all-reduce sums.
+                loss = tf.nn.compute_average_loss(per_example)
+                scaled = optimizer.scale_loss(loss) if scale_loss else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), y), tf.float32))
+            return tf.reduce_sum(per_example), correct, tf.shape(y)[0]
+
+        @tf.function
+        def step(batches):
+            # next() inside the compiled step: the distributed iterator costs no Python per step.
+            loss_sum, correct, sizes = strategy.run(replica_step, args=next(batches))
+            local = strategy.experimental_local_results
+            # Local sums only: no extra collective per step. The batch sizes stay per replica.
+            return tf.add_n(local(loss_sum)), tf.add_n(local(correct)), tf.stack(local(sizes))
+
+        return step
+
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        return distributed.gather_rows(self.gather_fn, self.world, row)
+
+    def start_epoch(self, indices: np.ndarray) -> None:
+        images, labels = self.train_images[indices], self.train_labels[indices]
+
+        def replica_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            # Per-replica batches of this worker's shard: no rebatching and no autosharding (the
+            # shard is already this worker's); local replicas take consecutive batches.
+            return tf.data.Dataset.from_tensor_slices((images, labels)).batch(self.batch).prefetch(tf.data.AUTOTUNE)
+
+        self.batches = iter(self.strategy.distribute_datasets_from_function(replica_batches))
+        self.epoch_size = len(indices)
+
+    def train_step(self, batch: int) -> int:
+        loss_sum, correct, self.replica_batch_sizes = self.step_fn(self.batches)
+        self.outputs.append((loss_sum, correct))
+        return min(self.batch_per_rank, self.epoch_size - batch * self.batch_per_rank)
+
+    def take_outputs(self) -> tuple[float, float]:
+        losses, corrects = zip(*self.outputs)
+        self.outputs = []
+        return float(tf.add_n(losses).numpy()), float(tf.add_n(corrects).numpy())
+
+    def sync(self) -> None:
+        if self.device == "gpu":
+            tf.test.experimental.sync_devices()
+
+    def _eval_batch(self, x, y):
+        logits = tf.cast(self.model(tf.cast(x, tf.float32) / 255.0, training=False), tf.float32)
+        loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), y), tf.float32))
+        return tf.reduce_sum(loss), correct
+
+    def evaluate(self, world: World) -> tuple[float, float]:
+        """Each worker takes every world-th test sample; the sums are added across workers."""
+        x_all, y_all = self.test_images[world.rank::world.size], self.test_labels[world.rank::world.size]
+        loss_sum = correct = 0.0
+        for start in range(0, len(x_all), EVAL_BATCH):
+            loss, right = self.eval_fn(x_all[start:start + EVAL_BATCH], y_all[start:start + EVAL_BATCH])
+            loss_sum, correct = loss_sum + float(loss), correct + float(right)
+        totals = self.gather_rows([loss_sum, correct, len(x_all)]).sum(axis=0)
+        return totals[0] / totals[2], totals[1] / totals[2]
+
+    def save_checkpoint(self, folder: Path, epoch: int, step: int, history: list[dict]) -> None:
+        self.checkpoints.save(folder, self.world.is_chief, epoch, step, history)
+
+    def restore_checkpoint(self, folder: Path) -> dict | None:
+        return self.checkpoints.restore_latest(folder)
+
+    def open_writer(self, run_dir: Path) -> None:
+        self.writer = tf.summary.create_file_writer(str(run_dir))
+
+    def write_scalars(self, scalars: dict[str, float], step: int) -> None:
+        with self.writer.as_default():
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, value, step=step)
+
+    def save_model(self, run_dir: Path) -> Path:
+        path = run_dir / "model.keras"
+        self.model.save(path)
+        return path
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+if __name__ == "__main__":
+    main()
