@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 
 from launch import __version__
-from launch.config import load_config
+from launch import launchers, slurm
+from launch.config import Config, load_config
 from launch.data import MIRRORS, load_files, locate
 from launch.errors import UserError, report_and_exit
 
@@ -37,7 +41,135 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the config a run would use: defaults, then --config, then overrides.")
     add_config_arguments(config)
     config.set_defaults(func=cmd_config)
+
+    run = commands.add_parser(
+        "run", help="start N workers of either framework: local processes, torchrun, mpirun or Slurm",
+        description="Start a training. local/torchrun/mpirun start this node's workers and stream their "
+        "output (rank 0 as is, other ranks prefixed); slurm renders an sbatch script from slurm/ and "
+        "submits it. --dry-run prints the command or script and the per-rank plan, starting nothing.")
+    add_run_arguments(run)
+    run.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
+    run.set_defaults(func=cmd_run)
+
+    slurm_cmd = commands.add_parser("slurm", help="submit to Slurm, or show a job's state")
+    slurm_sub = slurm_cmd.add_subparsers(dest="slurm_command", required=True, metavar="SUBCOMMAND")
+    submit = slurm_sub.add_parser("submit", help="the same as `run --launcher slurm`")
+    add_run_arguments(submit)
+    submit.set_defaults(func=cmd_run, launcher="slurm")
+    status = slurm_sub.add_parser("status", help="print a job's state, exit code and log file")
+    status.add_argument("job_id")
+    status.set_defaults(func=cmd_slurm_status)
     return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--framework", choices=sorted(slurm.MODULES), required=True)
+    parser.add_argument("--nproc", type=int, default=1, help="workers per node (default 1)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
+    local = parser.add_argument_group("local, torchrun and mpirun")
+    local.add_argument("--node-rank", type=int, default=0, help="this node's index with --nodes > 1")
+    local.add_argument("--master-addr", default="127.0.0.1", help="rank 0's host (required with --nodes > 1)")
+    local.add_argument("--master-port", type=int, help="rendezvous port (default: a free one)")
+    job = parser.add_argument_group("slurm")
+    job.add_argument("--template", choices=slurm.TEMPLATES, help="sbatch template (default: the framework's)")
+    job.add_argument("--gpus-per-node", type=int, default=0)
+    job.add_argument("--cpus-per-task", type=int)
+    job.add_argument("--time", default="01:00:00")
+    job.add_argument("--partition")
+    job.add_argument("--account")
+    job.add_argument("--job-name", default="mnist-dist")
+    job.add_argument("--output", help="job log (default: <log.dir>/slurm-%%j.out)")
+    job.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                     help="extra #SBATCH option, e.g. --sbatch=--qos=high (repeatable)")
+    job.add_argument("--setup", action="append", default=[], metavar="LINE",
+                     help="shell line run before the workers, e.g. 'module load cuda' (repeatable)")
+    job.add_argument("--mpi-launcher", choices=("mpirun", "srun"), default="mpirun",
+                     help="mpi template: mpirun inside the allocation, or srun --mpi=pmix")
+    job.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its exit code")
+    add_config_arguments(parser)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)  # a bad config fails here, before anything starts
+    config_path = str(Path(args.config).resolve()) if args.config else None
+    if args.launcher == "slurm":
+        return _submit(args, config, config_path)
+    result = launchers.plan(args.framework, args.launcher, args.nproc, args.nodes, args.node_rank, args.master_addr,
+                            args.master_port, config_path, args.overrides, log_dir=config.log.dir)
+    if args.dry_run:
+        _print_plan(" ".join(shlex.quote(c) for c in result.command) if result.command else "\n".join(
+            " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(map(shlex.quote, cmd))
+            for cmd, env in result.per_rank), result)
+        return 0
+    launchers.preflight(args.launcher, args.framework)
+    _ensure_data(config)
+    for note in result.notes:
+        print(f"{PROG}: {note}", flush=True)
+    return launchers.run_plan(result)
+
+
+def _submit(args: argparse.Namespace, config: Config, config_path: str | None) -> int:
+    gpus = args.gpus_per_node
+    if gpus and (config.dist.backend == "nccl" or config.dist.backend == "auto") and args.nproc != gpus:
+        raise UserError(f"--nproc {args.nproc} tasks per node but --gpus-per-node {gpus}: with nccl every rank "
+                        "needs its own GPU; make them equal")
+    if config.dist.backend == "nccl" and not gpus:
+        raise UserError("dist.backend=nccl needs GPUs: pass --gpus-per-node equal to --nproc")
+    log_dir = Path(config.log.dir).resolve()
+    options = slurm.SbatchOptions(
+        nodes=args.nodes, tasks_per_node=args.nproc, gpus_per_node=gpus, cpus_per_task=args.cpus_per_task,
+        time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
+        output=args.output or str(log_dir / "slurm-%j.out"), extra_sbatch=args.sbatch, setup=args.setup,
+        mpi_launcher=args.mpi_launcher)
+    prefix = config.log.run_name or "-".join(
+        [args.framework, config.model.name, config.data.dataset, f"w{args.nodes * args.nproc}"])
+    overrides = list(args.overrides) + [f"log.dir={log_dir}"]
+    script = slurm.render(args.template or args.framework, args.framework, options,
+                          launchers.train_args(config_path, overrides), prefix)
+    if args.dry_run:
+        result = launchers.Plan(args.framework, launchers.slurm_worlds(args.nodes, args.nproc))
+        result.notes.append("nodes are shown as node0..; the port is 20000 + job id mod 10000 (shown for job id 0)")
+        _print_plan(script, result)
+        return 0
+    launchers.preflight("slurm", args.framework)
+    _ensure_data(config)
+    folder = log_dir / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    script_path = folder / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    script_path.write_text(script)
+    job = slurm.submit(script_path)
+    print(f"submitted job {job}\n  script:  {script_path}\n  log:     {options.output.replace('%j', job)}\n"
+          f"  run dir: {log_dir / f'{prefix}-{job}'}", flush=True)
+    if not args.wait:
+        return 0
+    info = slurm.wait(job)
+    code = slurm.exit_code(info)
+    print(f"job {job} {info.get('JobState')} with exit code {info.get('ExitCode')}", flush=True)
+    return code
+
+
+def cmd_slurm_status(args: argparse.Namespace) -> int:
+    info = slurm.job_info(args.job_id)
+    for key in ("JobId", "JobName", "JobState", "ExitCode", "RunTime", "NodeList", "StdOut"):
+        print(f"{key:9} {info.get(key, '')}")
+    return 0
+
+
+def _print_plan(command: str, result: launchers.Plan) -> None:
+    print(command)
+    print()
+    for note in result.notes:
+        print(f"# {note}")
+    print(result.table())
+
+
+def _ensure_data(config: Config) -> None:
+    """Put the dataset on disk once, here, before N ranks start (and possibly race to download it)."""
+    if config.data.dataset != "synthetic":
+        files = locate(config.data.dataset, config.data.dir)
+        where = files["train_images"].parent if isinstance(files, dict) else files
+        print(f"{PROG}: {config.data.dataset} data at {where}", flush=True)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

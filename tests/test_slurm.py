@@ -1,0 +1,92 @@
+"""sbatch jobs on a real local Slurm cluster: training jobs, a failing job, scancel."""
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, read_json, read_scalars, run
+from slurm_cluster import _wait_for
+
+pytestmark = pytest.mark.timeout(900)
+needs_fashion = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                                   reason="Debian's dataset-fashion-mnist is not installed")
+
+
+def submit(cluster, tmp_path, *args, timeout=600):
+    cmd = [sys.executable, "-m", "launch", "run", "--launcher", "slurm", "--config", str(ROOT / "configs/mlp.yaml"),
+           "--time", "10", *args, f"log.dir={tmp_path}", "log.progress=never"]
+    return run(cmd, cwd=tmp_path, timeout=timeout, env={"SLURM_CONF": str(cluster.conf)})
+
+
+def job_of(out) -> str:
+    return re.search(r"submitted job (\d+)", out.stdout)[1]
+
+
+def run_dir_of(out) -> Path:
+    return Path(re.search(r"run dir: (\S+)", out.stdout)[1])
+
+
+@needs_fashion
+@pytest.mark.parametrize("framework,extra", [("torch", []), ("tf", []), ("torch", ["--template", "mpi"]),
+                                             ("tf", ["--template", "mpi", "--mpi-launcher", "srun"])])
+def test_two_task_job_trains_fashion_mnist(slurm_cluster, tmp_path, framework, extra):
+    out = submit(slurm_cluster, tmp_path, "--framework", framework, "--nproc", "2", "--wait", *extra,
+                 "data.dataset=fashion-mnist", "train.epochs=1", "train.threads=1")
+    log = Path(re.search(r"log: +(\S+)", out.stdout)[1])
+    assert out.returncode == 0, out.stdout + out.stderr + (log.read_text() if log.exists() else "")
+    job = job_of(out)
+    assert f"job {job} COMPLETED with exit code 0:0" in out.stdout
+    summary = read_json(run_dir_of(out) / "summary.json")
+    assert summary["world_size"] == 2 and summary["framework"] == framework
+    assert summary["final_eval_accuracy"] >= 0.8
+    scalars = read_scalars(run_dir_of(out))
+    assert scalars["throughput/images_per_sec"] and all(v > 0 for _, v in scalars["throughput/images_per_sec"])
+    assert slurm_cluster.job(job)["JobState"] == "COMPLETED"
+
+
+def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
+    # fp16 passes the launcher's checks but the trainer refuses it on CPU (exit code 2)
+    out = submit(slurm_cluster, tmp_path, "--framework", "tf", "--nproc", "2", "--wait",
+                 "data.dataset=synthetic", "train.precision=fp16")
+    job = job_of(out)
+    assert out.returncode != 0
+    assert f"job {job} FAILED" in out.stdout
+    info = slurm_cluster.job(job)
+    assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0"
+    log = Path(info["StdOut"]).read_text()
+    assert "train.precision=fp16 needs a GPU" in log
+    status = run([sys.executable, "-m", "launch", "slurm", "status", job], cwd=tmp_path, timeout=60,
+                 env={"SLURM_CONF": str(slurm_cluster.conf)})
+    assert status.returncode == 0 and "FAILED" in status.stdout
+
+
+def _live_processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_scancel_leaves_no_process_behind(slurm_cluster, tmp_path):
+    out = submit(slurm_cluster, tmp_path, "--framework", "torch", "--nproc", "2", "data.dataset=synthetic",
+                 "train.epochs=1000", "train.threads=1")
+    assert out.returncode == 0, out.stderr
+    job = job_of(out)
+    run_dir = run_dir_of(out)
+    # training has begun once the chief has written its first TensorBoard event file
+    _wait_for(lambda: list(run_dir.glob("events.out.tfevents.*")), 300, "the job to start training", 0.2)
+    assert len(_live_processes_mentioning(str(tmp_path))) >= 2  # the torchrun agent and its workers
+    slurm_cluster.run("scancel", job)
+    _wait_for(lambda: slurm_cluster.job(job)["JobState"] == "CANCELLED", 60, "the job to be cancelled", 0.2)
+    _wait_for(lambda: not _live_processes_mentioning(str(tmp_path)), 60, "every job process to end", 0.2)
