@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(run)
     run.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
     run.set_defaults(func=cmd_run)
+
+    sweep_cmd = commands.add_parser(
+        "sweep", help="throughput and scaling efficiency per framework and world size",
+        description="Run each (framework, workers) point through `mnist-dist run` for warm-up + a fixed "
+        "number of measured steps, R times, and write scaling.md/.csv/.png and TensorBoard scalars "
+        "scaling/images_per_sec and scaling/efficiency (step = workers, one run per framework).")
+    sweep_cmd.add_argument("--framework", default="torch,tf", help="comma-separated: torch,tf")
+    sweep_cmd.add_argument("--workers", default="1,2", help="comma-separated world sizes, e.g. 1,2,4")
+    sweep_cmd.add_argument("--mode", choices=("strong", "weak"), default="weak",
+                           help="strong keeps the global batch (train.batch_size), weak the per-worker batch")
+    sweep_cmd.add_argument("--repeats", type=int, default=3)
+    sweep_cmd.add_argument("--steps", type=int, default=200, help="measured steps per run")
+    sweep_cmd.add_argument("--warmup", type=int, default=20)
+    sweep_cmd.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
+    sweep_cmd.add_argument("--out", help="sweep folder (default: <log.dir>/sweep-<time>)")
+    sweep_cmd.add_argument("--run-option", action="append", default=[], metavar="OPTION",
+                           help="passed to every `mnist-dist run`, e.g. --run-option=--partition=gpu")
+    add_config_arguments(sweep_cmd)
+    sweep_cmd.set_defaults(func=cmd_sweep)
+
+    compare = commands.add_parser(
+        "compare", help="TensorFlow vs PyTorch on the same model, data, batch, epochs and threads",
+        description="Train the same config in both frameworks and write compare.md and compare.png: "
+        "throughput, time to a target accuracy, final accuracy, peak RSS, model size, startup time, and "
+        "a verdict from the numbers on each classic claim.")
+    compare.add_argument("--nproc", type=int, default=1, help="workers per framework (default 1)")
+    compare.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
+    compare.add_argument("--target-accuracy", type=float, default=0.85)
+    compare.add_argument("--out", help="comparison folder (default: <log.dir>/compare-<time>)")
+    add_config_arguments(compare)
+    compare.set_defaults(func=cmd_compare)
 
     slurm_cmd = commands.add_parser("slurm", help="submit to Slurm, or show a job's state")
     slurm_sub = slurm_cmd.add_subparsers(dest="slurm_command", required=True, metavar="SUBCOMMAND")
@@ -154,6 +187,76 @@ def cmd_slurm_status(args: argparse.Namespace) -> int:
     for key in ("JobId", "JobName", "JobState", "ExitCode", "RunTime", "NodeList", "StdOut"):
         print(f"{key:9} {info.get(key, '')}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from launch import report, sweep
+
+    config = load_config(args.config, args.overrides)
+    frameworks = sweep.parse_list(args.framework)
+    unknown = set(frameworks) - set(slurm.MODULES)
+    if unknown:
+        raise UserError(f"unknown framework(s) {sorted(unknown)}: use torch, tf")
+    workers = sweep.parse_list(args.workers, int)
+    if min(workers) < 1 or args.repeats < 1 or args.steps < 1:
+        raise UserError("--workers, --repeats and --steps must be positive")
+    for n in workers:
+        sweep.per_worker_batch(config, args.mode, n)  # refuse an indivisible strong-scaling batch up front
+    out = Path(args.out or Path(config.log.dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    _ensure_data(config)
+    points = sweep.sweep(config, _abs(args.config), args.overrides, frameworks, workers, args.mode, args.repeats,
+                         args.steps, args.warmup, args.launcher, out, args.run_option)
+    rows = report.scaling_rows(points, args.mode)
+    report.write_scaling(rows, points, out)
+    print((out / "scaling.md").read_text())
+    print(f"{PROG}: sweep written to {out} (tensorboard --logdir {out / 'tensorboard'})")
+    return 0 if any(p.ok for p in points) else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from launch import report, sweep
+    from launch.rundir import HISTORY_FILE
+    from launch.trainer import threads_per_worker
+    from launch.world import World
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out or Path(config.log.dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    # the same threads in both, written down rather than left to each framework's default
+    threads = threads_per_worker(config, World(size=args.nproc, local_size=args.nproc))
+    _ensure_data(config)
+    runs, histories, reloaded = {}, {}, {}
+    for framework in ("torch", "tf"):
+        point = sweep.run_point(framework, args.nproc, framework, out / "runs", args.launcher, _abs(args.config),
+                                [*args.overrides, f"train.threads={threads}"])
+        if point.ok:
+            run_dir = next(p.parent for p in (out / "runs").glob(f"{framework}*/{HISTORY_FILE}"))
+            runs[framework] = point.summary
+            histories[framework] = json.loads((run_dir / HISTORY_FILE).read_text())["epochs"]
+    for framework in runs:
+        reloaded[framework] = _reload(framework, next((out / "runs").glob(f"{framework}*/model.*")))
+    found = report.write_comparison(runs, histories, reloaded, args.target_accuracy, args.launcher, out)
+    print((out / "compare.md").read_text())
+    print(f"{PROG}: comparison written to {out} (tensorboard --logdir {out / 'runs'})")
+    return 0 if found else 1
+
+
+_RELOAD = {  # load a saved model in a fresh process with its framework's own loader; print its size
+    "torch": "import sys, torch; print(sum(v.numel() for v in torch.load(sys.argv[1], weights_only=True).values()))",
+    "tf": "import sys, keras; print(keras.models.load_model(sys.argv[1]).count_params())",
+}
+
+
+def _reload(framework: str, model: Path) -> int | str:
+    """The parameter count of a saved model reloaded in a fresh process, or why it did not reload."""
+    result = subprocess.run([sys.executable, "-c", _RELOAD[framework], str(model)], capture_output=True, text=True,
+                            timeout=300)
+    if result.returncode != 0:
+        return f"{model.name} did not reload: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+    return int(result.stdout.split()[-1])
+
+
+def _abs(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
 
 
 def _print_plan(command: str, result: launchers.Plan) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from launch import trainer
 from launch.config import Config
 from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, TRAIN_LOSS, IMAGES_PER_SEC, ThroughputMeter, interval_scalars
-from launch.rundir import create_run_dir, run_dir_for
+from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for, write_json_atomic
 from launch.shard import shard_indices, steps_per_epoch
 from launch.summary import peak_rss_bytes, write_summary
 from launch.world import World
@@ -87,7 +87,6 @@ def train(config: Config, world: World, engine: Engine, n_train: int, prog: str)
 class _Loop:
     def __init__(self, config: Config, world: World, engine: Engine, n_train: int, prog: str):
         self.config, self.world, self.engine, self.prog = config, world, engine, prog
-        self.started = time.time()
         # A default run name needs one time stamp on every rank: rank 0's.
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(engine.gather_rows([time.time()])[0, 0]))
         self.run_dir = run_dir_for(config, engine.framework, world, stamp)
@@ -160,7 +159,7 @@ class _Loop:
         self.epoch += 1
         images, loss_sum, correct = (float(v) for v in self.epoch_sums)
         record = trainer.EpochRecord(self.epoch, self.step, loss_sum / images, correct / images,
-                                     float(eval_loss), float(eval_acc))
+                                     float(eval_loss), float(eval_acc), time.time() - trainer.PROCESS_START)
         self.history.append(record)
         interval = self.config.checkpoint.interval
         last = self.epoch == self.config.train.epochs or self.step >= self.total
@@ -181,10 +180,11 @@ class _Loop:
         summary = trainer.make_summary(
             self.config, self.world, framework=self.engine.framework, backend=self.engine.backend,
             device=self.engine.device, global_batch_size=self.engine.batch_per_rank * self.world.size, final_rows=rows, steps=self.step, history=self.history,
-            model_size_bytes=model_file.stat().st_size, started=self.started,
+            model_size_bytes=model_file.stat().st_size,
             first_step_at=self.first_step_at or time.time(), dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
             restarts=self.world.restarts, framework_versions=self.engine.versions)
         write_summary(self.run_dir, summary)
+        write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": trainer.history_to_dicts(self.history)})
         trainer.plot_history(self.history, self.run_dir / "history.png",
                              f"{self.engine.framework} {self.config.model.name} on {self.config.data.dataset}, "
                              f"{self.world.size} worker(s)")

@@ -18,6 +18,7 @@ from launch.world import World
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
+HISTORY_FILE = "history.json"  # per-epoch train/eval loss and accuracy, with wall time
 
 
 def run_dir_for(config: Config, framework: str, world: World, stamp: str) -> Path:

@@ -40,7 +40,7 @@ class Summary:
     peak_rss_bytes_max: int  # over workers
     peak_rss_bytes_mean: float
     model_size_bytes: int  # the saved model file
-    wall_time_s: float
+    wall_time_s: float  # process start to the summary
     startup_s: float  # process start to the first step's end
     dropped_per_epoch: int  # samples no rank saw each epoch (fewer than world_size)
     restarts: int = 0

@@ -53,6 +53,7 @@ class EpochRecord:
     train_accuracy: float
     eval_loss: float
     eval_accuracy: float
+    wall_s: float  # seconds from process start to the end of this epoch's evaluation
 
 
 def log_epoch(record: EpochRecord, epochs: int, images_per_sec: float) -> None:
@@ -108,7 +109,7 @@ def history_from_dicts(rows: list[dict]) -> list[EpochRecord]:
 
 def make_summary(config: Config, world: World, *, framework: str, backend: str, device: str,
                  global_batch_size: int, final_rows: np.ndarray, steps: int, history: list[EpochRecord], model_size_bytes: int,
-                 started: float, first_step_at: float, dropped_per_epoch: int, restarts: int,
+                 first_step_at: float, dropped_per_epoch: int, restarts: int,
                  framework_versions: dict) -> Summary:
     """The run's summary from every rank's FINAL_ROW (gathered) and the chief's records."""
     images, seconds, measured_steps, rss = (final_rows[:, i] for i in range(len(FINAL_ROW)))
@@ -123,7 +124,7 @@ def make_summary(config: Config, world: World, *, framework: str, backend: str, 
         images_per_sec=rates.images_per_sec, images_per_sec_per_worker=rates.images_per_sec_per_worker,
         step_ms=rates.step_ms, warmup_steps=config.train.warmup_steps,
         peak_rss_bytes_max=int(rss.max()), peak_rss_bytes_mean=float(rss.mean()),
-        model_size_bytes=model_size_bytes, wall_time_s=time.time() - started,
+        model_size_bytes=model_size_bytes, wall_time_s=time.time() - PROCESS_START,
         startup_s=first_step_at - PROCESS_START, dropped_per_epoch=dropped_per_epoch, restarts=restarts,
         versions=versions(**framework_versions),
     )

@@ -10,8 +10,6 @@ from __future__ import annotations
 from launch import trainer  # noqa: I001 -- first, so that startup time counts the framework's import
 
 import contextlib
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from launch import loop
 from launch.data import load_dataset
 from launch.errors import ConfigError, UserError, report_and_exit
+from launch.tensorboard import keep_tensorflow_out
 from launch.world import World, detect_world
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
@@ -158,9 +157,7 @@ class TorchEngine(loop.Engine):
         return {"epoch": state["epoch"], "step": state["step"], "history": state["history"], "path": latest}
 
     def open_writer(self, run_dir: Path) -> None:
-        # torch's TensorBoard writer imports TensorFlow when installed (seconds of startup), unless
-        # `tensorboard.compat.notf` is importable: then it uses TensorBoard's own stub.
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+        keep_tensorflow_out()  # torch's writer would import TensorFlow when installed: seconds of startup
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(run_dir))

@@ -1,0 +1,260 @@
+"""Reports from run summaries: the scaling table, plot and TensorBoard scalars of a sweep, and the
+TensorFlow-vs-PyTorch comparison with a verdict, from the numbers, on each classic claim."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from launch.summary import Summary
+from launch.sweep import Point
+from launch.tensorboard import ScalarWriter
+
+MIB = 1024 * 1024
+
+
+def hardware() -> str:
+    """The CPU model and core count (and nothing about GPUs: their runs say so in summary.device)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def versions_line(summaries: list[Summary]) -> str:
+    merged: dict[str, str] = {}
+    for s in summaries:
+        merged.update(s.versions)
+    return ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
+
+
+# --- scaling ---------------------------------------------------------------------------------------
+
+@dataclass
+class ScalingRow:
+    framework: str
+    mode: str
+    workers: int
+    runs: int  # that finished
+    failed: int
+    images_per_sec: float  # mean over repeats (nan when every repeat failed)
+    spread: float  # standard deviation over repeats (0 for one repeat)
+    per_worker: float
+    efficiency: float  # throughput(N) / (N x throughput(1))
+    peak_rss_mib: float  # per worker, the largest seen
+    step_ms: float
+
+
+def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
+    rows = []
+    for framework in dict.fromkeys(p.framework for p in points):
+        base = None
+        for n in sorted({p.workers for p in points if p.framework == framework}):
+            done = [p.summary for p in points if p.framework == framework and p.workers == n and p.ok]
+            failed = sum(1 for p in points if p.framework == framework and p.workers == n and not p.ok)
+            rates = [s.images_per_sec for s in done]
+            mean = statistics.fmean(rates) if rates else math.nan
+            if n == 1:
+                base = mean
+            rows.append(ScalingRow(
+                framework, mode, n, len(done), failed, mean, statistics.stdev(rates) if len(rates) > 1 else 0.0,
+                mean / n, mean / (n * base) if base else math.nan,
+                max((s.peak_rss_bytes_max for s in done), default=math.nan) / MIB,
+                statistics.fmean(s.step_ms for s in done) if done else math.nan))
+    return rows
+
+
+def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path) -> None:
+    """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<framework>."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "scaling.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["framework", "mode", "workers", "runs", "failed", "images_per_sec_mean",
+                         "images_per_sec_std", "images_per_sec_per_worker", "efficiency", "peak_rss_mib_per_worker",
+                         "step_ms"])
+        for r in rows:
+            writer.writerow([r.framework, r.mode, r.workers, r.runs, r.failed, f"{r.images_per_sec:.1f}",
+                             f"{r.spread:.1f}", f"{r.per_worker:.1f}", f"{r.efficiency:.3f}", f"{r.peak_rss_mib:.0f}",
+                             f"{r.step_ms:.2f}"])
+    summaries = [p.summary for p in points if p.ok]
+    failed = [p for p in points if not p.ok]
+    lines = [f"# Scaling ({rows[0].mode} scaling)" if rows else "# Scaling", "",
+             f"Hardware: {hardware()}. Versions: {versions_line(summaries)}.", ""]
+    if summaries:
+        s = summaries[0]
+        lines += [f"Model {s.model}, dataset {s.dataset}, precision {s.precision}, "
+                  f"{'global' if rows[0].mode == 'strong' else 'per-worker'} batch "
+                  f"{s.global_batch_size if rows[0].mode == 'strong' else s.batch_size_per_worker}; "
+                  "throughput excludes warm-up; mean ± standard deviation over repeats.", ""]
+    lines += ["| framework | mode | workers | img/s (mean ± sd) | img/s per worker | efficiency | "
+              "peak RSS per worker | step ms | runs ok/failed |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.framework} | {r.mode} | {r.workers} | {_num(r.images_per_sec)} ± {_num(r.spread)} | "
+                     f"{_num(r.per_worker)} | {_num(r.efficiency, 2)} | {_num(r.peak_rss_mib)} MiB | "
+                     f"{_num(r.step_ms, 2)} | {r.runs}/{r.failed} |")
+    if failed:
+        lines += ["", "Failed points: " + ", ".join(f"{p.run_name} (exit code {p.exit_code})" for p in failed)]
+    (out / "scaling.md").write_text("\n".join(lines) + "\n")
+    _plot_scaling(rows, out / "scaling.png")
+    for framework in dict.fromkeys(r.framework for r in rows):
+        writer = ScalarWriter(out / "tensorboard" / framework)  # one run per framework: the curves overlay
+        for r in rows:
+            if r.framework == framework and r.runs:
+                writer.scalar("scaling/images_per_sec", r.images_per_sec, r.workers)
+                writer.scalar("scaling/images_per_sec_per_worker", r.per_worker, r.workers)
+                if not math.isnan(r.efficiency):
+                    writer.scalar("scaling/efficiency", r.efficiency, r.workers)
+        writer.close()
+
+
+def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
+    plt = _pyplot()
+    fig, (thr, eff) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for framework in dict.fromkeys(r.framework for r in rows):
+        mine = [r for r in rows if r.framework == framework and r.runs]
+        if not mine:
+            continue
+        n = [r.workers for r in mine]
+        line = thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], marker="o",
+                            capsize=3, label=framework)
+        base = next((r.images_per_sec for r in mine if r.workers == 1), None)
+        if base:
+            thr.plot(n, [base * k for k in n], ":", color=line[0].get_color(), label=f"{framework} ideal")
+        eff.plot(n, [r.efficiency for r in mine], "o-", label=framework)
+    eff.axhline(1.0, color="gray", linestyle=":", label="ideal")
+    for ax, label in ((thr, "images/sec (all workers)"), (eff, "efficiency = T(N) / (N T(1))")):
+        ax.set_xlabel("workers")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted({r.workers for r in rows}))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    eff.set_ylim(bottom=0)
+    fig.suptitle(f"{rows[0].mode if rows else ''} scaling on {hardware()}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- comparison ------------------------------------------------------------------------------------
+
+@dataclass
+class Verdict:
+    claim: str
+    verdict: str  # confirmed | refuted | inconclusive
+    evidence: str
+
+
+def ratio_verdict(claim: str, ratio: float, evidence: str, margin: float = 0.05) -> Verdict:
+    """Confirmed when the ratio favours the claim by more than `margin`, refuted when it goes the
+    other way by more than `margin`, inconclusive in between."""
+    verdict = "confirmed" if ratio < 1 - margin else "refuted" if ratio > 1 + margin else "inconclusive"
+    return Verdict(claim, verdict, f"{evidence} (ratio {ratio:.2f}; ±{margin:.0%} counts as a tie)")
+
+
+def verdicts(torch: Summary, tf: Summary, reloaded: dict[str, int | str]) -> list[Verdict]:
+    """Each classic claim against this run's numbers. `reloaded` maps framework -> the parameter count
+    of its saved model reloaded in a fresh process, or the reason it did not reload."""
+    result = [
+        ratio_verdict("TensorFlow trains faster thanks to its graph", torch.images_per_sec / tf.images_per_sec,
+                      f"tf {tf.images_per_sec:,.0f} img/s vs torch {torch.images_per_sec:,.0f} img/s"),
+        ratio_verdict("PyTorch uses less memory", torch.peak_rss_bytes_max / tf.peak_rss_bytes_max,
+                      f"peak RSS per worker: torch {torch.peak_rss_bytes_max / MIB:,.0f} MiB vs "
+                      f"tf {tf.peak_rss_bytes_max / MIB:,.0f} MiB"),
+        ratio_verdict("PyTorch models are smaller", torch.model_size_bytes / tf.model_size_bytes,
+                      f"saved model: torch {torch.model_size_bytes:,} B (model.pt) vs tf {tf.model_size_bytes:,} B "
+                      "(model.keras)"),
+    ]
+    problems = [f"{fw}: {value}" for fw, value in reloaded.items() if isinstance(value, str)]
+    counts = {fw: value for fw, value in reloaded.items() if isinstance(value, int)}
+    if not problems and len(set(counts.values())) > 1:
+        problems.append(f"parameter counts differ after reloading: {counts}")
+    result.append(Verdict(
+        "Both are portable", "refuted" if problems else "confirmed", "; ".join(problems) if problems else
+        "the same config ran unchanged in both, and each saved model reloaded in a fresh process with "
+        + " and ".join(f"{fw} {n:,}" for fw, n in counts.items()) + " parameters"))
+    return result
+
+
+def time_to_accuracy(history: list[dict], target: float) -> float | None:
+    """Seconds from start to the end of the first epoch whose test accuracy reached `target`."""
+    return next((row["wall_s"] for row in history if row["eval_accuracy"] >= target), None)
+
+
+def write_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]], reloaded: dict[str, int | str],
+                     target: float, launcher: str, out: Path) -> list[Verdict]:
+    """compare.md and compare.png; returns the verdicts (empty when a framework's run failed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [fw for fw in ("torch", "tf") if fw in runs]
+    any_run = runs[names[0]] if names else None
+    lines = ["# TensorFlow vs PyTorch", ""]
+    if any_run:
+        lines += [f"Hardware: {hardware()}; {any_run.world_size} worker(s) via {launcher}, device {any_run.device}. "
+                  f"Versions: {versions_line(list(runs.values()))}.",
+                  f"Same model ({any_run.model}), data ({any_run.dataset}), batch {any_run.batch_size_per_worker} per "
+                  f"worker, {any_run.epochs} epoch(s), precision {any_run.precision} in both.", ""]
+    missing = [fw for fw in ("torch", "tf") if fw not in runs]
+    if missing:
+        lines += [f"**Failed: {', '.join(missing)}** — the comparison below has only what finished.", ""]
+    fields = [
+        ("training throughput (img/s, warm-up excluded)", lambda s, h: f"{s.images_per_sec:,.0f}"),
+        ("throughput per worker (img/s)", lambda s, h: f"{s.images_per_sec_per_worker:,.0f}"),
+        (f"time to {target:.0%} test accuracy (s)",
+         lambda s, h: (lambda t: f"{t:.1f}" if t is not None else "not reached")(time_to_accuracy(h, target))),
+        ("final test accuracy", lambda s, h: f"{s.final_eval_accuracy:.4f}"),
+        ("peak RSS per worker (MiB)", lambda s, h: f"{s.peak_rss_bytes_max / MIB:,.0f}"),
+        ("saved model size (bytes)", lambda s, h: f"{s.model_size_bytes:,}"),
+        ("startup to first step (s)", lambda s, h: f"{s.startup_s:.2f}"),
+        ("wall time (s)", lambda s, h: f"{s.wall_time_s:.1f}"),
+    ]
+    lines += ["| measure | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for label, value in fields:
+        lines.append(f"| {label} | " + " | ".join(value(runs[fw], histories[fw]) for fw in names) + " |")
+    found = verdicts(runs["torch"], runs["tf"], reloaded) if not missing else []
+    if found:
+        lines += ["", "| claim | verdict on this run | evidence |", "|---|---|---|"]
+        lines += [f"| {v.claim} | **{v.verdict}** | {v.evidence} |" for v in found]
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    _plot_comparison(runs, histories, names, out / "compare.png")
+    return found
+
+
+def _plot_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]], names: list[str], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    bars = [("img/s", lambda s: s.images_per_sec), ("peak RSS MiB", lambda s: s.peak_rss_bytes_max / MIB),
+            ("model bytes", lambda s: s.model_size_bytes)]
+    for ax, (label, value) in zip(axes, bars):
+        ax.bar(names, [value(runs[fw]) for fw in names], color=["tab:orange", "tab:blue"][:len(names)])
+        ax.set_title(label)
+    for fw in names:
+        rows = histories[fw]
+        axes[3].plot([r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw)
+    axes[3].set_title("test accuracy vs seconds")
+    axes[3].legend()
+    fig.suptitle(hardware(), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _num(value: float, digits: int = 0) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

@@ -1,0 +1,35 @@
+"""TensorBoard event files without TensorFlow.
+
+TensorBoard's writer imports TensorFlow when it is installed (seconds of start-up, and never wanted
+in launch) unless `tensorboard.compat.notf` is importable; then it uses its own stub.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from pathlib import Path
+
+
+def keep_tensorflow_out() -> None:
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+
+
+class ScalarWriter:
+    """Writes scalar summaries into one event file in `logdir` (one TensorBoard run)."""
+
+    def __init__(self, logdir: Path):
+        keep_tensorflow_out()
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._writer = EventFileWriter(str(logdir))
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def close(self) -> None:
+        self._writer.close()

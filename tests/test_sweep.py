@@ -1,0 +1,99 @@
+"""mnist-dist sweep and compare: real runs, then the outputs checked against the runs' summaries."""
+
+import csv
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, read_json, read_scalars, run
+from launch.report import MIB, ratio_verdict
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def mnist_dist(*args, cwd):
+    return run([sys.executable, "-m", "launch", *args], cwd=cwd, timeout=1200)
+
+
+def test_tiny_sweep_both_frameworks(tmp_path):
+    out = mnist_dist("sweep", "--framework", "torch,tf", "--workers", "1,2", "--repeats", "1", "--steps", "8",
+                     "--warmup", "2", "--out", str(tmp_path / "s"), "--config", str(ROOT / "configs/mlp.yaml"),
+                     "data.dataset=synthetic", "data.limit=4000", "train.threads=1", "train.batch_size=64",
+                     cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    sweep = tmp_path / "s"
+    for framework in ("torch", "tf"):
+        scalars = read_scalars(sweep / "tensorboard" / framework)
+        for tag in ("scaling/images_per_sec", "scaling/efficiency", "scaling/images_per_sec_per_worker"):
+            assert [step for step, _ in scalars[tag]] == [1, 2], (framework, tag)
+        assert dict(scalars["scaling/efficiency"])[1] == pytest.approx(1.0)
+    import matplotlib.image
+
+    image = matplotlib.image.imread(sweep / "scaling.png")
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    rows = list(csv.DictReader(open(sweep / "scaling.csv")))
+    assert [(r["framework"], r["workers"]) for r in rows] == [("torch", "1"), ("torch", "2"), ("tf", "1"), ("tf", "2")]
+    one = {}
+    for r in rows:
+        summary = read_json(sweep / "runs" / f"{r['framework']}-w{r['workers']}-r0" / "summary.json")
+        assert summary["world_size"] == int(r["workers"]) and summary["batch_size_per_worker"] == 64  # weak scaling
+        assert summary["steps"] == 10
+        assert float(r["images_per_sec_mean"]) == pytest.approx(summary["images_per_sec"], abs=0.1)
+        assert float(r["peak_rss_mib_per_worker"]) == pytest.approx(summary["peak_rss_bytes_max"] / MIB, abs=0.5)
+        one.setdefault(r["framework"], summary["images_per_sec"])
+        assert float(r["efficiency"]) == pytest.approx(
+            summary["images_per_sec"] / (int(r["workers"]) * one[r["framework"]]), abs=1e-3)
+    table = (sweep / "scaling.md").read_text()
+    assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
+
+
+def test_sweep_survives_a_failed_point(tmp_path):
+    # one training sample: a world of 2 is larger than the dataset, so that point fails
+    out = mnist_dist("sweep", "--framework", "torch", "--workers", "1,2", "--repeats", "1", "--steps", "2",
+                     "--warmup", "1", "--mode", "strong", "--out", str(tmp_path / "s"), "--config",
+                     str(ROOT / "configs/mlp.yaml"), "data.dataset=synthetic", "data.limit=1", "train.batch_size=2",
+                     "train.threads=1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "torch-w2-r0 failed" in out.stdout
+    rows = list(csv.DictReader(open(tmp_path / "s" / "scaling.csv")))
+    assert [(r["workers"], r["runs"], r["failed"]) for r in rows] == [("1", "1", "0"), ("2", "0", "1")]
+    assert "Failed points: torch-w2-r0 (exit code" in (tmp_path / "s" / "scaling.md").read_text()
+    assert (tmp_path / "s" / "scaling.png").stat().st_size > 1000
+    assert [s for s, _ in read_scalars(tmp_path / "s" / "tensorboard" / "torch")["scaling/images_per_sec"]] == [1]
+
+
+def test_strong_scaling_needs_a_divisible_batch(tmp_path):
+    out = mnist_dist("sweep", "--workers", "1,3", "--mode", "strong", "--out", str(tmp_path / "s"),
+                     "train.batch_size=128", cwd=tmp_path)
+    assert out.returncode == 1 and "divisible by every worker count" in out.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Debian's Fashion-MNIST")
+def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
+    out = mnist_dist("compare", "--out", str(tmp_path / "c"), "--target-accuracy", "0.5", "--config",
+                     str(ROOT / "configs/mlp.yaml"), "data.dataset=fashion-mnist", "data.limit=500", "train.epochs=2",
+                     "train.batch_size=32", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    report = (tmp_path / "c" / "compare.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| measure")
+             and not line.startswith("| claim")]
+    measures = [line for line in table if line.count("|") == 4 and "**" not in line]
+    assert len(measures) == 8
+    for line in measures:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(cells) and "n/a" not in cells, line
+    torch, tf = (read_json(next((tmp_path / "c" / "runs").glob(f"{fw}*/summary.json"))) for fw in ("torch", "tf"))
+    expected = {
+        "TensorFlow trains faster thanks to its graph": ratio_verdict("", torch["images_per_sec"] / tf["images_per_sec"], "").verdict,
+        "PyTorch uses less memory": ratio_verdict("", torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"], "").verdict,
+        "PyTorch models are smaller": ratio_verdict("", torch["model_size_bytes"] / tf["model_size_bytes"], "").verdict,
+        "Both are portable": "confirmed",
+    }
+    for claim, verdict in expected.items():
+        assert re.search(rf"\| {re.escape(claim)} \| \*\*{verdict}\*\* \| .*\d", report), claim
+    assert f"{torch['images_per_sec']:,.0f}" in report and f"{tf['model_size_bytes']:,}" in report
+    assert "Hardware:" in report and "torch 2." in report and "tensorflow 2." in report
+    assert (tmp_path / "c" / "compare.png").stat().st_size > 1000
+    assert read_scalars(next((tmp_path / "c" / "runs").glob("tf*")))["eval/accuracy"]
