@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd.add_argument("--out", help="sweep folder (default: <log.dir>/sweep-<time>)")
     sweep_cmd.add_argument("--run-option", action="append", default=[], metavar="OPTION",
                            help="passed to every `mnist-dist run`, e.g. --run-option=--partition=gpu")
+    sweep_cmd.add_argument("--gpus", action="store_true",
+                           help="slurm: give each point one GPU per worker (--gpus-per-node = workers)")
     add_config_arguments(sweep_cmd)
     sweep_cmd.set_defaults(func=cmd_sweep)
 
@@ -81,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
     compare.add_argument("--target-accuracy", type=float, default=0.85)
     compare.add_argument("--out", help="comparison folder (default: <log.dir>/compare-<time>)")
+    compare.add_argument("--run-option", action="append", default=[], metavar="OPTION",
+                         help="passed to both `mnist-dist run`s, e.g. --run-option=--gpus-per-node=4")
     add_config_arguments(compare)
     compare.set_defaults(func=cmd_compare)
 
@@ -205,7 +209,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(config.log.dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     _ensure_data(config)
     points = sweep.sweep(config, _abs(args.config), args.overrides, frameworks, workers, args.mode, args.repeats,
-                         args.steps, args.warmup, args.launcher, out, args.run_option)
+                         args.steps, args.warmup, args.launcher, out, args.run_option, args.gpus)
     rows = report.scaling_rows(points, args.mode)
     report.write_scaling(rows, points, out)
     print((out / "scaling.md").read_text())
@@ -227,7 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs, histories, reloaded = {}, {}, {}
     for framework in ("torch", "tf"):
         point = sweep.run_point(framework, args.nproc, framework, out / "runs", args.launcher, _abs(args.config),
-                                [*args.overrides, f"train.threads={threads}"])
+                                [*args.overrides, f"train.threads={threads}"], args.run_option)
         if point.ok:
             run_dir = next(p.parent for p in (out / "runs").glob(f"{framework}*/{HISTORY_FILE}"))
             runs[framework] = point.summary

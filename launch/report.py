@@ -16,6 +16,7 @@ from launch.sweep import Point
 from launch.tensorboard import ScalarWriter
 
 MIB = 1024 * 1024
+COLORS = {"torch": "tab:blue", "tf": "tab:orange"}  # the same in every figure
 
 
 def hardware() -> str:
@@ -125,12 +126,13 @@ def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
         if not mine:
             continue
         n = [r.workers for r in mine]
-        line = thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], marker="o",
-                            capsize=3, label=framework)
+        color = COLORS.get(framework)
+        thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], marker="o",
+                     capsize=3, label=framework, color=color)
         base = next((r.images_per_sec for r in mine if r.workers == 1), None)
         if base:
-            thr.plot(n, [base * k for k in n], ":", color=line[0].get_color(), label=f"{framework} ideal")
-        eff.plot(n, [r.efficiency for r in mine], "o-", label=framework)
+            thr.plot(n, [base * k for k in n], ":", color=color, label=f"{framework} ideal")
+        eff.plot(n, [r.efficiency for r in mine], "o-", label=framework, color=color)
     eff.axhline(1.0, color="gray", linestyle=":", label="ideal")
     for ax, label in ((thr, "images/sec (all workers)"), (eff, "efficiency = T(N) / (N T(1))")):
         ax.set_xlabel("workers")
@@ -234,12 +236,13 @@ def _plot_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]],
     bars = [("img/s", lambda s: s.images_per_sec), ("peak RSS MiB", lambda s: s.peak_rss_bytes_max / MIB),
             ("model bytes", lambda s: s.model_size_bytes)]
     for ax, (label, value) in zip(axes, bars):
-        ax.bar(names, [value(runs[fw]) for fw in names], color=["tab:orange", "tab:blue"][:len(names)])
+        ax.bar(names, [value(runs[fw]) for fw in names], color=[COLORS[fw] for fw in names])
         ax.set_title(label)
     for fw in names:
         rows = histories[fw]
-        axes[3].plot([r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw)
-    axes[3].set_title("test accuracy vs seconds")
+        axes[3].plot([r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw,
+                     color=COLORS[fw])
+    axes[3].set_title("test accuracy vs seconds from start")
     axes[3].legend()
     fig.suptitle(hardware(), fontsize=9)
     fig.tight_layout()

@@ -69,7 +69,7 @@ def run_point(framework: str, workers: int, run_name: str, log_dir: Path, launch
 
 def sweep(config: Config, config_path: str | None, overrides: list[str], frameworks: list[str], workers: list[int],
           mode: str, repeats: int, steps: int, warmup: int, launcher: str, out: Path,
-          run_options: list[str] = ()) -> list[Point]:
+          run_options: list[str] = (), gpus: bool = False) -> list[Point]:
     """Every (framework, world size, repeat), each for `warmup` + `steps` steps; repeats interleave."""
     points = []
     for repeat in range(repeats):
@@ -79,7 +79,8 @@ def sweep(config: Config, config_path: str | None, overrides: list[str], framewo
                 point = run_point(framework, n, f"{framework}-w{n}-r{repeat}", out / "runs", launcher, config_path,
                                   [*overrides, f"train.batch_size={batch}", f"train.warmup_steps={warmup}",
                                    f"train.max_steps={warmup + steps}", "train.epochs=1000000",
-                                   "checkpoint.interval=0"], run_options)
+                                   "checkpoint.interval=0"],
+                                  [*run_options, *([f"--gpus-per-node={n}"] if gpus else [])])
                 point.repeat = repeat
                 points.append(point)
     return points

@@ -44,7 +44,7 @@ def train(config, world: World) -> "TFEngine":
         raise ConfigError("train.precision=fp16 needs a GPU (mixed_float16): use bf16 or fp32 on CPU")
     strategy = distributed.make_strategy(config, world, gpus)
     engine = TFEngine(config, world, strategy, "gpu" if gpus else "cpu")
-    loop.train(config, world, engine, len(engine.train_images), PROG)
+    loop.train(config, world, engine, engine.n_train, PROG)
     return engine
 
 
@@ -56,7 +56,8 @@ class TFEngine(loop.Engine):
         self.backend = distributed.strategy_name(strategy)
         self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
         data = load_dataset(config.data.dataset, config.data.dir, config.data.limit, config.train.seed)
-        self.train_images, self.train_labels = data.train_images, data.train_labels.astype(np.int64)
+        self.n_train = len(data.train_images)
+        self.images, self.labels = tf.constant(data.train_images), tf.constant(data.train_labels.astype(np.int64))
         self.test_images, self.test_labels = data.test_images, data.test_labels.astype(np.int64)
         # train.batch_size is per replica (one replica per process in torch_dist); a worker's step
         # takes one batch for each of its local replicas.
@@ -115,12 +116,13 @@ class TFEngine(loop.Engine):
         return distributed.gather_rows(self.gather_fn, self.world, row)
 
     def start_epoch(self, indices: np.ndarray) -> None:
-        images, labels = self.train_images[indices], self.train_labels[indices]
-
         def replica_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
             # Per-replica batches of this worker's shard: no rebatching and no autosharding (the
-            # shard is already this worker's); local replicas take consecutive batches.
-            return tf.data.Dataset.from_tensor_slices((images, labels)).batch(self.batch).prefetch(tf.data.AUTOTUNE)
+            # shard is already this worker's); local replicas take consecutive batches. Batches are
+            # gathered from the training set already in TensorFlow's memory: no copy per epoch.
+            return (tf.data.Dataset.from_tensor_slices(indices).batch(self.batch)
+                    .map(lambda i: (tf.gather(self.images, i), tf.gather(self.labels, i)))
+                    .prefetch(tf.data.AUTOTUNE))
 
         self.batches = iter(self.strategy.distribute_datasets_from_function(replica_batches))
         self.epoch_size = len(indices)
