@@ -3,11 +3,11 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-fashion-mnist
+APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-fashion-mnist cmake g++
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test clean
+.PHONY: setup apt venv demo test horovod clean
 
 setup: apt venv
 
@@ -31,6 +31,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Optional: Horovod for torch_dist (dist.backend=horovod). Builds a wheel for the installed torch
+# once (a few minutes; cached in ~/.cache/mnist-dist/wheels), then installs it in seconds.
+horovod: setup
+	$(PY) -m torch_dist.horovod_build
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run each (framework, workers) point through `mnist-dist run` for warm-up + a fixed "
         "number of measured steps, R times, and write scaling.md/.csv/.png and TensorBoard scalars "
         "scaling/images_per_sec and scaling/efficiency (step = workers, one run per framework).")
-    sweep_cmd.add_argument("--framework", default="torch,tf", help="comma-separated: torch,tf")
+    sweep_cmd.add_argument("--framework", default="torch,tf",
+                           help="comma-separated: torch, tf, horovod (torch_dist with Horovod)")
     sweep_cmd.add_argument("--workers", default="1,2", help="comma-separated world sizes, e.g. 1,2,4")
     sweep_cmd.add_argument("--mode", choices=("strong", "weak"), default="weak",
                            help="strong keeps the global batch (train.batch_size), weak the per-worker batch")
@@ -198,9 +199,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     frameworks = sweep.parse_list(args.framework)
-    unknown = set(frameworks) - set(slurm.MODULES)
+    unknown = set(frameworks) - set(sweep.VARIANTS)
     if unknown:
-        raise UserError(f"unknown framework(s) {sorted(unknown)}: use torch, tf")
+        raise UserError(f"unknown framework(s) {sorted(unknown)}: use {', '.join(sweep.VARIANTS)}")
     workers = sweep.parse_list(args.workers, int)
     if min(workers) < 1 or args.repeats < 1 or args.steps < 1:
         raise UserError("--workers, --repeats and --steps must be positive")

@@ -4,7 +4,8 @@ What each launcher prints while workers run:
   local     rank 0's lines as they are, every other rank's lines prefixed "[rank r] ";
   torchrun  torchrun's own: `--tee 3` prefixes every line "[default<r>]:" and writes per-rank
             files under <log.dir>/torchrun-logs/;
-  mpirun    OpenMPI's own: `--tag-output` prefixes every line "[job,rank]<stdout>:".
+  mpirun    OpenMPI's own: `--tag-output` prefixes every line "[job,rank]<stdout>:";
+  horovodrun  Horovod's own: every line prefixed "[rank]<stdout>:".
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from launch.errors import UserError
 from launch.slurm import MODULES
 from launch.world import World, tf_config
 
-LAUNCHERS = ("local", "torchrun", "mpirun", "slurm")
+LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
 _LOOPBACK = ("127.", "localhost", "::1")
 
 
@@ -99,6 +100,16 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
     elif launcher == "mpirun":
         result.command, notes = mpirun_command(size, nproc, nodes, master_addr, port, python, module, args)
         result.notes += notes
+    elif launcher == "horovodrun":
+        if framework != "torch":
+            raise UserError("horovodrun runs torch_dist only: Horovod's TensorFlow part does not build against "
+                            "TensorFlow >= 2.16; use --launcher local, mpirun or slurm for tf")
+        if nodes > 1:
+            raise UserError("horovodrun here starts one node; for several use --launcher slurm --template mpi "
+                            "with dist.backend=horovod")
+        result.command = [horovodrun(python), "-np", str(nproc), "-H", f"localhost:{nproc}", python, "-m", module,
+                          *args, "dist.backend=horovod"]
+        result.notes.append("horovodrun: dist.backend=horovod added")
     else:
         raise UserError(f"launcher {launcher!r} is not one of local, torchrun, mpirun (slurm has its own plan)")
     return result
@@ -118,14 +129,21 @@ def mpirun_command(size: int, nproc: int, nodes: int, master_addr: str, port: in
     return cmd + [python, "-m", module, *args], notes
 
 
+def horovodrun(python: str) -> str:
+    """The horovodrun installed beside this Python (a virtual environment's), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(python), "horovodrun")
+    return beside if os.path.exists(beside) else "horovodrun"
+
+
 def preflight(launcher: str, framework: str) -> None:
     """Fail early, with the fix, when the launcher's program is missing."""
-    needs = {"mpirun": ["mpirun"], "slurm": ["sbatch", "scontrol"]}.get(launcher, [])
+    fixes = {"mpirun": "install OpenMPI (Debian: openmpi-bin)",
+             "horovodrun": "build and install Horovod with `python -m torch_dist.horovod_build`",
+             "sbatch": "run on a Slurm login node, or install Slurm's client tools (Debian: slurm-client)"}
+    needs = {"mpirun": ["mpirun"], "horovodrun": ["horovodrun"], "slurm": ["sbatch", "scontrol"]}.get(launcher, [])
     for program in needs:
-        if shutil.which(program) is None:
-            fix = "install OpenMPI (Debian: openmpi-bin)" if program == "mpirun" else \
-                "run on a Slurm login node, or install Slurm's client tools (Debian: slurm-client)"
-            raise UserError(f"{program} not found on PATH: {fix}")
+        if shutil.which(horovodrun(sys.executable) if program == "horovodrun" else program) is None:
+            raise UserError(f"{program} not found on PATH: {fixes.get(program, fixes['sbatch'])}")
     if launcher == "torchrun" and framework == "torch":
         try:
             import importlib.util

@@ -16,7 +16,7 @@ from launch.sweep import Point
 from launch.tensorboard import ScalarWriter
 
 MIB = 1024 * 1024
-COLORS = {"torch": "tab:blue", "tf": "tab:orange"}  # the same in every figure
+COLORS = {"torch": "tab:blue", "tf": "tab:orange", "horovod": "tab:green"}  # the same in every figure
 
 
 def hardware() -> str:

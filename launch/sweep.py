@@ -50,21 +50,31 @@ def per_worker_batch(config: Config, mode: str, workers: int) -> int:
     return config.train.batch_size // workers
 
 
+VARIANTS = ("torch", "tf", "horovod")  # horovod: torch_dist with dist.backend=horovod
+
+
 def run_point(framework: str, workers: int, run_name: str, log_dir: Path, launcher: str, config_path: str | None,
               overrides: list[str], run_options: list[str] = ()) -> Point:
     """One training through `mnist-dist run`; its output streams through, its summary is read back."""
+    label = framework
+    if framework == "horovod":
+        framework, overrides = "torch", [*overrides, "dist.backend=horovod"]
+        if launcher in ("local", "torchrun"):
+            launcher = "horovodrun"  # Horovod's own rendezvous; mpirun and slurm (mpi template) work as they are
+        elif launcher == "slurm":
+            run_options = ["--template", "mpi", *run_options]
     cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher,
            "--nproc", str(workers), *run_options, *(["--wait"] if launcher == "slurm" else []),
            *(["--config", config_path] if config_path else []),
            *overrides, f"log.dir={log_dir}", f"log.run_name={run_name}", "log.progress=never"]
-    print(f"mnist-dist: {framework} x{workers}: {run_name}", flush=True)
+    print(f"mnist-dist: {label} x{workers}: {run_name}", flush=True)
     code = subprocess.run(cmd).returncode
     # Slurm runs append the job id to the run name
     found = sorted(log_dir.glob(f"{run_name}/{SUMMARY_FILE}")) + sorted(log_dir.glob(f"{run_name}-*/{SUMMARY_FILE}"))
     summary = read_summary(found[0]) if code == 0 and found else None
     if summary is None:
         print(f"mnist-dist: {run_name} failed (exit code {code}); the sweep goes on", flush=True)
-    return Point(framework, workers, 0, run_name, code, summary)
+    return Point(label, workers, 0, run_name, code, summary)
 
 
 def sweep(config: Config, config_path: str | None, overrides: list[str], frameworks: list[str], workers: list[int],

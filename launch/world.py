@@ -6,13 +6,15 @@ Sources, in order of precedence (the first one present wins):
      launcher's variables describe the agents, and torchrun's describe the real workers.
   2. OpenMPI            OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}. Under `mpirun` inside a
      Slurm allocation the SLURM_* variables describe the batch step, not the MPI ranks.
-  3. PMI (Hydra)        PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS (MPICH, Intel MPI,
+  3. horovodrun (Gloo)  HOROVOD_RANK, HOROVOD_SIZE, HOROVOD_LOCAL_RANK, HOROVOD_LOCAL_SIZE
+     (`horovodrun --mpi` is OpenMPI's mpirun underneath: source 2).
+  4. PMI (Hydra)        PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS (MPICH, Intel MPI,
      `srun --mpi=pmi2`). PMIx launchers (OpenMPI's mpirun, `srun --mpi=pmix`) export only PMIX_RANK
      of their own, but always with their launcher's variables above or below, which are used.
-  4. Slurm step         SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_NODEID,
+  5. Slurm step         SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_NODEID,
      SLURM_STEP_TASKS_PER_NODE, SLURM_STEP_NODELIST (only inside an `srun` step: a batch script
      itself, which lacks SLURM_STEP_NUM_TASKS, is one process).
-  5. a single process   rank 0 of 1.
+  6. a single process   rank 0 of 1.
 The master is rank 0's host: MASTER_ADDR when set, else the first host of the Slurm node list,
 else 127.0.0.1 when every rank is on this node. The port is MASTER_PORT when set, else derived from
 the job id (Slurm's job id, OpenMPI's job id: two jobs on one node do not collide), else 29500.
@@ -43,7 +45,7 @@ class World:
     num_nodes: int = 1
     master_addr: str = "127.0.0.1"
     master_port: int = DEFAULT_PORT
-    source: str = "single"  # torchrun | openmpi | pmi | slurm | single
+    source: str = "single"  # torchrun | openmpi | horovod | pmi | slurm | single
     job_id: str | None = None  # stable across restarts of one job, where the launcher gives one
     hosts: tuple[str, ...] = ()  # the node list, where the launcher gives one
     restarts: int = 0  # how often torchrun restarted the workers, or Slurm requeued the job
@@ -71,7 +73,10 @@ def worker_addresses(world: World) -> list[str]:
     else:
         raise WorldError(f"cannot place {world.size} {world.source} ranks on {world.num_nodes} nodes: TensorFlow "
                          "needs every worker's host; start it under Slurm (srun/sbatch) with equal tasks per node")
-    return [f"{host}:{world.master_port + 1 + r % world.local_size}" for r, host in enumerate(hosts)]
+    # An ephemeral master port (torchrun --standalone picks one) has neighbours that outgoing
+    # connections take at any moment: move such a base below Linux's ephemeral range (32768+).
+    base = world.master_port if world.master_port < 32768 else _PORT_BASE + world.master_port % _PORT_SPAN
+    return [f"{host}:{base + 1 + r % world.local_size}" for r, host in enumerate(hosts)]
 
 
 def tf_config(world: World) -> dict:
@@ -100,6 +105,9 @@ def _detect(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World
         return _checked(_from_mpi(env, "openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
                                   "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
                                   env.get("OMPI_MCA_ess_base_jobid") or env.get("PMIX_NAMESPACE"), expand))
+    if "HOROVOD_RANK" in env and "HOROVOD_SIZE" in env:
+        return _checked(_from_mpi(env, "horovod", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK",
+                                  "HOROVOD_LOCAL_SIZE", env.get("HOROVOD_GLOO_RENDEZVOUS_PORT"), expand))
     if "PMI_RANK" in env and "PMI_SIZE" in env:
         return _checked(_from_mpi(env, "pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
                                   "MPI_LOCALNRANKS", env.get("PMI_JOBID"), expand))

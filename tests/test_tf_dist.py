@@ -127,6 +127,11 @@ def test_tf_config_from_world():
     assert slurm["task"] == {"type": "worker", "index": 5}
 
 
+def test_tf_ports_stay_out_of_the_ephemeral_range():
+    workers = tf_config(World(rank=0, size=2, local_size=2, master_port=41827))["cluster"]["worker"]
+    assert workers == ["127.0.0.1:21828", "127.0.0.1:21829"]
+
+
 def test_tf_config_needs_hosts_for_several_nodes():
     from launch.errors import WorldError
 

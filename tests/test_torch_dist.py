@@ -118,18 +118,19 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path):
 
 def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
     from launch.errors import ConfigError
-    from torch_dist.distributed import choose_backend
+    from torch_dist.distributed import backend_for
 
-    ranks = torch.cuda.device_count() + 1
-    with pytest.raises(ConfigError, match=f"needs one GPU per rank, but this node runs {ranks} ranks and has"):
-        choose_backend("nccl", World(size=ranks, local_size=ranks))
+    with pytest.raises(ConfigError, match="needs one GPU per rank, but this node runs 3 ranks and has 2 GPU"):
+        backend_for("nccl", World(size=3, local_size=3), gpus=2)
+    assert backend_for("nccl", World(size=2, local_size=2), gpus=2) == "nccl"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
-def test_auto_backend_without_gpu_is_gloo_on_cpu():
-    from torch_dist.distributed import choose_backend
+def test_auto_backend_is_nccl_only_with_a_gpu_per_rank():
+    from torch_dist.distributed import backend_for
 
-    assert choose_backend("auto", World(size=2, local_size=2)) == ("gloo", torch.device("cpu"))
+    assert backend_for("auto", World(size=2, local_size=2), gpus=0) == "gloo"
+    assert backend_for("auto", World(size=2, local_size=2), gpus=1) == "gloo"
+    assert backend_for("auto", World(size=8, local_size=4), gpus=4) == "nccl"
 
 
 def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):

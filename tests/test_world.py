@@ -72,6 +72,12 @@ def test_pmi_hydra():
     assert w.job_id == "j9" and w.master_port == port_for_job("j9")
 
 
+def test_horovodrun_gloo():
+    w = world({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "2",
+               "HOROVOD_GLOO_RENDEZVOUS_PORT": "43977"})
+    assert (w.source, w.rank, w.size, w.local_rank, w.master_addr, w.job_id) == ("horovod", 1, 2, 1, "127.0.0.1", "43977")
+
+
 SLURM = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "2", "SLURM_NTASKS": "7",
          "SLURM_STEP_NUM_TASKS": "7", "SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_TASKS_PER_NODE": "2(x3),1",
          "SLURM_STEP_NODELIST": "gpu-[01-03],cpu7", "SLURM_JOB_NODELIST": "gpu-[01-03],cpu7",
@@ -122,6 +128,7 @@ def test_rank_outside_world():
 @pytest.mark.parametrize("env,source", [
     ({**SLURM, **OMPI, **TORCHRUN}, "torchrun"),  # torchrun started by srun or mpirun
     ({**SLURM, **OMPI}, "openmpi"),  # mpirun inside an sbatch allocation
+    ({**SLURM, "HOROVOD_RANK": "5", "HOROVOD_SIZE": "7"}, "horovod"),  # horovodrun --gloo in an allocation
     ({**SLURM, "PMI_RANK": "5", "PMI_SIZE": "7"}, "pmi"),  # srun --mpi=pmi2
     (SLURM, "slurm"),
 ])

@@ -1,4 +1,7 @@
-"""torch.distributed plumbing: backend and device choice, process group life cycle, small collectives."""
+"""How torch_dist's ranks talk: torch.distributed with DistributedDataParallel (gloo on CPU, nccl on
+GPU), or Horovod. Both offer the same few operations to the engine: wrap the model and optimizer,
+gather a row of numbers from every rank, sum a tensor across ranks, shut down cleanly.
+"""
 
 from __future__ import annotations
 
@@ -8,64 +11,115 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from launch.errors import ConfigError
 from launch.world import World
 
 
-def choose_backend(requested: str, world: World) -> tuple[str, torch.device]:
-    """The process group backend and this rank's device.
-
-    auto: nccl when every rank on this node gets its own GPU, else gloo on the CPU.
-    """
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if requested == "horovod":
-        raise ConfigError("dist.backend=horovod is not supported by torch_dist yet: use auto, gloo or nccl")
+def backend_for(requested: str, world: World, gpus: int) -> str:
+    """dist.backend resolved for this node: auto is nccl when every rank here gets its own GPU,
+    else gloo on the CPU; nccl with more ranks than GPUs is an error."""
     if requested == "auto":
-        requested = "nccl" if gpus and world.local_size <= gpus else "gloo"
-    if requested == "nccl":
-        if world.local_size > gpus:
-            raise ConfigError(f"dist.backend=nccl needs one GPU per rank, but this node runs {world.local_size} "
-                              f"ranks and has {gpus} GPU(s): start at most {gpus} ranks per node, or use gloo")
-        torch.cuda.set_device(world.local_rank)
-        return "nccl", torch.device("cuda", world.local_rank)
-    return "gloo", torch.device("cpu")
+        return "nccl" if gpus and world.local_size <= gpus else "gloo"
+    if requested == "nccl" and world.local_size > gpus:
+        raise ConfigError(f"dist.backend=nccl needs one GPU per rank, but this node runs {world.local_size} "
+                          f"ranks and has {gpus} GPU(s): start at most {gpus} ranks per node, or use gloo")
+    return requested
 
 
-def init(world: World, backend: str, timeout_s: int) -> None:
-    """Join the process group (only when there is more than one rank)."""
-    if world.size == 1:
-        return
-    # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
-    url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
-    dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
-                            timeout=timedelta(seconds=timeout_s))
+def connect(requested: str, world: World, timeout_s: int):
+    """The communicator for dist.backend, and this rank's device."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    backend = backend_for(requested, world, gpus)
+    if backend == "horovod":
+        comm = Horovod(world)
+        local_rank = comm.hvd.local_rank()
+    else:
+        comm, local_rank = DDP(backend, world, timeout_s), world.local_rank
+    if backend == "gloo" or not gpus:
+        return comm, torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    return comm, torch.device("cuda", local_rank)
 
 
-def gather_rows(row: list[float], device: torch.device) -> np.ndarray:
-    """Every rank's row of numbers, as a (world, len(row)) float64 array on every rank."""
-    mine = torch.tensor(row, dtype=torch.float64, device=device)
-    if not dist.is_initialized():
-        return mine.cpu().numpy()[None]
-    rows = torch.empty(dist.get_world_size() * len(row), dtype=torch.float64, device=device)
-    dist.all_gather_single(rows, mine)
-    return rows.view(-1, len(row)).cpu().numpy()
+class DDP:
+    def __init__(self, backend: str, world: World, timeout_s: int):
+        self.name = backend
+        if world.size > 1:
+            # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
+            url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
+            dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
+                                    timeout=timedelta(seconds=timeout_s))
+
+    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device):
+        """DDP broadcasts rank 0's parameters at construction, then averages gradients in backward."""
+        if not dist.is_initialized():
+            return model, optimizer
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True), optimizer
+
+    def after_restore(self, model, optimizer) -> None:
+        """Every rank loaded the same checkpoint: nothing to send."""
+
+    def gather_rows(self, row: list[float], device: torch.device) -> np.ndarray:
+        """Every rank's row of numbers, as a (world, len(row)) float64 array on every rank."""
+        mine = torch.tensor(row, dtype=torch.float64, device=device)
+        if not dist.is_initialized():
+            return mine.cpu().numpy()[None]
+        rows = torch.empty(dist.get_world_size() * len(row), dtype=torch.float64, device=device)
+        dist.all_gather_single(rows, mine)
+        return rows.view(-1, len(row)).cpu().numpy()
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if dist.is_initialized():
+            dist.all_reduce(values)
+        return values
+
+    def shutdown(self) -> None:
+        """Leave the group without the exit-time abort seen after a bare destroy_process_group: wait
+        for every rank, let DDP's reducer be freed (the caller dropped its model), then destroy."""
+        if not dist.is_initialized():
+            return
+        dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()
 
 
-def sum_across_ranks(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(values)
-    return values
+class Horovod:
+    """Horovod's allreduce through its DistributedOptimizer; started by horovodrun or mpirun."""
 
+    name = "horovod"
 
-def shutdown() -> None:
-    """Leave the process group without the exit-time abort seen after a bare destroy_process_group.
+    def __init__(self, world: World):
+        try:
+            import horovod.torch as hvd
+        except ImportError:
+            raise ConfigError("dist.backend=horovod: Horovod is not installed; build and install it for this "
+                              "torch with `python -m torch_dist.horovod_build` (a few minutes, once)") from None
+        self.hvd = hvd
+        hvd.init()
+        if (hvd.rank(), hvd.size()) != (world.rank, world.size):
+            raise ConfigError(f"Horovod says rank {hvd.rank()} of {hvd.size()} but the launcher's environment "
+                              f"says {world.rank} of {world.size}: start with horovodrun or mpirun")
 
-    Wait for every rank, let the caller's model and optimizer (and DDP's reducer) be freed first,
-    then destroy the group.
-    """
-    if not dist.is_initialized():
-        return
-    dist.barrier()
-    gc.collect()
-    dist.destroy_process_group()
+    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device):
+        hvd = self.hvd
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+
+    def after_restore(self, model, optimizer) -> None:
+        # Broadcast the optimizer state only once it exists: for an empty Adam state Horovod takes a
+        # zero step first, which changes Adam's bias correction and so the whole run.
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+
+    def gather_rows(self, row: list[float], device: torch.device) -> np.ndarray:
+        mine = torch.tensor([row], dtype=torch.float64, device=device)
+        return self.hvd.allgather(mine, name="rows").cpu().numpy()
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        return self.hvd.allreduce(values, op=self.hvd.Sum, name="sum")
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from launch import loop
 from launch.data import load_dataset
@@ -40,21 +39,20 @@ def main(argv: list[str] | None = None) -> None:
 
 def train(config, world: World) -> None:
     torch.set_num_threads(trainer.threads_per_worker(config, world))
-    backend, device = distributed.choose_backend(config.dist.backend, world)
-    if config.train.precision == "fp16" and device.type != "cuda":
+    if config.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
-    distributed.init(world, backend, config.dist.timeout)
-    engine = TorchEngine(config, world, backend, device)
+    comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout)
+    engine = TorchEngine(config, world, comm, device)
     loop.train(config, world, engine, len(engine.train_images), PROG)
     del engine  # DDP's reducer must be gone before the process group is destroyed
-    distributed.shutdown()
+    comm.shutdown()
 
 
 class TorchEngine(loop.Engine):
     framework = "torch"
 
-    def __init__(self, config, world: World, backend: str, device: torch.device):
-        self.config, self.world, self.backend = config, world, backend
+    def __init__(self, config, world: World, comm, device: torch.device):
+        self.config, self.world, self.comm, self.backend = config, world, comm, comm.name
         self.torch_device, self.device = device, device.type
         self.versions = {"torch": torch.__version__}
         data = load_dataset(config.data.dataset, config.data.dir, config.data.limit, config.train.seed)
@@ -72,9 +70,8 @@ class TorchEngine(loop.Engine):
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=config.train.momentum)
         else:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
-        # DDP broadcasts rank 0's parameters at construction, then averages gradients in backward.
-        self.ddp = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
-                                            gradient_as_bucket_view=True) if world.size > 1 else self.model)
+        # Rank 0's parameters reach every rank here; gradients are averaged in every step.
+        self.ddp, self.optimizer = comm.wrap(self.model, self.optimizer, device)
         self.autocast = _autocast(config.train.precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None
         self.batch = self.batch_per_rank = config.train.batch_size
@@ -82,7 +79,7 @@ class TorchEngine(loop.Engine):
         self.writer = None
 
     def gather_rows(self, row: list[float]) -> np.ndarray:
-        return distributed.gather_rows(row, self.torch_device)
+        return self.comm.gather_rows(row, self.torch_device)
 
     def start_epoch(self, indices: np.ndarray) -> None:
         if self.device == "cpu":
@@ -99,7 +96,7 @@ class TorchEngine(loop.Engine):
         with self.autocast:
             logits = self.ddp(x)
             loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # sets grads to None by default (torch >= 2.0; Horovod takes no argument)
         if self.scaler:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -137,7 +134,7 @@ class TorchEngine(loop.Engine):
             totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
             totals[1] += (logits.argmax(1) == y).sum()
             totals[2] += len(y)
-        loss_sum, correct, count = distributed.sum_across_ranks(totals).tolist()
+        loss_sum, correct, count = self.comm.sum(totals).tolist()
         return loss_sum / count, correct / count
 
     def save_checkpoint(self, folder: Path, epoch: int, step: int, history: list[dict]) -> None:
@@ -154,6 +151,7 @@ class TorchEngine(loop.Engine):
         self.model.load_state_dict(state["model"])  # in place: DDP keeps its references
         self.optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
+        self.comm.after_restore(self.model, self.optimizer)
         return {"epoch": state["epoch"], "step": state["step"], "history": state["history"], "path": latest}
 
     def open_writer(self, run_dir: Path) -> None:

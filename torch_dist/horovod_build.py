@@ -1,0 +1,85 @@
+"""Build (once) and install a Horovod wheel for the installed PyTorch: `python -m torch_dist.horovod_build`.
+
+Horovod 0.28.1, its last release, does not build from PyPI against torch >= 2.1: its CMake files
+hard-code C++14 while PyTorch's headers need C++17. This downloads the sdist, raises the standard to
+17, builds the PyTorch part with Gloo and MPI and without TensorFlow or MXNet (Horovod's TensorFlow
+part does not build on TensorFlow >= 2.16), and caches the wheel per torch and Python version, so
+a second run installs in seconds. Needs cmake, a C++ compiler and OpenMPI's headers
+(Debian: cmake g++ libopenmpi-dev).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+HOROVOD_VERSION = "0.28.1"
+# The files that set CMAKE_CXX_STANDARD 14 for the parts we build.
+PATCHED_FILES = ("CMakeLists.txt", "horovod/torch/CMakeLists.txt")
+
+
+def cache_dir() -> Path:
+    import torch
+
+    root = Path(os.environ.get("MNIST_DIST_WHEELS") or Path.home() / ".cache" / "mnist-dist" / "wheels")
+    return root / f"horovod-{HOROVOD_VERSION}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+
+
+def build(into: Path) -> Path:
+    for tool in ("cmake", "c++", "mpicxx"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"horovod_build: {tool} not found: install cmake, g++ and libopenmpi-dev")
+    with tempfile.TemporaryDirectory(prefix="horovod-build-") as tmp:
+        tmp = Path(tmp)
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+              f"horovod=={HOROVOD_VERSION}", "-d", str(tmp)])
+        with tarfile.open(next(tmp.glob("horovod-*.tar.gz"))) as sdist:
+            sdist.extractall(tmp, filter="data")
+        source = tmp / f"horovod-{HOROVOD_VERSION}"
+        for name in PATCHED_FILES:
+            path = source / name
+            text, count = re.subn(r"set\(CMAKE_CXX_STANDARD 14\)", "set(CMAKE_CXX_STANDARD 17)", path.read_text())
+            if not count:
+                raise SystemExit(f"horovod_build: {name} no longer sets C++14; the patch needs a look")
+            path.write_text(text)
+        env = {**os.environ, "HOROVOD_WITH_PYTORCH": "1", "HOROVOD_WITHOUT_TENSORFLOW": "1",
+               "HOROVOD_WITHOUT_MXNET": "1", "HOROVOD_WITH_GLOO": "1", "HOROVOD_WITH_MPI": "1",
+               "HOROVOD_GPU_OPERATIONS": os.environ.get("HOROVOD_GPU_OPERATIONS", ""),
+               "MAKEFLAGS": f"-j{os.cpu_count() or 1}"}
+        if not env["HOROVOD_GPU_OPERATIONS"]:
+            del env["HOROVOD_GPU_OPERATIONS"]
+        # no build isolation: the extension must compile against the torch installed here
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
+              str(source)], env=env)
+        wheel = next((tmp / "dist").glob("horovod-*.whl"))
+        into.mkdir(parents=True, exist_ok=True)
+        partial = into / (wheel.name + ".part")
+        shutil.copy(wheel, partial)
+        os.replace(partial, into / wheel.name)  # a half-copied wheel is never taken for a cached one
+        return into / wheel.name
+
+
+def main() -> None:
+    folder = cache_dir()
+    cached = sorted(folder.glob("horovod-*.whl"))
+    wheel = cached[-1] if cached else build(folder)
+    print(f"horovod_build: {'cached' if cached else 'built'} {wheel}", flush=True)
+    _run([sys.executable, "-m", "pip", "install", "--quiet", str(wheel)])
+    _run([sys.executable, "-c", "import horovod, horovod.torch as hvd; hvd.init(); print('horovod', "
+          "horovod.__version__, 'with gloo' if hvd.gloo_built() else '', 'with mpi' if hvd.mpi_built() else '')"])
+
+
+def _run(cmd: list[str], env: dict | None = None) -> None:
+    result = subprocess.run(cmd, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"horovod_build: failed ({result.returncode}): {' '.join(cmd[:6])} ...")
+
+
+if __name__ == "__main__":
+    main()
