@@ -37,7 +37,7 @@ def trainer_config(args: argparse.Namespace, log_dir: str, name: str):
         "data.dataset=synthetic", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
         f"train.precision={args.precision}", f"train.warmup_steps={args.warmup}",
         f"train.max_steps={args.warmup + args.steps}", f"log.dir={log_dir}", f"log.run_name={name}",
-        "log.progress=never", "checkpoint.interval=0", "train.epochs=1"])
+        "log.progress=never", "checkpoint.interval=0", "train.epochs=1000"])
 
 
 def interleave(runners: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:

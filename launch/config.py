@@ -77,6 +77,7 @@ class CheckpointConfig:
 class DistConfig:
     backend: str = _choice("auto", ("auto", "gloo", "nccl", "horovod"))
     timeout: int = _positive(300)  # seconds a collective may wait before the job fails
+    bucket_mb: float = _positive(25.0)  # torch DDP gradient bucket size; small buckets overlap more (CPU MLP: 0.1)
     # TensorFlow only: auto = multi-worker for several processes, mirrored for several local devices
     strategy: str = _choice("auto", ("auto", "default", "mirrored", "multi-worker"))
     cpu_devices: int = _positive(1)  # TensorFlow only: logical CPU devices to mirror over without GPUs

@@ -31,7 +31,8 @@ def run_dir_of(out) -> Path:
 
 @needs_fashion
 @pytest.mark.parametrize("framework,extra", [("torch", []), ("tf", []), ("torch", ["--template", "mpi"]),
-                                             ("tf", ["--template", "mpi", "--mpi-launcher", "srun"])])
+                                             ("tf", ["--template", "mpi", "--mpi-launcher", "srun"]),
+                                             ("torch", ["--template", "mpi", "--mpi-launcher", "srun"])])
 def test_two_task_job_trains_fashion_mnist(slurm_cluster, tmp_path, framework, extra):
     out = submit(slurm_cluster, tmp_path, "--framework", framework, "--nproc", "2", "--wait", *extra,
                  "data.dataset=fashion-mnist", "train.epochs=1", "train.threads=1")

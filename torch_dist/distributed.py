@@ -28,7 +28,7 @@ def backend_for(requested: str, world: World, gpus: int) -> str:
     return requested
 
 
-def connect(requested: str, world: World, timeout_s: int):
+def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.0):
     """The communicator for dist.backend, and this rank's device."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     backend = backend_for(requested, world, gpus)
@@ -36,7 +36,7 @@ def connect(requested: str, world: World, timeout_s: int):
         comm = Horovod(world)
         local_rank = comm.hvd.local_rank()
     else:
-        comm, local_rank = DDP(backend, world, timeout_s), world.local_rank
+        comm, local_rank = DDP(backend, world, timeout_s, bucket_mb), world.local_rank
     if backend == "gloo" or not gpus:
         return comm, torch.device("cpu")
     torch.cuda.set_device(local_rank)
@@ -44,8 +44,8 @@ def connect(requested: str, world: World, timeout_s: int):
 
 
 class DDP:
-    def __init__(self, backend: str, world: World, timeout_s: int):
-        self.name = backend
+    def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0):
+        self.name, self.bucket_mb = backend, bucket_mb
         if world.size > 1:
             # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
             url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
@@ -57,7 +57,8 @@ class DDP:
         if not dist.is_initialized():
             return model, optimizer
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True), optimizer
+        return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
+                                       bucket_cap_mb=self.bucket_mb), optimizer
 
     def after_restore(self, model, optimizer) -> None:
         """Every rank loaded the same checkpoint: nothing to send."""

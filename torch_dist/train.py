@@ -41,7 +41,7 @@ def train(config, world: World) -> None:
     torch.set_num_threads(trainer.threads_per_worker(config, world))
     if config.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
-    comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout)
+    comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout, config.dist.bucket_mb)
     engine = TorchEngine(config, world, comm, device)
     loop.train(config, world, engine, len(engine.train_images), PROG)
     del engine  # DDP's reducer must be gone before the process group is destroyed
