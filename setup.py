@@ -29,6 +29,6 @@ setup(
         "matplotlib>=3.6",
     ],
     extras_require=EXTRAS,
-    data_files=[("share/mnist-dist/slurm", [str(p) for p in sorted(Path("slurm").glob("*.sbatch"))])],
+    data_files=[("share/mnist-dist/slurm", [str(p) for p in sorted(Path("slurm").iterdir()) if p.is_file()])],
     entry_points={"console_scripts": ["mnist-dist=launch.cli:main"]},
 )

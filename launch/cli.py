@@ -109,6 +109,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     local.add_argument("--node-rank", type=int, default=0, help="this node's index with --nodes > 1")
     local.add_argument("--master-addr", default="127.0.0.1", help="rank 0's host (required with --nodes > 1)")
     local.add_argument("--master-port", type=int, help="rendezvous port (default: a free one)")
+    local.add_argument("--max-restarts", type=int, default=0,
+                       help="restart every worker from the latest checkpoint after a failure, up to N times "
+                       "(torchrun's own for torch under torchrun; adds checkpoint.resume=true)")
     job = parser.add_argument_group("slurm")
     job.add_argument("--template", choices=slurm.TEMPLATES, help="sbatch template (default: the framework's)")
     job.add_argument("--gpus-per-node", type=int, default=0)
@@ -124,6 +127,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                      help="shell line run before the workers, e.g. 'module load cuda' (repeatable)")
     job.add_argument("--mpi-launcher", choices=("mpirun", "srun"), default="mpirun",
                      help="mpi template: mpirun inside the allocation, or srun --mpi=pmix")
+    job.add_argument("--preempt-signal", default="USR1@60", metavar="SIG@SECONDS",
+                     help="Slurm's warning signal before preemption or the time limit: checkpoint, then requeue")
     job.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its exit code")
     add_config_arguments(parser)
 
@@ -133,8 +138,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     config_path = str(Path(args.config).resolve()) if args.config else None
     if args.launcher == "slurm":
         return _submit(args, config, config_path)
+    if args.max_restarts and args.launcher not in ("local", "torchrun"):
+        raise UserError(f"--max-restarts works with the local and torchrun launchers; under {args.launcher} "
+                        "restart the job (Slurm jobs requeue themselves on preemption)")
+    overrides = list(args.overrides) + (["checkpoint.resume=true"] if args.max_restarts else [])
     result = launchers.plan(args.framework, args.launcher, args.nproc, args.nodes, args.node_rank, args.master_addr,
-                            args.master_port, config_path, args.overrides, log_dir=config.log.dir)
+                            args.master_port, config_path, overrides, log_dir=config.log.dir,
+                            max_restarts=args.max_restarts)
     if args.dry_run:
         _print_plan(" ".join(shlex.quote(c) for c in result.command) if result.command else "\n".join(
             " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(map(shlex.quote, cmd))
@@ -144,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _ensure_data(config)
     for note in result.notes:
         print(f"{PROG}: {note}", flush=True)
-    return launchers.run_plan(result)
+    return launchers.run_plan(result, args.max_restarts)
 
 
 def _submit(args: argparse.Namespace, config: Config, config_path: str | None) -> int:
@@ -159,12 +169,12 @@ def _submit(args: argparse.Namespace, config: Config, config_path: str | None) -
         nodes=args.nodes, tasks_per_node=args.nproc, gpus_per_node=gpus, cpus_per_task=args.cpus_per_task,
         time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
         output=args.output or str(log_dir / "slurm-%j.out"), extra_sbatch=args.sbatch, setup=args.setup,
-        mpi_launcher=args.mpi_launcher)
+        mpi_launcher=args.mpi_launcher, preempt_signal=args.preempt_signal)
     prefix = config.log.run_name or "-".join(
         [args.framework, config.model.name, config.data.dataset, f"w{args.nodes * args.nproc}"])
     overrides = list(args.overrides) + [f"log.dir={log_dir}"]
     script = slurm.render(args.template or args.framework, args.framework, options,
-                          launchers.train_args(config_path, overrides), prefix)
+                          launchers.train_args(config_path, overrides), prefix, log_dir)
     if args.dry_run:
         result = launchers.Plan(args.framework, launchers.slurm_worlds(args.nodes, args.nproc))
         result.notes.append("nodes are shown as node0..; the port is 20000 + job id mod 10000 (shown for job id 0)")

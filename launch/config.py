@@ -6,6 +6,7 @@ problem becomes a ConfigError with one line that names the key and how to fix it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -64,6 +65,7 @@ class LogConfig:
     run_name: str | None = None  # default: framework-model-dataset-wN-<job id or time>
     interval: int = _positive(50)  # steps between TensorBoard throughput points
     progress: str = _choice("auto", ("auto", "always", "never"))  # auto: only on a terminal
+    overwrite: bool = False  # replace a run directory that holds a finished run (else refused)
 
 
 @dataclass
@@ -199,6 +201,9 @@ def _check_value(key: str, value: Any, hint, meta) -> Any:
         value = str(value)  # `log.run_name=2024` parses as a number but means a name
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{key} must be {_article(kind.__name__)}, got {value!r}")
     if meta.get("positive") and not value > 0:

@@ -14,10 +14,12 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 from launch.errors import UserError
@@ -66,7 +68,8 @@ def slurm_worlds(nodes: int, nproc: int) -> list[World]:
 
 def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: int = 0,
          master_addr: str = "127.0.0.1", master_port: int | None = None, config: str | None = None,
-         overrides: list[str] = (), python: str = sys.executable, log_dir: str = "runs") -> Plan:
+         overrides: list[str] = (), python: str = sys.executable, log_dir: str = "runs",
+         max_restarts: int = 0) -> Plan:
     """The plan for a local, torchrun or mpirun start of nodes x nproc workers (this node's part)."""
     if nproc < 1 or nodes < 1 or not 0 <= node_rank < nodes:
         raise UserError("--nproc and --nodes must be at least 1, and --node-rank in 0..nodes-1")
@@ -88,7 +91,8 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
         rdzv = (["--standalone"] if nodes == 1 else
                 ["--rdzv-backend=c10d", f"--rdzv-endpoint={master_addr}:{port}", f"--node-rank={node_rank}"])
         result.command = [python, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={nproc}",
-                          *rdzv, "--tee=3", f"--log-dir={os.path.join(log_dir, 'torchrun-logs')}", "-m", module, *args]
+                          *rdzv, f"--max-restarts={max_restarts}", "--tee=3",
+                          f"--log-dir={os.path.join(log_dir, 'torchrun-logs')}", "-m", module, *args]
         if nodes == 1:
             result.worlds = [dataclasses.replace(w, master_port=0) for w in worlds]
             result.notes.append("torchrun --standalone picks its own free rendezvous port (shown as 0)")
@@ -170,19 +174,27 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def run_plan(result: Plan) -> int:
+def run_plan(result: Plan, max_restarts: int = 0) -> int:
     """Start the plan's workers, stream their output, and return the job's exit code: the first
-    failing rank's (the others are then stopped) or 0."""
+    failing rank's (the others are then stopped) or 0. Local workers that fail are all restarted,
+    up to `max_restarts` times, with one job id so they find their run directory and checkpoints."""
     if result.command:
         return subprocess.run(result.command).returncode
-    procs = [subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, bufsize=1) for cmd, env in result.per_rank]
-    pumps = [threading.Thread(target=_pump, args=(p, w.rank), daemon=True) for p, w in zip(procs, result.worlds)]
-    for t in pumps:
-        t.start()
-    code = _wait_fail_fast(procs)
-    for t in pumps:
-        t.join(timeout=10)
+    job = {"MNIST_DIST_JOB_ID": uuid.uuid4().hex[:12]}
+    for attempt in range(max_restarts + 1):
+        extra = {**job, "MNIST_DIST_RESTART_COUNT": str(attempt)}
+        procs = [subprocess.Popen(cmd, env={**os.environ, **env, **extra}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1) for cmd, env in result.per_rank]
+        pumps = [threading.Thread(target=_pump, args=(p, w.rank), daemon=True) for p, w in zip(procs, result.worlds)]
+        for t in pumps:
+            t.start()
+        code = _wait_fail_fast(procs, [w.rank for w in result.worlds])
+        for t in pumps:
+            t.join(timeout=10)
+        if code == 0 or attempt == max_restarts:
+            return code
+        print(f"mnist-dist: restarting every rank from the latest checkpoint ({attempt + 1} of {max_restarts})",
+              flush=True)
     return code
 
 
@@ -193,9 +205,10 @@ def _pump(proc: subprocess.Popen, rank: int) -> None:
         sys.stdout.flush()
 
 
-def _wait_fail_fast(procs: list[subprocess.Popen]) -> int:
-    """Wait for every process; when one fails, stop the rest instead of letting them hang."""
+def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
+    """Wait for every process; when one fails, say which and stop the rest instead of letting them hang."""
     running = {p.pid: p for p in procs}
+    rank_of = {p.pid: r for p, r in zip(procs, ranks)}
     while running:
         pid, status = os.wait()
         proc = running.pop(pid, None)
@@ -203,6 +216,9 @@ def _wait_fail_fast(procs: list[subprocess.Popen]) -> int:
             continue  # some other child of ours
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
+            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+                   else f"exited with code {proc.returncode}")
+            print(f"mnist-dist: rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks", flush=True)
             for other in running.values():
                 other.terminate()
             for other in running.values():

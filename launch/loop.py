@@ -5,6 +5,8 @@ implement; so the two trainers differ only where their frameworks differ.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -13,9 +15,10 @@ import numpy as np
 
 from launch import trainer
 from launch.config import Config
+from launch.errors import UserError
 from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, TRAIN_LOSS, IMAGES_PER_SEC, ThroughputMeter, interval_scalars
 from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for, write_json_atomic
-from launch.shard import shard_indices, steps_per_epoch
+from launch.shard import shard_indices, shard_size, steps_per_epoch
 from launch.summary import peak_rss_bytes, write_summary
 from launch.world import World
 
@@ -79,9 +82,15 @@ class Engine(ABC):
         """Flush and close what the engine opened."""
 
 
-def train(config: Config, world: World, engine: Engine, n_train: int, prog: str) -> None:
-    """Run the configured training on this rank. `n_train` is the training set's size."""
-    _Loop(config, world, engine, n_train, prog).run()
+CHECKPOINT_FILES = {"torch": "step-*.pt", "tf": "ckpt-*.index"}  # what each engine's checkpoints look like
+PREEMPTED = 75  # exit code of a run stopped early by a preemption signal, checkpointed to resume
+STOP_FILE = "PREEMPT"  # a file of this name in the run directory asks every rank to stop and checkpoint
+
+
+def train(config: Config, world: World, engine: Engine, n_train: int, prog: str) -> int:
+    """Run the configured training on this rank. `n_train` is the training set's size. Returns 0
+    when the run finished, PREEMPTED when a stop was requested and every rank checkpointed."""
+    return _Loop(config, world, engine, n_train, prog).run()
 
 
 class _Loop:
@@ -94,16 +103,25 @@ class _Loop:
         if world.is_chief:
             create_run_dir(config, self.run_dir)
         self.n_train = n_train
-        self.shard_size = n_train // world.size
+        self.shard_size = shard_size(n_train, world.size)
         self.per_epoch = steps_per_epoch(self.shard_size, engine.batch_per_rank)
         full = config.train.epochs * self.per_epoch
         self.total = min(full, config.train.max_steps or full)
         self.epoch, self.step, self.history = 0, 0, []
         self.first_step_at: float | None = None
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
+        self.stop_requested = self.stopping = False
 
-    def run(self) -> None:
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True  # acted on at the next interval, by every rank at the same step
+
+    def run(self) -> int:
         cfg, engine = self.config, self.engine
+        # Slurm's preemption warning (sbatch --signal=USR1@60); under Slurm also SIGTERM. torchrun does
+        # not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also write STOP_FILE.
+        signals = [signal.SIGUSR1] + ([signal.SIGTERM] if os.environ.get("SLURM_JOB_ID") else [])
+        for sig in signals:
+            signal.signal(sig, self._request_stop)
         if cfg.checkpoint.resume:
             self._resume()
         if self.world.is_chief:
@@ -114,10 +132,27 @@ class _Loop:
         with trainer.progress_bar(self.total, cfg, self.world, initial=min(self.step, self.total)) as bar:
             while self.epoch < cfg.train.epochs and self.step < self.total:
                 self._train_epoch(bar)
+                if self.stopping:
+                    return self._stop()
                 self._end_epoch()
         self._finish()
+        return 0
+
+    def _stop(self) -> int:
+        """Every rank agreed to stop at this step: checkpoint it (mid-epoch) and leave."""
+        self.engine.save_checkpoint(self.ckpt_dir, self.epoch, self.step, trainer.history_to_dicts(self.history))
+        if self.world.is_chief:
+            (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+            print(f"{self.prog}: stop requested: checkpointed step {self.step} in {self.ckpt_dir}; "
+                  "resume with checkpoint.resume=true", flush=True)
+        self.engine.close()
+        return PREEMPTED
 
     def _resume(self) -> None:
+        for framework, pattern in CHECKPOINT_FILES.items():
+            if framework != self.engine.framework and any(self.ckpt_dir.glob(pattern)):
+                raise UserError(f"{self.ckpt_dir} holds {framework} checkpoints, which {self.engine.framework} cannot "
+                                "resume: point checkpoint.dir (or log.run_name) at this framework's run")
         state = self.engine.restore_checkpoint(self.ckpt_dir)
         if state is None:
             if self.world.is_chief:
@@ -134,12 +169,15 @@ class _Loop:
         shard = shard_indices(self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle)
         self.engine.start_epoch(shard.indices)
         self.epoch_sums = np.zeros(3)  # images, loss sum, correct: all ranks
-        steps = min(self.per_epoch, self.total - self.step)
-        for i in range(steps):
+        done = self.step - self.epoch * self.per_epoch  # batches of this epoch before a mid-epoch resume
+        steps = min(self.per_epoch, self.total - self.epoch * self.per_epoch)
+        for i in range(done, steps):
             images = self.engine.train_step(i)
             self.step += 1
             if self.meter.step(images, self.step, end_of_epoch=i == steps - 1):
                 self._log_interval(bar)
+                if self.stopping:
+                    return
             if self.first_step_at is None:
                 self.first_step_at = time.time()
             bar.update(1)
@@ -147,7 +185,13 @@ class _Loop:
     def _log_interval(self, bar) -> None:
         images, seconds, steps = self.meter.take_interval()
         loss_sum, correct = self.engine.take_outputs()
-        rows = self.engine.gather_rows([images, seconds, steps, loss_sum, correct])
+        stop = self.stop_requested or (self.world.is_chief and (self.run_dir / STOP_FILE).exists())
+        rows = self.engine.gather_rows([images, seconds, steps, loss_sum, correct, float(stop)])
+        self.stopping = bool(rows[:, 5].max())  # one rank's request stops every rank at this step
+        if not np.isfinite(rows[:, 3]).all():
+            raise UserError(f"the training loss became NaN or infinite between steps {self.step - int(steps)} and "
+                            f"{self.step}: lower train.lr (now {self.config.scaled_lr(self.world.size):g}) "
+                            "or train in fp32")
         self.epoch_sums += rows.sum(axis=0)[[0, 3, 4]]
         if self.world.is_chief:
             scalars = interval_scalars(rows)

@@ -24,7 +24,7 @@ TRAINING_TAGS = (IMAGES_PER_SEC, IMAGES_PER_SEC_PER_WORKER, STEP_MS, TRAIN_LOSS,
 ALL_TAGS = TRAINING_TAGS + (EVAL_LOSS, EVAL_ACCURACY)
 
 # Columns of the row each rank contributes at a logging interval.
-INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct")
+INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct", "stop")
 
 
 class ThroughputMeter:
@@ -88,7 +88,7 @@ def combine_rates(images: np.ndarray, seconds: np.ndarray, steps: np.ndarray) ->
 
 def interval_scalars(rows: np.ndarray) -> dict[str, float]:
     """TensorBoard scalars for one logging interval from every rank's INTERVAL_ROW."""
-    images, seconds, steps, loss_sum, correct = (rows[:, i] for i in range(len(INTERVAL_ROW)))
+    images, seconds, steps, loss_sum, correct = (rows[:, i] for i in range(5))
     rates = combine_rates(images, seconds, steps)
     seen = float(images.sum())
     return {

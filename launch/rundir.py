@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,8 +36,10 @@ def create_run_dir(config: Config, run_dir: Path) -> None:
     repeated command never overwrites results.
     """
     if (run_dir / SUMMARY_FILE).exists() and not config.checkpoint.resume:
-        raise UserError(f"{run_dir} already holds a finished run: choose another log.run_name, "
-                        "or continue it with checkpoint.resume=true")
+        if not config.log.overwrite:
+            raise UserError(f"{run_dir} already holds a finished run: choose another log.run_name, continue it "
+                            "with checkpoint.resume=true, or replace it with log.overwrite=true")
+        shutil.rmtree(run_dir)  # asked for: old events and checkpoints would mix with the new run's
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)
 

@@ -32,15 +32,18 @@ def epoch_permutation(n: int, epoch: int, seed: int, shuffle: bool = True) -> np
 def shard_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, shuffle: bool = True) -> Shard:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world of {world_size}")
-    per_rank = n // world_size
-    if per_rank == 0:
-        raise DataError(
-            f"world size {world_size} is larger than the training set ({n} samples): "
-            "use fewer workers or a larger data.limit"
-        )
+    per_rank = shard_size(n, world_size)
     order = epoch_permutation(n, epoch, seed, shuffle)
     used = per_rank * world_size
     return Shard(indices=order[rank:used:world_size], dropped=n - used)
+
+
+def shard_size(n: int, world_size: int) -> int:
+    """Samples per rank per epoch; a world larger than the dataset is an error."""
+    if n < world_size:
+        raise DataError(f"world size {world_size} is larger than the training set ({n} samples): "
+                        "use fewer workers or a larger data.limit")
+    return n // world_size
 
 
 def steps_per_epoch(shard_size: int, batch_size: int) -> int:

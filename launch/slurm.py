@@ -49,6 +49,7 @@ class SbatchOptions:
     extra_sbatch: list[str] = field(default_factory=list)  # e.g. "--qos=high", "--constraint=a100"
     setup: list[str] = field(default_factory=list)  # shell lines run first: module load ..., source venv
     mpi_launcher: str = "mpirun"  # mpi template: mpirun | srun (srun --mpi=pmix)
+    preempt_signal: str = "USR1@60"  # Slurm's warning before preemption or the time limit: SIG@seconds
 
     def validate(self) -> None:
         for name in ("nodes", "tasks_per_node"):
@@ -72,6 +73,8 @@ class SbatchOptions:
         for line in self.setup:
             if "\n" in line:
                 raise UserError("each --setup line must be one line")
+        if not re.fullmatch(r"(USR1|USR2|URG|HUP|INT|QUIT|ALRM)@\d+", self.preempt_signal):
+            raise UserError(f"--preempt-signal {self.preempt_signal!r} must look like USR1@60 (signal@seconds)")
         if self.mpi_launcher not in ("mpirun", "srun"):
             raise UserError("--mpi-launcher must be mpirun or srun")
 
@@ -79,7 +82,8 @@ class SbatchOptions:
         per_node_tasks = 1 if template == "torch" else self.tasks_per_node  # torch: one torchrun agent per node
         cpus = self.cpus_per_task or (self.tasks_per_node if template == "torch" else 1)
         lines = [f"--job-name={self.job_name}", f"--nodes={self.nodes}", f"--ntasks-per-node={per_node_tasks}",
-                 f"--cpus-per-task={cpus}", f"--time={self.time}", f"--output={self.output}"]
+                 f"--cpus-per-task={cpus}", f"--time={self.time}", f"--output={self.output}",
+                 "--requeue", f"--signal=B:{self.preempt_signal}", "--open-mode=append"]  # a requeue keeps the log
         if self.gpus_per_node:
             lines.append(f"--gpus-per-node={self.gpus_per_node}")
         lines += [f"--{name}={value}" for name in ("partition", "account") if (value := getattr(self, name))]
@@ -87,7 +91,7 @@ class SbatchOptions:
 
 
 def render(template: str, framework: str, options: SbatchOptions, train_args: list[str], run_prefix: str,
-           python: str = sys.executable) -> str:
+           log_dir: Path, python: str = sys.executable) -> str:
     """The sbatch script for `framework` from slurm/<template>.sbatch."""
     if template not in TEMPLATES:
         raise UserError(f"unknown Slurm template {template!r}: use one of {', '.join(TEMPLATES)}")
@@ -99,7 +103,10 @@ def render(template: str, framework: str, options: SbatchOptions, train_args: li
     mpi_command = ("srun --kill-on-bad-exit=1 --mpi=pmix" if options.mpi_launcher == "srun"
                    else 'mpirun -np "$SLURM_NTASKS"' + (" --allow-run-as-root" if _is_root() else ""))
     text = (template_dir() / f"{template}.sbatch").read_text()
+    preemption = _Template((template_dir() / "preemption.sh").read_text()).substitute(
+        signal=options.preempt_signal.split("@")[0], run_dir=shlex.quote(str(Path(log_dir) / run_prefix)))
     return _Template(text).substitute(
+        preemption=preemption.rstrip("\n"),
         sbatch_lines="\n".join(options.sbatch_lines(template)),
         setup_lines="\n".join(options.setup),
         python=shlex.quote(python),

@@ -94,8 +94,11 @@ def detect_world(env: Mapping[str, str] | None = None,
                  expand: Callable[[str], list[str]] = expand_hostlist) -> World:
     env = os.environ if env is None else env
     world = _detect(env, expand)
-    restarts = _int(env, "TORCHELASTIC_RESTART_COUNT", 0) or _int(env, "SLURM_RESTART_COUNT", 0)
-    return dataclasses.replace(world, restarts=restarts) if restarts else world
+    # mnist-dist's local launcher names its job and counts its restarts like torchrun and Slurm do
+    restarts = (_int(env, "TORCHELASTIC_RESTART_COUNT", 0) or _int(env, "SLURM_RESTART_COUNT", 0)
+                or _int(env, "MNIST_DIST_RESTART_COUNT", 0))
+    job_id = world.job_id or env.get("MNIST_DIST_JOB_ID")
+    return dataclasses.replace(world, restarts=restarts, job_id=job_id)
 
 
 def _detect(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World:

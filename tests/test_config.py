@@ -33,6 +33,10 @@ def test_integer_lr_is_a_float():
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0
 
 
+def test_exponent_without_a_dot_is_a_number():
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 0.001  # YAML 1.1 would read a string
+
+
 @pytest.mark.parametrize("rule,world,expected", [("none", 4, 0.1), ("linear", 4, 0.4), ("sqrt", 4, 0.2)])
 def test_lr_scaling(rule, world, expected):
     cfg = load_config(None, ["train.lr=0.1", f"train.lr_scaling={rule}"])

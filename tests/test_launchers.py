@@ -99,14 +99,22 @@ def test_hostile_override_values_are_quoted(tmp_path):
     marker = tmp_path / "pwned"
     hostile = f"data.dir=/tmp/x; touch {marker}; echo $(touch {marker})"
     text = dry("--framework", "tf", "--launcher", "slurm", hostile)
-    srun_line = next(line for line in text.splitlines() if line.startswith("srun "))
+    srun_line = next(line for line in text.splitlines() if line.startswith("preemptible srun "))
     words = shlex.split(srun_line)
     assert f"/tmp/x; touch {marker}; echo $(touch {marker})" in " ".join(words)  # one literal argument
     assert any(w.startswith("data.dir=/tmp/x; touch") for w in words)
     # and running the line through bash with srun replaced by printf proves nothing executes
-    script = srun_line.replace("srun --kill-on-bad-exit=1", "printf '%s\\n'", 1)
+    script = srun_line.replace("preemptible srun --kill-on-bad-exit=1", "printf '%s\\n'", 1)
     subprocess.run(["bash", "-c", f"SLURM_JOB_ID=7; {script}"], capture_output=True, timeout=30, check=True)
     assert not marker.exists()
+
+
+def test_every_template_can_be_preempted():
+    for template, framework in (("torch", "torch"), ("tf", "tf"), ("mpi", "torch")):
+        text = dry("--framework", framework, "--launcher", "slurm", "--template", template, "--preempt-signal=USR2@90")
+        assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR2@90" in text
+        assert "trap 'requeue=1; mkdir -p \"$run_dir\"; touch \"$run_dir/PREEMPT\"' USR2" in text
+        assert "\npreemptible " in text and "checkpoint.resume=true" in text
 
 
 @pytest.mark.parametrize("flag,value,message", [
@@ -115,6 +123,7 @@ def test_hostile_override_values_are_quoted(tmp_path):
     ("--time", "1 hour", "is not a Slurm time"),
     ("--output", "/tmp/$(reboot).out", "must be a path without spaces, quotes or shell characters"),
     ("--sbatch", "--qos=high; reboot", "extra #SBATCH option"),
+    ("--preempt-signal", "KILL; reboot", "must look like USR1@60"),
 ])
 def test_hostile_sbatch_options_are_refused(flag, value, message):
     out = mnist_dist("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
@@ -189,8 +198,9 @@ def test_mpirun_launcher_trains(tmp_path, framework):
 
 def test_templates_are_packaged():
     assert {p.stem for p in slurm.template_dir().glob("*.sbatch")} == set(slurm.TEMPLATES)
+    assert (slurm.template_dir() / "preemption.sh").is_file()
     with pytest.raises(UserError, match="the tf template runs tf_dist.train"):
-        slurm.render("tf", "torch", slurm.SbatchOptions(), [], "x")
+        slurm.render("tf", "torch", slurm.SbatchOptions(), [], "x", Path("runs"))
 
 
 def _free_port():

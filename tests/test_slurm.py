@@ -91,3 +91,22 @@ def test_scancel_leaves_no_process_behind(slurm_cluster, tmp_path):
     slurm_cluster.run("scancel", job)
     _wait_for(lambda: slurm_cluster.job(job)["JobState"] == "CANCELLED", 60, "the job to be cancelled", 0.2)
     _wait_for(lambda: not _live_processes_mentioning(str(tmp_path)), 60, "every job process to end", 0.2)
+
+
+def test_preemption_signal_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
+    out = submit(slurm_cluster, tmp_path, "--framework", "torch", "--nproc", "2", "data.dataset=synthetic",
+                 "train.epochs=6", "train.threads=1")
+    assert out.returncode == 0, out.stderr
+    job, run_dir = job_of(out), run_dir_of(out)
+    _wait_for(lambda: list(run_dir.glob("events.out.tfevents.*")), 300, "the job to start training", 0.2)
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)  # what sbatch --signal=B:USR1@60 sends
+    _wait_for(lambda: slurm_cluster.job(job).get("Restarts", "0") != "0", 120, "the job to requeue itself", 0.2)
+    final = _wait_for(lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
+        slurm_cluster.job(job)), 600, "the requeued job to finish", 0.5)
+    log = Path(final["StdOut"]).read_text()
+    assert final["JobState"] == "COMPLETED", log[-3000:]
+    assert "stop requested: checkpointed step" in log and "resuming from" in log
+    summary = read_json(run_dir / "summary.json")
+    assert summary["steps"] == 6 * 235 and summary["restarts"] == 1  # exactly an uninterrupted run's steps
+    eval_steps = [s for s, _ in read_scalars(run_dir)["eval/accuracy"]]
+    assert eval_steps == [235 * k for k in range(1, 7)]  # no epoch evaluated twice

@@ -26,7 +26,7 @@ class Checkpoints:
                                      "step": step, "history": history}))
         target = folder if is_chief else Path(tempfile.mkdtemp(prefix="tf-dist-worker-ckpt-"))
         manager = tf.train.CheckpointManager(self.checkpoint, str(target), max_to_keep=None)
-        manager.save(checkpoint_number=epoch)
+        manager.save(checkpoint_number=step)
         if not is_chief:
             shutil.rmtree(target, ignore_errors=True)
 

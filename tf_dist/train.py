@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from launch import trainer  # noqa: I001 -- first, so that startup time counts the framework's import
 
+import sys
 from pathlib import Path
 
 import keras
@@ -32,9 +33,10 @@ _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16
 def main(argv: list[str] | None = None) -> None:
     try:
         config, _ = trainer.parse_trainer_args(PROG, argv)
-        train(config, detect_world())
+        engine = train(config, detect_world())
     except UserError as exc:
         report_and_exit(PROG, exc)
+    sys.exit(engine.exit_code)
 
 
 def train(config, world: World) -> "TFEngine":
@@ -44,7 +46,7 @@ def train(config, world: World) -> "TFEngine":
         raise ConfigError("train.precision=fp16 needs a GPU (mixed_float16): use bf16 or fp32 on CPU")
     strategy = distributed.make_strategy(config, world, gpus)
     engine = TFEngine(config, world, strategy, "gpu" if gpus else "cpu")
-    loop.train(config, world, engine, engine.n_train, PROG)
+    engine.exit_code = loop.train(config, world, engine, engine.n_train, PROG)  # 0, or loop.PREEMPTED
     return engine
 
 

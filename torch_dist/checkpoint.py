@@ -1,6 +1,6 @@
 """Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
-checkpoint file can never run code. One file per saved epoch: `epoch-0003.pt`; resume takes the
-highest number.
+checkpoint file can never run code. One file per checkpointed step: `step-00000469.pt`; resume takes
+the highest number (an epoch's end, or the step a preemption stopped at).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import torch
 
 from launch.errors import UserError
 
-_NAME = re.compile(r"epoch-(\d{4,})\.pt")
+_NAME = re.compile(r"step-(\d{8,})\.pt")
 
 
-def checkpoint_path(folder: Path, epoch: int) -> Path:
-    return folder / f"epoch-{epoch:04d}.pt"
+def checkpoint_path(folder: Path, step: int) -> Path:
+    return folder / f"step-{step:08d}.pt"
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    found = [(int(m[1]), p) for p in folder.glob("epoch-*.pt") if (m := _NAME.fullmatch(p.name))]
+    found = [(int(m[1]), p) for p in folder.glob("step-*.pt") if (m := _NAME.fullmatch(p.name))]
     return max(found)[1] if found else None
 
 
@@ -31,7 +31,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
     state = {
         "framework": "torch",
         "model_name": model_name,
-        "epoch": epoch,  # epochs completed
+        "epoch": epoch,  # epochs completed (the step may be inside the next one)
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from launch import trainer  # noqa: I001 -- first, so that startup time counts the framework's import
 
 import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,20 +33,23 @@ EVAL_BATCH = 1000
 def main(argv: list[str] | None = None) -> None:
     try:
         config, _ = trainer.parse_trainer_args(PROG, argv)
-        train(config, detect_world())
+        code = train(config, detect_world())
     except UserError as exc:
         report_and_exit(PROG, exc)
+    sys.exit(code)
 
 
-def train(config, world: World) -> None:
+def train(config, world: World) -> int:
+    """Train on this rank; the exit code: 0, or loop.PREEMPTED after a requested stop."""
     torch.set_num_threads(trainer.threads_per_worker(config, world))
     if config.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
     comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout, config.dist.bucket_mb)
     engine = TorchEngine(config, world, comm, device)
-    loop.train(config, world, engine, len(engine.train_images), PROG)
+    code = loop.train(config, world, engine, len(engine.train_images), PROG)
     del engine  # DDP's reducer must be gone before the process group is destroyed
     comm.shutdown()
+    return code
 
 
 class TorchEngine(loop.Engine):
@@ -139,7 +143,7 @@ class TorchEngine(loop.Engine):
 
     def save_checkpoint(self, folder: Path, epoch: int, step: int, history: list[dict]) -> None:
         if self.world.is_chief:
-            save_checkpoint(checkpoint_path(folder, epoch), model=self.model, optimizer=self.optimizer, epoch=epoch,
+            save_checkpoint(checkpoint_path(folder, step), model=self.model, optimizer=self.optimizer, epoch=epoch,
                             step=step, model_name=self.config.model.name, history=history)
 
     def restore_checkpoint(self, folder: Path) -> dict | None:

@@ -1,0 +1,275 @@
+"""Fault drills with real processes: dead workers, restarts, killed checkpoint writes, hostile input,
+and exit hygiene over many runs."""
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import ONE_THREAD, ROOT, read_json, read_scalars, run, train_cmd
+from slurm_cluster import _wait_for
+
+pytestmark = pytest.mark.timeout(1800)
+MLP = str(ROOT / "configs/mlp.yaml")
+
+
+def live_pids_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def rank_pid(text: str, rank: int) -> int | None:
+    """The pid of the worker process of `rank` among those whose command line mentions `text`."""
+    for pid in live_pids_mentioning(text):
+        try:
+            env = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parts = cmdline.split(b"\0")
+        module = parts[parts.index(b"-m") + 1] if b"-m" in parts[:-1] else b""
+        if module not in (b"torch_dist.train", b"tf_dist.train"):
+            continue  # a launcher, torchrun's agent or mpirun: not a worker
+        if env.get("RANK", env.get("OMPI_COMM_WORLD_RANK")) == str(rank):
+            return pid
+    return None
+
+
+def listening_ports() -> set[int]:
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+LONG = ["data.dataset=synthetic", "train.epochs=1000", "train.threads=1", "log.progress=never"]
+
+
+@pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("torch", "mpirun"), ("tf", "local")])
+def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
+    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2",
+           "--config", MLP, *LONG, f"log.dir={tmp_path}", "log.run_name=r"]
+    job = start(cmd, tmp_path)
+    try:
+        _wait_for(lambda: list((tmp_path / "r").glob("events.out.tfevents.*")), 300, "training to start", 0.2)
+        victim = _wait_for(lambda: rank_pid(str(tmp_path), 1), 30, "rank 1's pid", 0.1)
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        out, _ = job.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        job.kill()
+    assert job.returncode != 0
+    assert took < 60, f"the job took {took:.0f}s to fail"
+    said = {"torchrun": "rank      : 1", "mpirun": "rank 1", "local": "rank 1 (pid"}[launcher]
+    assert said in out, out[-3000:]
+    _wait_for(lambda: not live_pids_mentioning(str(tmp_path)), 60, "every worker to end", 0.2)
+
+
+def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
+    """Without a launcher to stop them, survivors fail on their own: the peer's socket closes, or
+    dist.timeout runs out."""
+    port = 29000 + os.getpid() % 1000
+    envs = [{"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2",
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)} for r in range(2)]
+    cmd = [sys.executable, "-m", "torch_dist.train", "--config", MLP, *LONG, f"log.dir={tmp_path}", "log.run_name=r",
+           "dist.timeout=20"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **ONE_THREAD, **env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for env in envs]
+    try:
+        _wait_for(lambda: list((tmp_path / "r").glob("events.out.tfevents.*")), 300, "training to start", 0.2)
+        procs[1].kill()
+        killed = time.monotonic()
+        procs[0].communicate(timeout=120)
+        assert procs[0].returncode != 0 and time.monotonic() - killed < 60
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("tf", "local")])
+def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, launcher):
+    common = ["data.dataset=synthetic", "data.limit=12000", "train.epochs=4", "train.threads=1",
+              "model.name=cnn", "log.progress=never", f"log.dir={tmp_path}"]  # the CNN: slow enough to hit
+    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2",
+           "--max-restarts", "1", "--config", MLP, *common, "log.run_name=r"]
+    job = start(cmd, tmp_path)
+    try:
+        # kill rank 1 in the middle of epoch 2, after the first checkpoint
+        _wait_for(lambda: list((tmp_path / "r" / "checkpoints").glob("*")), 300, "the first checkpoint", 0.1)
+        victim = _wait_for(lambda: rank_pid(str(tmp_path), 1), 30, "rank 1's pid", 0.1)
+        os.kill(victim, signal.SIGKILL)
+        out, _ = job.communicate(timeout=900)
+    finally:
+        job.kill()
+    assert job.returncode == 0, out[-3000:]
+    assert "resuming from" in out
+    summary = read_json(tmp_path / "r" / "summary.json")
+    assert summary["steps"] == 4 * 47 and summary["restarts"] == 1  # 12000 / 2 / 128 = 47 steps an epoch
+    assert [s for s, _ in read_scalars(tmp_path / "r")["eval/accuracy"]][-1] == 4 * 47
+
+
+def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
+    from torch_dist.checkpoint import latest_checkpoint, load_checkpoint
+
+    writer = (
+        "import sys, torch\n"
+        "from torch_dist.checkpoint import save_checkpoint, checkpoint_path\n"
+        "from torch_dist.models import build_model\n"
+        "folder = __import__('pathlib').Path(sys.argv[1])\n"
+        "model = build_model('mlp'); opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "save_checkpoint(checkpoint_path(folder, 10), model=model, optimizer=opt, epoch=1, step=10, model_name='mlp',"
+        " history=[])\n"
+        "print('first', flush=True)\n"
+        "big = [{'w': torch.zeros(50_000_000)} for _ in range(8)]  # ~1.6 GB: slow to write\n"
+        "save_checkpoint(checkpoint_path(folder, 20), model=model, optimizer=opt, epoch=2, step=20, model_name='mlp',"
+        " history=big)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "first"
+        _wait_for(lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".step-00000020")], 60,
+                  "the second checkpoint's temp file", 0.01)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert not (tmp_path / "step-00000020.pt").exists()
+    latest = latest_checkpoint(tmp_path)
+    assert latest == tmp_path / "step-00000010.pt"
+    assert load_checkpoint(latest, "mlp", __import__("torch").device("cpu"))["step"] == 10
+
+
+# --- hostile and broken input: a clear message, the exit code, nothing overwritten ---------------
+
+def trainer(tmp_path, module, *overrides, env=None):
+    return run([sys.executable, "-m", module, "--config", MLP, f"log.dir={tmp_path}", "log.progress=never",
+                *overrides], cwd=tmp_path, timeout=300, env=env)
+
+
+def last_line(out) -> str:
+    return out.stderr.strip().splitlines()[-1]
+
+
+def test_corrupt_data_file_is_named(tmp_path):
+    from helpers import fake_mnist, idx_files, write_files
+
+    files = idx_files(fake_mnist())
+    files["train-images-idx3-ubyte.gz"] = files["train-images-idx3-ubyte.gz"][:-100]
+    folder = write_files(tmp_path / "data", files)
+    out = trainer(tmp_path, "torch_dist.train", "data.dataset=mnist", f"data.dir={folder}")
+    assert out.returncode == 3
+    assert "train-images-idx3-ubyte.gz: corrupt or truncated gzip data" in last_line(out)
+
+
+def test_wrong_checksum_download_exit_code(tmp_path, monkeypatch, capsys):
+    from helpers import Mirror, fake_mnist, idx_files
+    from launch import cli, data
+
+    files = idx_files(fake_mnist())
+    with Mirror(files) as mirror:
+        monkeypatch.setitem(data.MIRRORS, "mnist", [mirror.url])
+        monkeypatch.setitem(data.CHECKSUMS, "mnist", {name: "0" * 64 for name in files})
+        monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "none"))
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["data", "--dataset", "mnist", "--dir", str(tmp_path / "d")])
+    assert exit_.value.code == 3
+    assert "SHA-256 mismatch" in capsys.readouterr().err
+    assert not list((tmp_path / "d").glob("*.gz"))
+
+
+def test_checkpoint_from_another_framework_is_refused(tmp_path):
+    first = trainer(tmp_path, "torch_dist.train", "data.dataset=synthetic", "data.limit=1000", "train.epochs=1",
+                    "log.run_name=r")
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = trainer(tmp_path, "tf_dist.train", "data.dataset=synthetic", "data.limit=1000", "train.epochs=2",
+                  "log.run_name=r", "checkpoint.resume=true")
+    assert out.returncode == 1 and "holds torch checkpoints, which tf cannot resume" in last_line(out)
+
+
+def test_checkpoint_with_code_does_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / "step-00000001.pt").write_bytes(pickle.dumps(Evil()))
+    out = trainer(tmp_path, "torch_dist.train", "data.dataset=synthetic", "log.run_name=r", "checkpoint.resume=true")
+    assert out.returncode == 1 and "not a loadable torch_dist checkpoint" in last_line(out)
+    assert not marker.exists()
+
+
+def test_finished_run_is_never_overwritten_unless_asked(tmp_path):
+    args = ["data.dataset=synthetic", "data.limit=1000", "train.epochs=1", "log.run_name=r"]
+    assert trainer(tmp_path, "torch_dist.train", *args).returncode == 0
+    before = (tmp_path / "r" / "summary.json").read_bytes()
+    out = trainer(tmp_path, "torch_dist.train", *args)
+    assert out.returncode == 1 and "already holds a finished run" in last_line(out)
+    assert (tmp_path / "r" / "summary.json").read_bytes() == before
+    again = trainer(tmp_path, "torch_dist.train", *args, "train.epochs=2", "log.overwrite=true")
+    assert again.returncode == 0 and read_json(tmp_path / "r" / "summary.json")["epochs"] == 2
+    assert len(list((tmp_path / "r").glob("events.out.tfevents.*"))) == 1  # the old run's events are gone
+
+
+@pytest.mark.parametrize("module", ["torch_dist.train", "tf_dist.train"])
+def test_nan_loss_stops_with_the_step(tmp_path, module):
+    out = trainer(tmp_path, module, "data.dataset=synthetic", "data.limit=2000", "train.optimizer=sgd",
+                  "train.lr=1e30", "log.interval=5", "log.run_name=n")
+    assert out.returncode == 1
+    assert "the training loss became NaN or infinite between steps 0 and 5: lower train.lr" in last_line(out)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    out = run([sys.executable, "-m", "tf_dist.train", "--config", str(tmp_path / "list.yaml")], cwd=tmp_path,
+              timeout=300)
+    assert out.returncode == 2 and "must be a mapping of sections" in last_line(out)
+
+
+def test_world_larger_than_the_dataset(tmp_path):
+    out = run(train_cmd("torch_dist.train", "torchrun", 2, [f"log.dir={tmp_path}", "data.dataset=synthetic",
+                                                             "data.limit=1"]), cwd=tmp_path, timeout=300)
+    assert out.returncode != 0
+    assert "world size 2 is larger than the training set (1 samples)" in out.stderr
+
+
+# --- exit hygiene --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("framework,runs", [("torch", 50), ("tf", 20)])
+def test_exit_hygiene_over_many_runs(tmp_path, framework, runs):
+    ports = listening_ports()
+    launcher = "torchrun" if framework == "torch" else "local"
+    for i in range(runs):
+        out = run([sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher,
+                   "--nproc", "2", "--config", MLP, "data.dataset=synthetic", "data.limit=512", "train.epochs=1",
+                   "train.batch_size=64", "train.threads=1", "checkpoint.interval=0", "log.progress=never",
+                   f"log.dir={tmp_path}", f"log.run_name=r{i}"], cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, f"run {i}: {out.stdout[-2000:]} {out.stderr[-2000:]}"
+        assert "terminate called" not in out.stdout + out.stderr and "SIGABRT" not in out.stdout + out.stderr
+        assert not live_pids_mentioning(str(tmp_path)), f"run {i} left a process behind"
+    assert listening_ports() <= ports, "a run left a listening port behind"
