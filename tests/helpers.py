@@ -145,3 +145,19 @@ def all_positive_finite(points: list[tuple[int, float]]) -> bool:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def live_pids_mentioning(text: str) -> list[int]:
+    """Processes (zombies aside) whose command line contains `text`: what a run may have left behind."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found

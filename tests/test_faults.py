@@ -11,26 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ONE_THREAD, ROOT, read_json, read_scalars, run, train_cmd
+from helpers import ONE_THREAD, ROOT, live_pids_mentioning, read_json, read_scalars, run, train_cmd
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(1800)
 MLP = str(ROOT / "configs/mlp.yaml")
-
-
-def live_pids_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(int(proc.name))
-    return found
 
 
 def rank_pid(text: str, rank: int) -> int | None:

@@ -1,13 +1,12 @@
 """sbatch jobs on a real local Slurm cluster: training jobs, a failing job, scancel."""
 
-import os
 import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, read_json, read_scalars, run
+from helpers import ROOT, live_pids_mentioning, read_json, read_scalars, run
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -64,21 +63,6 @@ def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
     assert status.returncode == 0 and "FAILED" in status.stdout
 
 
-def _live_processes_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(int(proc.name))
-    return found
-
-
 def test_scancel_leaves_no_process_behind(slurm_cluster, tmp_path):
     out = submit(slurm_cluster, tmp_path, "--framework", "torch", "--nproc", "2", "data.dataset=synthetic",
                  "train.epochs=1000", "train.threads=1")
@@ -87,10 +71,10 @@ def test_scancel_leaves_no_process_behind(slurm_cluster, tmp_path):
     run_dir = run_dir_of(out)
     # training has begun once the chief has written its first TensorBoard event file
     _wait_for(lambda: list(run_dir.glob("events.out.tfevents.*")), 300, "the job to start training", 0.2)
-    assert len(_live_processes_mentioning(str(tmp_path))) >= 2  # the torchrun agent and its workers
+    assert len(live_pids_mentioning(str(tmp_path))) >= 2  # the torchrun agent and its workers
     slurm_cluster.run("scancel", job)
     _wait_for(lambda: slurm_cluster.job(job)["JobState"] == "CANCELLED", 60, "the job to be cancelled", 0.2)
-    _wait_for(lambda: not _live_processes_mentioning(str(tmp_path)), 60, "every job process to end", 0.2)
+    _wait_for(lambda: not live_pids_mentioning(str(tmp_path)), 60, "every job process to end", 0.2)
 
 
 def test_preemption_signal_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
