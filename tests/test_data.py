@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from helpers import fake_mnist, idx_bytes, idx_files, write_files
-from launch.data import load_dataset, load_files, locate, search_dirs, synthetic, system_dirs
+from launch.data import load_dataset, locate, search_dirs, synthetic, system_dirs
 from launch.errors import DataError
 from launch.formats import read_idx
 

@@ -1,7 +1,6 @@
 """tf_dist: MirroredStrategy on logical CPUs, MultiWorkerMirroredStrategy with real worker processes."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
