@@ -146,9 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                             args.master_port, config_path, overrides, log_dir=config.log.dir,
                             max_restarts=args.max_restarts)
     if args.dry_run:
-        _print_plan(" ".join(shlex.quote(c) for c in result.command) if result.command else "\n".join(
-            " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(map(shlex.quote, cmd))
-            for cmd, env in result.per_rank), result)
+        lines = [(result.command, result.env)] if result.command else result.per_rank
+        _print_plan("\n".join(_shell_line(cmd, env) for cmd, env in lines), result)
         return 0
     launchers.preflight(args.launcher, args.framework)
     _ensure_data(config)
@@ -272,6 +271,10 @@ def _reload(framework: str, model: Path) -> int | str:
 
 def _abs(path: str | None) -> str | None:
     return str(Path(path).resolve()) if path else None
+
+
+def _shell_line(command: list[str], env: dict[str, str]) -> str:
+    return " ".join([f"{k}={shlex.quote(v)}" for k, v in env.items()] + [shlex.quote(c) for c in command])
 
 
 def _print_plan(command: str, result: launchers.Plan) -> None:

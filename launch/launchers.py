@@ -37,6 +37,7 @@ class Plan:
     framework: str
     worlds: list[World]  # one per rank, as each will discover itself
     command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the command's environment
     per_rank: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -93,6 +94,10 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
         result.command = [python, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={nproc}",
                           *rdzv, f"--max-restarts={max_restarts}", "--tee=3",
                           f"--log-dir={os.path.join(log_dir, 'torchrun-logs')}", "-m", module, *args]
+        if max_restarts:
+            result.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+            result.notes.append("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: each restart gets a fresh store; torchrun's "
+                                "shared one hands restarted workers the dead attempt's addresses (pytorch#135712)")
         if nodes == 1:
             result.worlds = [dataclasses.replace(w, master_port=0) for w in worlds]
             result.notes.append("torchrun --standalone picks its own free rendezvous port (shown as 0)")
@@ -179,7 +184,7 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
     failing rank's (the others are then stopped) or 0. Local workers that fail are all restarted,
     up to `max_restarts` times, with one job id so they find their run directory and checkpoints."""
     if result.command:
-        return subprocess.run(result.command).returncode
+        return subprocess.run(result.command, env={**os.environ, **result.env}).returncode
     job = {"MNIST_DIST_JOB_ID": uuid.uuid4().hex[:12]}
     for attempt in range(max_restarts + 1):
         extra = {**job, "MNIST_DIST_RESTART_COUNT": str(attempt)}

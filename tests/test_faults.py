@@ -97,9 +97,8 @@ def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
             p.wait()
 
 
-# torchrun --max-restarts=1 is left out: its restarted workers hung before their first line in one
-# CI run (not diagnosed yet); the local launcher restarts every rank itself.
-@pytest.mark.parametrize("framework,launcher", [("torch", "local"), ("tf", "local")])
+# torchrun's restart needs a fresh rendezvous store (pytorch#135712), which the launcher asks for
+@pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("torch", "local"), ("tf", "local")])
 def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, launcher):
     common = ["data.dataset=synthetic", "data.limit=12000", "train.epochs=4", "train.threads=1",
               "model.name=cnn", "log.progress=never", f"log.dir={tmp_path}"]  # the CNN: slow enough to hit

@@ -6,6 +6,8 @@ gather a row of numbers from every rank, sum a tensor across ranks, shut down cl
 from __future__ import annotations
 
 import gc
+import os
+import sys
 from datetime import timedelta
 
 import numpy as np
@@ -47,6 +49,11 @@ class DDP:
     def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0):
         self.name, self.bucket_mb = backend, bucket_mb
         if world.size > 1:
+            if world.rank == 0 and _restarts_reuse_the_agent_store():
+                print("torch_dist.train: warning: torchrun --max-restarts with its shared rendezvous store: restarted "
+                      "workers can read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
+                      "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)",
+                      file=sys.stderr, flush=True)
             # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
             url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
             dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
@@ -85,6 +92,11 @@ class DDP:
         dist.barrier()
         gc.collect()
         dist.destroy_process_group()
+
+
+def _restarts_reuse_the_agent_store() -> bool:
+    return (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0")
 
 
 class Horovod:
