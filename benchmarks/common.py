@@ -31,13 +31,13 @@ def arguments(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def trainer_config(args: argparse.Namespace, log_dir: str, name: str):
+def trainer_config(args: argparse.Namespace, log_dir: str, name: str, overrides: tuple[str, ...] = ()):
     """The trainer's config for a throughput run equal to the bare loop's."""
     return load_config(ROOT / "configs" / f"{args.model}.yaml", [
         "data.dataset=synthetic", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
         f"train.precision={args.precision}", f"train.warmup_steps={args.warmup}",
         f"train.max_steps={args.warmup + args.steps}", f"log.dir={log_dir}", f"log.run_name={name}",
-        "log.progress=never", "checkpoint.interval=0", "train.epochs=1000"])
+        "log.progress=never", "checkpoint.interval=0", "train.epochs=1000", *overrides])
 
 
 def interleave(runners: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:

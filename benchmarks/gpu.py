@@ -1,8 +1,8 @@
 """The GPU path, for a machine with one NVIDIA GPU, PyTorch and no network: `python benchmarks/gpu.py`.
 
 Installs nothing. Measures, interleaved and repeated (median), images/sec of:
-  torch_dist        the trainer on cuda:0, AMP bf16, the training set resident on the GPU
-                    (world size 1: a single process needs no process group; nccl is used from 2 ranks);
+  torch_dist        the trainer on cuda:0 with dist.backend=nccl (a one-rank process group and DDP,
+                    as with more ranks), AMP bf16, the training set resident on the GPU;
   bare              a bare loop: the same model, optimizer, batch, bf16 autocast, data on the GPU;
   bare+compile      the bare step under torch.compile;
   bare+cudagraph    the bare step captured in a CUDA graph (static input buffers);
@@ -114,7 +114,7 @@ def main() -> None:
     log_dir = temp_dir()
 
     def trainer(r):
-        train(trainer_config(args, log_dir, f"gpu-{r}"), World())
+        train(trainer_config(args, log_dir, f"gpu-{r}", ("dist.backend=nccl",)), World())
         return summary_rate(Path(log_dir) / f"gpu-{r}")
 
     results = interleave({"bare": bare, "torch_dist": trainer, "bare+compile": compiled,

@@ -46,6 +46,21 @@ def test_two_workers_average_gradients_like_one_worker_with_double_batch(tmp_pat
     assert read_json(tmp_path / "two" / "summary.json")["steps"] == read_json(tmp_path / "one" / "summary.json")["steps"] == 12
 
 
+def test_a_named_backend_gives_one_process_the_ddp_path(tmp_path):
+    """dist.backend=gloo in one process: a one-rank process group and DDP (how the GPU benchmark
+    measures nccl on one GPU), training exactly as the plain single process does."""
+    common = ["data.dataset=synthetic", "data.limit=2000", "train.optimizer=sgd", "train.lr=0.1",
+              "train.max_steps=8", "checkpoint.interval=0"]
+    for name, backend in (("plain", "auto"), ("ddp", "gloo")):
+        out = torch_train(tmp_path, "single", 1, *common, f"dist.backend={backend}", f"log.run_name={name}")
+        assert out.returncode == 0, out.stderr[-3000:]
+    assert read_json(tmp_path / "plain" / "summary.json")["backend"] == "none"
+    assert read_json(tmp_path / "ddp" / "summary.json")["backend"] == "gloo"
+    a, b = params(tmp_path / "plain" / "model.pt"), params(tmp_path / "ddp" / "model.pt")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 def check_run_dir(run_dir: Path, world_size: int, min_accuracy: float):
     summary = read_json(run_dir / "summary.json")
     assert summary["world_size"] == world_size and summary["framework"] == "torch"

@@ -38,7 +38,7 @@ def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.
         comm = Horovod(world)
         local_rank = comm.hvd.local_rank()
     else:
-        comm, local_rank = DDP(backend, world, timeout_s, bucket_mb), world.local_rank
+        comm, local_rank = DDP(backend, world, timeout_s, bucket_mb, requested != "auto"), world.local_rank
     if backend == "gloo" or not gpus:
         return comm, torch.device("cpu")
     torch.cuda.set_device(local_rank)
@@ -46,8 +46,14 @@ def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.
 
 
 class DDP:
-    def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0):
+    """torch.distributed with DistributedDataParallel. A single process gets a process group only
+    when a backend was asked for by name: then its DDP and collectives run (and can be measured, or
+    checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
+
+    def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0,
+                 explicit: bool = False):
         self.name, self.bucket_mb = backend, bucket_mb
+        timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
             if world.rank == 0 and _restarts_reuse_the_agent_store():
                 print("torch_dist.train: warning: torchrun --max-restarts with its shared rendezvous store: restarted "
@@ -56,8 +62,11 @@ class DDP:
                       file=sys.stderr, flush=True)
             # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
             url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
-            dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
-                                    timeout=timedelta(seconds=timeout_s))
+            dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size, timeout=timeout)
+        elif explicit:
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        else:
+            self.name = "none"
 
     def wrap(self, model: torch.nn.Module, optimizer, device: torch.device):
         """DDP broadcasts rank 0's parameters at construction, then averages gradients in backward."""
