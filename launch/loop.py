@@ -38,8 +38,9 @@ class Engine(ABC):
         """Every rank's row of numbers as a (world size, len(row)) array, on every rank."""
 
     @abstractmethod
-    def start_epoch(self, indices: np.ndarray) -> None:
-        """Prepare this rank's batches for an epoch from its shard (positions in the training set)."""
+    def start_epoch(self, indices: np.ndarray, first_batch: int) -> None:
+        """Prepare this rank's batches for an epoch from its shard (positions in the training set);
+        the first train_step will be batch `first_batch` (above 0 after a mid-epoch resume)."""
 
     @abstractmethod
     def train_step(self, batch: int) -> int:
@@ -167,9 +168,9 @@ class _Loop:
         cfg = self.config.train
         self.meter.resume()  # the epoch's shard and gather are input work: timed like the steps
         shard = shard_indices(self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle)
-        self.engine.start_epoch(shard.indices)
-        self.epoch_sums = np.zeros(3)  # images, loss sum, correct: all ranks
         done = self.step - self.epoch * self.per_epoch  # batches of this epoch before a mid-epoch resume
+        self.engine.start_epoch(shard.indices, done)
+        self.epoch_sums = np.zeros(3)  # images, loss sum, correct: all ranks
         steps = min(self.per_epoch, self.total - self.epoch * self.per_epoch)
         for i in range(done, steps):
             images = self.engine.train_step(i)

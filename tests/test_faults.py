@@ -120,6 +120,27 @@ def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, l
     assert [s for s, _ in read_scalars(tmp_path / "r")["eval/accuracy"]][-1] == 4 * 47
 
 
+@pytest.mark.parametrize("module", ["torch_dist.train", "tf_dist.train"])
+def test_a_mid_epoch_stop_resumes_at_the_next_batch(tmp_path, module):
+    """A stop requested before the run starts is taken at the first interval (step 10 of a 63-step
+    epoch); the resumed run must train exactly the batches an uninterrupted run trains."""
+    common = ["data.dataset=synthetic", "data.limit=4000", "train.batch_size=64", "train.epochs=2",
+              "train.optimizer=sgd", "train.lr=0.05", "log.interval=10", "train.threads=1", "log.progress=never",
+              f"log.dir={tmp_path}"]
+    whole = run(train_cmd(module, "single", 1, [*common, "log.run_name=whole"]), cwd=tmp_path, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "PREEMPT").touch()
+    stopped = run(train_cmd(module, "single", 1, [*common, "log.run_name=cut"]), cwd=tmp_path, timeout=300)
+    assert stopped.returncode == 75 and "stop requested: checkpointed step 10" in stopped.stdout, stopped.stderr[-3000:]
+    resumed = run(train_cmd(module, "single", 1, [*common, "log.run_name=cut", "checkpoint.resume=true"]),
+                  cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0 and "(epoch 0, step 10)" in resumed.stdout, resumed.stderr[-3000:]
+    a, b = (read_json(tmp_path / name / "history.json")["epochs"] for name in ("whole", "cut"))
+    assert [e["step"] for e in a] == [e["step"] for e in b] == [63, 126]
+    assert b[-1]["eval_loss"] == pytest.approx(a[-1]["eval_loss"], rel=1e-5)  # the same weights at the end
+
+
 def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
     from torch_dist.checkpoint import latest_checkpoint, load_checkpoint
 

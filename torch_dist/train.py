@@ -85,7 +85,7 @@ class TorchEngine(loop.Engine):
     def gather_rows(self, row: list[float]) -> np.ndarray:
         return self.comm.gather_rows(row, self.torch_device)
 
-    def start_epoch(self, indices: np.ndarray) -> None:
+    def start_epoch(self, indices: np.ndarray, first_batch: int) -> None:  # train_step slices by batch number
         if self.device == "cpu":
             # numpy's gather is ~5x faster than torch indexing on CPU (14 ms vs 75 ms for 60k images here)
             self.xs, self.ys = torch.from_numpy(self.train_images[indices]), torch.from_numpy(self.train_labels[indices])
