@@ -34,11 +34,11 @@ def main() -> None:
     images, labels = data.train_images, data.train_labels.astype(np.int64)
     total = args.warmup + args.steps
 
-    def dataset() -> tf.data.Dataset:
+    def dataset(repeat: bool = True) -> tf.data.Dataset:
         order = np.random.permutation(len(images))
         # uint8 batches, scaled inside the compiled step as tf_dist does
-        return (tf.data.Dataset.from_tensor_slices((images[order], labels[order])).batch(args.batch).repeat()
-                .prefetch(tf.data.AUTOTUNE))
+        batches = tf.data.Dataset.from_tensor_slices((images[order], labels[order])).batch(args.batch)
+        return (batches.repeat() if repeat else batches).prefetch(tf.data.AUTOTUNE)
 
     def bare_function(r: int) -> float:
         model, optimizer = build_model(args.model), keras.optimizers.Adam(1e-3)
@@ -53,11 +53,14 @@ def main() -> None:
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss
 
-        batches = iter(dataset())
-        for i in range(total):
-            if i == args.warmup:
-                start = time.perf_counter()
-            loss = step(batches)
+        per_epoch, i = len(images) // args.batch, 0  # full batches: next() must not run dry in the step
+        while i < total:
+            batches = iter(dataset(repeat=False))  # a new order every epoch, as tf_dist and torch's bare loop
+            for _ in range(min(per_epoch, total - i)):
+                if i == args.warmup:
+                    start = time.perf_counter()
+                loss = step(batches)
+                i += 1
         loss.numpy()
         return args.steps * args.batch / (time.perf_counter() - start)
 
