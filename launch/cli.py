@@ -103,11 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framework", choices=sorted(slurm.MODULES), required=True)
     parser.add_argument("--nproc", type=int, default=1, help="workers per node (default 1)")
-    parser.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    parser.add_argument("--nodes", type=int, help="nodes (default: as many as --hosts names, else 1)")
     parser.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     local = parser.add_argument_group("local, torchrun and mpirun")
     local.add_argument("--node-rank", type=int, default=0, help="this node's index with --nodes > 1")
-    local.add_argument("--master-addr", default="127.0.0.1", help="rank 0's host (required with --nodes > 1)")
+    local.add_argument("--hosts", type=lambda text: [h for h in text.split(",") if h], default=[],
+                       metavar="HOST,HOST,...", help="every node's host name in node-rank order, the same on every "
+                       "node: TensorFlow needs them (TF_CONFIG), mpirun starts its ranks there")
+    local.add_argument("--master-addr", help="rank 0's host (default: the first of --hosts; needed with --nodes > 1)")
     local.add_argument("--master-port", type=int, help="rendezvous port (default: a free one)")
     local.add_argument("--max-restarts", type=int, default=0,
                        help="restart every worker from the latest checkpoint after a failure, up to N times "
@@ -135,6 +138,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)  # a bad config fails here, before anything starts
+    args.nodes = args.nodes or len(args.hosts) or 1
+    args.master_addr = args.master_addr or (args.hosts[0] if args.hosts else "127.0.0.1")
     config_path = str(Path(args.config).resolve()) if args.config else None
     if args.launcher == "slurm":
         return _submit(args, config, config_path)
@@ -144,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["checkpoint.resume=true"] if args.max_restarts else [])
     result = launchers.plan(args.framework, args.launcher, args.nproc, args.nodes, args.node_rank, args.master_addr,
                             args.master_port, config_path, overrides, log_dir=config.log.dir,
-                            max_restarts=args.max_restarts)
+                            max_restarts=args.max_restarts, hosts=args.hosts)
     if args.dry_run:
         lines = [(result.command, result.env)] if result.command else result.per_rank
         _print_plan("\n".join(_shell_line(cmd, env) for cmd, env in lines), result)

@@ -25,9 +25,10 @@ class WorldError(UserError):
     exit_code = 4
 
 
-def report_and_exit(prog: str, exc: UserError) -> None:
-    """Print a user error as one line on stderr and exit with its code (no traceback)."""
+def report_and_exit(prog: str, exc: UserError, where: str = "") -> None:
+    """Print a user error as one line on stderr and exit with its code (no traceback). `where`
+    ("rank 1 on node2: ") says which rank of several failed."""
     import sys
 
-    print(f"{prog}: error: {exc}", file=sys.stderr)
+    print(f"{prog}: error: {where}{exc}", file=sys.stderr)
     raise SystemExit(exc.exit_code)

@@ -70,10 +70,16 @@ def slurm_worlds(nodes: int, nproc: int) -> list[World]:
 def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: int = 0,
          master_addr: str = "127.0.0.1", master_port: int | None = None, config: str | None = None,
          overrides: list[str] = (), python: str = sys.executable, log_dir: str = "runs",
-         max_restarts: int = 0) -> Plan:
-    """The plan for a local, torchrun or mpirun start of nodes x nproc workers (this node's part)."""
+         max_restarts: int = 0, hosts: list[str] = ()) -> Plan:
+    """The plan for a local, torchrun or mpirun start of nodes x nproc workers (this node's part).
+    `hosts` names every node in node-rank order: TensorFlow needs them all, mpirun starts ranks there."""
     if nproc < 1 or nodes < 1 or not 0 <= node_rank < nodes:
         raise UserError("--nproc and --nodes must be at least 1, and --node-rank in 0..nodes-1")
+    if hosts and len(hosts) != nodes:
+        raise UserError(f"--hosts names {len(hosts)} node(s) but --nodes is {nodes}: list every node once")
+    if framework == "tf" and nodes > 1 and not hosts and launcher in ("local", "torchrun"):
+        raise UserError("TensorFlow needs every worker's address: pass --hosts node1,node2,... (the same list, in "
+                        "node-rank order, on every node), or set TF_CONFIG yourself")
     if nodes > 1 and master_addr.startswith(_LOOPBACK):
         raise UserError(f"master address {master_addr} is a loopback address, which other nodes cannot reach: "
                         "pass --master-addr <the first node's hostname or IP>")
@@ -85,7 +91,7 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
     args = train_args(config, list(overrides))
     size = nodes * nproc
     worlds = [World(rank=node_rank * nproc + r, size=size, local_rank=r, local_size=nproc, node_rank=node_rank,
-                    num_nodes=nodes, master_addr=master_addr, master_port=port, source=launcher)
+                    num_nodes=nodes, master_addr=master_addr, master_port=port, source=launcher, hosts=tuple(hosts))
               for r in range(nproc)]
     result = Plan(framework, worlds)
     if launcher == "torchrun" and framework == "torch":
@@ -105,10 +111,16 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
         if launcher == "torchrun":
             result.notes.append("TensorFlow needs no torchrun agent: local processes get torchrun's environment")
         for w in worlds:
-            result.per_rank.append(([python, "-m", module, *args], w.torch_env()))
+            # Across nodes TensorFlow gets its own convention too: every worker's address in TF_CONFIG.
+            tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if framework == "tf" and nodes > 1 else {}
+            result.per_rank.append(([python, "-m", module, *args], {**w.torch_env(), **tf_env}))
     elif launcher == "mpirun":
-        result.command, notes = mpirun_command(size, nproc, nodes, master_addr, port, python, module, args)
+        result.command, notes = mpirun_command(size, nproc, nodes, master_addr, port, python, module, args, hosts)
         result.notes += notes
+        if framework == "tf" and hosts:
+            # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
+            result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(worlds[0])["cluster"]})
+            result.command[1:1] = ["-x", "TF_CONFIG"]
     elif launcher == "horovodrun":
         if framework != "torch":
             raise UserError("horovodrun runs torch_dist only: Horovod's TensorFlow part does not build against "
@@ -125,7 +137,7 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
 
 
 def mpirun_command(size: int, nproc: int, nodes: int, master_addr: str, port: int, python: str, module: str,
-                   args: list[str]) -> tuple[list[str], list[str]]:
+                   args: list[str], hosts: list[str] = ()) -> tuple[list[str], list[str]]:
     cmd, notes = ["mpirun", "-np", str(size), "--tag-output"], []
     if nproc > (os.cpu_count() or 1):
         cmd.append("--oversubscribe")
@@ -133,6 +145,8 @@ def mpirun_command(size: int, nproc: int, nodes: int, master_addr: str, port: in
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
         notes.append("--allow-run-as-root: running as root")
+    if hosts:
+        cmd += ["--host", ",".join(f"{h}:{nproc}" for h in hosts)]
     if nodes > 1:
         cmd += ["--map-by", f"ppr:{nproc}:node", "-x", f"MASTER_ADDR={master_addr}", "-x", f"MASTER_PORT={port}"]
     return cmd + [python, "-m", module, *args], notes

@@ -13,13 +13,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from launch.config import Config, load_config
 from launch.metrics import combine_rates
 from launch.summary import Summary, versions
-from launch.world import World
+from launch.world import World, detect_world
 
 # Columns of the row each rank contributes at the end of the run.
 FINAL_ROW = ("images", "seconds", "steps", "peak_rss")
@@ -35,6 +36,33 @@ def parse_trainer_args(prog: str, argv: list[str] | None) -> tuple[Config, argpa
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     return load_config(args.config, args.overrides), args
+
+
+def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> None:
+    """A trainer's entry point: config, world, train, exit code. Every failure is one line on stderr
+    that names this rank and host: a user error with its fix, or a framework's exception by its type
+    and first line (the traceback with MNIST_DIST_TRACEBACK=1)."""
+    from launch.errors import UserError, report_and_exit
+
+    world = None
+    try:
+        config, _ = parse_trainer_args(prog, argv)
+        world = detect_world()
+        code = train(config, world)
+    except UserError as exc:
+        report_and_exit(prog, exc, _rank_and_host(world))
+    except Exception as exc:
+        if os.environ.get("MNIST_DIST_TRACEBACK") == "1":
+            raise
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        print(f"{prog}: error: {_rank_and_host(world)}{type(exc).__name__}: {first[:300]} "
+              "(MNIST_DIST_TRACEBACK=1 shows the traceback)", file=sys.stderr, flush=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+def _rank_and_host(world: World | None) -> str:
+    return f"rank {world.rank} on {world.host}: " if world is not None and world.size > 1 else ""
 
 
 def threads_per_worker(config: Config, world: World) -> int:

@@ -14,7 +14,11 @@ Sources, in order of precedence (the first one present wins):
   5. Slurm step         SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_LOCALID, SLURM_NODEID,
      SLURM_STEP_TASKS_PER_NODE, SLURM_STEP_NODELIST (only inside an `srun` step: a batch script
      itself, which lacks SLURM_STEP_NUM_TASKS, is one process).
-  6. a single process   rank 0 of 1.
+  6. TF_CONFIG          TensorFlow's own convention (its multi-worker guide, Kubeflow's TFJob): the
+     cluster's chief and worker addresses and this task's type and index. With a launcher above,
+     TF_CONFIG must agree with it (rank and world size), else it is an error naming both; a TF_CONFIG
+     without "task" supplies only the cluster, and the launcher the rank.
+  7. a single process   rank 0 of 1.
 The master is rank 0's host: MASTER_ADDR when set, else the first host of the Slurm node list,
 else 127.0.0.1 when every rank is on this node. The port is MASTER_PORT when set, else derived from
 the job id (Slurm's job id, OpenMPI's job id: two jobs on one node do not collide), else 29500.
@@ -23,7 +27,9 @@ the job id (Slurm's job id, OpenMPI's job id: two jobs on one node do not collid
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
 import zlib
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -45,10 +51,16 @@ class World:
     num_nodes: int = 1
     master_addr: str = "127.0.0.1"
     master_port: int = DEFAULT_PORT
-    source: str = "single"  # torchrun | openmpi | horovod | pmi | slurm | single
+    source: str = "single"  # torchrun | openmpi | horovod | pmi | slurm | tf_config | single
     job_id: str | None = None  # stable across restarts of one job, where the launcher gives one
     hosts: tuple[str, ...] = ()  # the node list, where the launcher gives one
     restarts: int = 0  # how often torchrun restarted the workers, or Slurm requeued the job
+    tf_workers: tuple[str, ...] = ()  # host:port of every rank, in rank order, from TF_CONFIG
+
+    @property
+    def host(self) -> str:
+        """This rank's host, for messages: the node list's entry, else this machine's name."""
+        return self.hosts[self.node_rank] if len(self.hosts) > self.node_rank else socket.gethostname()
 
     @property
     def is_chief(self) -> bool:
@@ -65,14 +77,18 @@ class World:
 
 def worker_addresses(world: World) -> list[str]:
     """host:port of every rank, for TensorFlow's TF_CONFIG. Ranks fill nodes in order (as srun's and
-    mpirun's default block placement do), and rank r listens on the master port + 1 + its local rank."""
+    mpirun's default block placement do), and rank r listens on the master port + 1 + its local rank.
+    A TF_CONFIG given to the job names them itself."""
+    if world.tf_workers:
+        return list(world.tf_workers)
     if world.num_nodes == 1:
         hosts = [world.master_addr] * world.size
     elif len(world.hosts) == world.num_nodes and world.size == world.local_size * world.num_nodes:
         hosts = [world.hosts[r // world.local_size] for r in range(world.size)]
     else:
         raise WorldError(f"cannot place {world.size} {world.source} ranks on {world.num_nodes} nodes: TensorFlow "
-                         "needs every worker's host; start it under Slurm (srun/sbatch) with equal tasks per node")
+                         "needs every worker's host; pass `mnist-dist run --hosts node1,node2,...` (the same list on "
+                         "every node), set TF_CONFIG, or start it under Slurm with equal tasks per node")
     # An ephemeral master port (torchrun --standalone picks one) has neighbours that outgoing
     # connections take at any moment: move such a base below Linux's ephemeral range (32768+).
     base = world.master_port if world.master_port < 32768 else _PORT_BASE + world.master_port % _PORT_SPAN
@@ -102,6 +118,13 @@ def detect_world(env: Mapping[str, str] | None = None,
 
 
 def _detect(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World:
+    launched = _from_launcher(env, expand)
+    if not env.get("TF_CONFIG"):
+        return launched or World()
+    return _with_tf_config(launched, env)
+
+
+def _from_launcher(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World | None:
     if "RANK" in env and "WORLD_SIZE" in env:
         return _checked(_from_torchrun(env))
     if "OMPI_COMM_WORLD_RANK" in env:
@@ -116,7 +139,48 @@ def _detect(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World
                                   "MPI_LOCALNRANKS", env.get("PMI_JOBID"), expand))
     if "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:
         return _checked(_from_slurm(env, expand))
-    return World()
+    return None
+
+
+def _with_tf_config(launched: World | None, env: Mapping[str, str]) -> World:
+    """The world from TF_CONFIG, or the launcher's world checked against it. Rank order is the
+    chief (if any) and then the workers, as MultiWorkerMirroredStrategy numbers them."""
+    try:
+        spec = json.loads(env["TF_CONFIG"])
+        cluster, task = spec["cluster"], spec.get("task")
+        addresses = [str(a) for a in cluster.get("chief", [])] + [str(a) for a in cluster.get("worker", [])]
+        hosts = [a.rsplit(":", 1)[0] for a in addresses]
+        ports = [int(a.rsplit(":", 1)[1]) for a in addresses]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        raise WorldError("TF_CONFIG is not {\"cluster\": {\"worker\": [\"host:port\", ...]}, \"task\": {\"type\": "
+                         "\"worker\", \"index\": N}}: fix it, or unset it and let the launcher give the rank") from None
+    if not addresses:
+        raise WorldError("TF_CONFIG's cluster has no chief or worker addresses: list them under \"worker\"")
+    rank = None
+    if task:
+        kind, index = task.get("type"), task.get("index", 0)
+        if kind not in ("chief", "worker"):
+            raise WorldError(f"TF_CONFIG task type {kind!r}: MultiWorkerMirroredStrategy runs only chief and worker "
+                             "tasks; give this process a worker task")
+        rank = index if kind == "chief" else len(cluster.get("chief", [])) + index
+        if not 0 <= rank < len(addresses):
+            raise WorldError(f"TF_CONFIG task {kind} {index} is not in its cluster of {len(addresses)}: fix its index")
+    if launched is not None:
+        if len(addresses) != launched.size or rank not in (None, launched.rank):
+            said = f"rank {rank} of {len(addresses)}" if rank is not None else f"a world of {len(addresses)}"
+            raise WorldError(f"TF_CONFIG says {said} but {launched.source} says rank {launched.rank} of "
+                             f"{launched.size}: unset TF_CONFIG, or make it agree with the launcher")
+        return dataclasses.replace(launched, tf_workers=tuple(addresses))
+    if rank is None:
+        raise WorldError("TF_CONFIG has no \"task\" and no launcher gives the rank: add \"task\": {\"type\": "
+                         "\"worker\", \"index\": N} for this process, or start it with a launcher")
+    nodes = list(dict.fromkeys(hosts))  # distinct hosts, in rank order
+    peers = [r for r, h in enumerate(hosts) if h == hosts[rank]]
+    return _checked(World(
+        rank=rank, size=len(addresses), local_rank=peers.index(rank), local_size=len(peers),
+        node_rank=nodes.index(hosts[rank]), num_nodes=len(nodes), master_addr=env.get("MASTER_ADDR") or hosts[0],
+        master_port=_int(env, "MASTER_PORT", ports[0]), source="tf_config", hosts=tuple(nodes),
+        tf_workers=tuple(addresses)))
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:

@@ -13,8 +13,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from launch import rendezvous
 from launch.errors import ConfigError
-from launch.world import World, tf_config
+from launch.world import World, tf_config, worker_addresses
 
 _IMPLEMENTATIONS = {"auto": "AUTO", "gloo": "RING", "nccl": "NCCL"}
 
@@ -39,7 +40,7 @@ def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
     return gpus
 
 
-def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
+def make_strategy(config, world: World, gpus: list, prog: str = "tf_dist.train") -> tf.distribute.Strategy:
     requested = config.dist.strategy
     if config.dist.backend == "horovod":
         raise ConfigError("dist.backend=horovod: Horovod's TensorFlow part does not build against TensorFlow >= 2.16; "
@@ -48,12 +49,18 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
         local_devices = len(gpus) or config.dist.cpu_devices
         requested = "multi-worker" if world.size > 1 else "mirrored" if local_devices > 1 else "default"
     if requested == "multi-worker":
-        os.environ["TF_CONFIG"] = json.dumps(tf_config(world))
+        if not json.loads(os.environ.get("TF_CONFIG") or "{}").get("task"):
+            # TF_CONFIG given whole (it agrees with the world: launch.world checked) stays as it is.
+            os.environ["TF_CONFIG"] = json.dumps(tf_config(world))
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=getattr(tf.distribute.experimental.CommunicationImplementation,
                                    _IMPLEMENTATIONS[config.dist.backend]),
             timeout_seconds=config.dist.timeout)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        chief, port = worker_addresses(world)[0].rsplit(":", 1)
+        rendezvous.check_master(world, chief, int(port), config.dist.timeout)
+        # TensorFlow's chief waits for missing workers without a bound: the deadline ends it.
+        with rendezvous.deadline(world, prog, chief, int(port), config.dist.timeout):
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if world.size > 1:
         raise ConfigError(f"dist.strategy={requested} runs in one process, but {world.size} were started: "
                           "use dist.strategy=multi-worker (or auto)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from launch import trainer  # noqa: I001 -- first, so that startup time counts the framework's import
 
-import sys
 from pathlib import Path
 
 import keras
@@ -19,8 +18,8 @@ import tensorflow as tf
 
 from launch import loop
 from launch.data import load_dataset
-from launch.errors import ConfigError, UserError, report_and_exit
-from launch.world import World, detect_world
+from launch.errors import ConfigError
+from launch.world import World
 from tf_dist import distributed
 from tf_dist.checkpoint import Checkpoints
 from tf_dist.models import build_model
@@ -31,12 +30,7 @@ _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        config, _ = trainer.parse_trainer_args(PROG, argv)
-        engine = train(config, detect_world())
-    except UserError as exc:
-        report_and_exit(PROG, exc)
-    sys.exit(engine.exit_code)
+    trainer.main(PROG, lambda config, world: train(config, world).exit_code, argv)
 
 
 def train(config, world: World) -> "TFEngine":
@@ -44,7 +38,7 @@ def train(config, world: World) -> "TFEngine":
     gpus = distributed.configure_devices(trainer.threads_per_worker(config, world), world, config.dist.cpu_devices)
     if config.train.precision == "fp16" and not gpus:
         raise ConfigError("train.precision=fp16 needs a GPU (mixed_float16): use bf16 or fp32 on CPU")
-    strategy = distributed.make_strategy(config, world, gpus)
+    strategy = distributed.make_strategy(config, world, gpus, PROG)
     engine = TFEngine(config, world, strategy, "gpu" if gpus else "cpu")
     engine.exit_code = loop.train(config, world, engine, engine.n_train, PROG)  # 0, or loop.PREEMPTED
     return engine

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from launch import rendezvous
 from launch.errors import ConfigError
 from launch.world import World
 
@@ -30,7 +31,7 @@ def backend_for(requested: str, world: World, gpus: int) -> str:
     return requested
 
 
-def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.0):
+def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.0, prog: str = "torch_dist.train"):
     """The communicator for dist.backend, and this rank's device."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     backend = backend_for(requested, world, gpus)
@@ -38,7 +39,7 @@ def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.
         comm = Horovod(world)
         local_rank = comm.hvd.local_rank()
     else:
-        comm, local_rank = DDP(backend, world, timeout_s, bucket_mb, requested != "auto"), world.local_rank
+        comm, local_rank = DDP(backend, world, timeout_s, bucket_mb, requested != "auto", prog), world.local_rank
     if backend == "gloo" or not gpus:
         return comm, torch.device("cpu")
     torch.cuda.set_device(local_rank)
@@ -51,7 +52,7 @@ class DDP:
     checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
 
     def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0,
-                 explicit: bool = False):
+                 explicit: bool = False, prog: str = "torch_dist.train"):
         self.name, self.bucket_mb = backend, bucket_mb
         timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
@@ -62,7 +63,11 @@ class DDP:
                       file=sys.stderr, flush=True)
             # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
             url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
-            dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size, timeout=timeout)
+            rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
+            rendezvous.choose_gloo_interface(world, world.master_addr)
+            with rendezvous.deadline(world, prog, world.master_addr, world.master_port, timeout_s):
+                dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
+                                        timeout=timeout)
         elif explicit:
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from launch import trainer  # noqa: I001 -- first, so that startup time counts the framework's import
 
 import contextlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 
 from launch import loop
 from launch.data import load_dataset
-from launch.errors import ConfigError, UserError, report_and_exit
+from launch.errors import ConfigError
 from launch.tensorboard import keep_tensorflow_out
-from launch.world import World, detect_world
+from launch.world import World
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from torch_dist.models import build_model
@@ -31,12 +30,7 @@ EVAL_BATCH = 1000
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        config, _ = trainer.parse_trainer_args(PROG, argv)
-        code = train(config, detect_world())
-    except UserError as exc:
-        report_and_exit(PROG, exc)
-    sys.exit(code)
+    trainer.main(PROG, train, argv)
 
 
 def train(config, world: World) -> int:
@@ -44,7 +38,7 @@ def train(config, world: World) -> int:
     torch.set_num_threads(trainer.threads_per_worker(config, world))
     if config.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
-    comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout, config.dist.bucket_mb)
+    comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout, config.dist.bucket_mb, PROG)
     engine = TorchEngine(config, world, comm, device)
     code = loop.train(config, world, engine, len(engine.train_images), PROG)
     del engine  # DDP's reducer must be gone before the process group is destroyed

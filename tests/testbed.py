@@ -1,0 +1,234 @@
+"""A multi-host testbed on one machine: each host a Linux network namespace on a private bridge.
+
+Host i is named node<i> (1-based) and has its own address on a private /24 (the bridge holds .1,
+node<i> holds .<i+1>), its own hostname (a UTS namespace) and its own hosts file (bind-mounted in a
+private mount namespace: the machine's /etc/hosts is never touched). Ranks on different hosts talk
+over real TCP between distinct addresses, by name. Links can be shaped with `tc tbf` (bandwidth only:
+this kernel has no netem). The namespaces get no default route, so traffic reaches only the testbed's
+own addresses and loopback.
+
+By hand (as root):
+    python tests/testbed.py up 2 [--rate 1gbit]   # prints the testbed's tag
+    python tests/testbed.py exec TAG node1 -- hostname -I
+    python tests/testbed.py down TAG
+
+Processes are started on a host with `nsenter --net` plus `unshare --uts --mount` rather than
+`ip netns exec`, which remounts /sys and so hides /sys/fs/cgroup from daemons such as slurmd.
+Tear-down ends every process in each namespace, then deletes the namespaces, the bridge-side veth
+ends (a deleted namespace can linger and keep its veth pair) and the bridge, all by name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_DIR = Path("/run/mnist-dist-testbed")
+SUBNETS = [f"10.78.{k}.0/24" for k in range(256)]
+# Run the command as the host: its hostname, its hosts file. $1 = name, $2 = hosts file, then the command.
+_AS_HOST = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
+
+
+def missing_tools() -> str | None:
+    """Why this machine cannot make a testbed, or None."""
+    if os.geteuid() != 0:
+        return "the multi-host testbed needs root (network namespaces, veth, bridges)"
+    for tool in ("ip", "unshare", "nsenter", "tc"):
+        if shutil.which(tool) is None:
+            return f"the multi-host testbed needs `{tool}` (Debian: iproute2 / util-linux)"
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+@dataclass
+class Host:
+    name: str  # node1, node2, ...
+    address: str
+    netns: str
+    veth: str  # the bridge-side end; the host's end is eth0 inside its namespace
+
+
+@dataclass
+class Testbed:
+    tag: str
+    subnet: str
+    bridge: str
+    bridge_address: str
+    hosts: list[Host] = field(default_factory=list)
+    folder: str = ""  # hosts file and state
+
+    # --- bring up / down ----------------------------------------------------------------------
+
+    @classmethod
+    def up(cls, n: int, rate: str | None = None) -> "Testbed":
+        tag = f"{os.getpid() % 0xFFFF:04x}"
+        net = ipaddress.ip_network(_free_subnet())
+        addrs = list(net.hosts())
+        bed = cls(tag=tag, subnet=str(net), bridge=f"mdbr{tag}", bridge_address=str(addrs[0]),
+                  folder=tempfile.mkdtemp(prefix=f"mnist-dist-testbed-{tag}-"))
+        os.chmod(bed.folder, 0o755)
+        bed.hosts = [Host(f"node{i}", str(addrs[i]), f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i in range(1, n + 1)]
+        bed._save()  # before anything exists, so that `down` finds whatever got made
+        try:
+            _ip("link", "add", bed.bridge, "type", "bridge")
+            _ip("addr", "add", f"{bed.bridge_address}/{net.prefixlen}", "dev", bed.bridge)
+            _ip("link", "set", bed.bridge, "up")
+            lines = ["127.0.0.1 localhost", f"{bed.bridge_address} testbed-gateway"]
+            lines += [f"{h.address} {h.name}" for h in bed.hosts]
+            Path(bed.hosts_file).write_text("\n".join(lines) + "\n")
+            for h in bed.hosts:
+                _ip("netns", "add", h.netns)
+                _ip("link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+                _ip("link", "set", h.veth, "master", bed.bridge, "up")
+                for args in (("addr", "add", f"{h.address}/{net.prefixlen}", "dev", "eth0"),
+                             ("link", "set", "eth0", "up"), ("link", "set", "lo", "up")):
+                    _ip("-n", h.netns, *args)
+            if rate:
+                bed.shape(rate)
+        except BaseException:
+            bed.down()
+            raise
+        return bed
+
+    def shape(self, rate: str | None) -> None:
+        """Limit every host's link to `rate` (e.g. 1gbit) in both directions; None removes the limit."""
+        for h in self.hosts:
+            for ns, dev in ((None, h.veth), (h.netns, "eth0")):
+                prefix = ["ip", "netns", "exec", ns] if ns else []
+                subprocess.run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=30)
+                if rate:
+                    subprocess.run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+                                    "burst", "256kb", "latency", "50ms"], check=True, capture_output=True, timeout=30)
+
+    def down(self) -> None:
+        """End every process on every host, delete namespaces, links and the bridge; never raises."""
+        for h in self.hosts:
+            self.kill_host(h.name)
+            _ip("netns", "del", h.netns, check=False)
+            _ip("link", "del", h.veth, check=False)
+        _ip("link", "del", self.bridge, check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.state_file.unlink()
+
+    # --- processes on hosts -------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(f"no host {name!r} in testbed {self.tag}: it has {', '.join(h.name for h in self.hosts)}")
+
+    def command(self, name: str, cmd: list[str]) -> list[str]:
+        """`cmd` as it runs on host `name`: in its network namespace, with its hostname and hosts file."""
+        h = self.host(name)
+        return ["nsenter", f"--net=/run/netns/{h.netns}", "unshare", "--uts", "--mount", "--",
+                "sh", "-c", _AS_HOST, "sh", h.name, self.hosts_file, *cmd]
+
+    def popen(self, name: str, cmd: list[str], **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(self.command(name, cmd), **kwargs)
+
+    def run(self, name: str, cmd: list[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(self.command(name, cmd), timeout=timeout, **kwargs)
+
+    def pids(self, name: str) -> list[int]:
+        out = _ip("netns", "pids", self.host(name).netns, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def kill_host(self, name: str, sig: int = signal.SIGKILL, wait: float = 10) -> None:
+        """Send `sig` to every process on the host; with SIGKILL, wait until they are gone."""
+        deadline = time.monotonic() + wait
+        while True:
+            pids = self.pids(name)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            if sig != signal.SIGKILL or not pids or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)  # a killed process leaves the namespace when it is reaped
+
+    def link(self, name: str, up: bool) -> None:
+        """Take a host's link down (a partition) or bring it back, from inside the host."""
+        _ip("-n", self.host(name).netns, "link", "set", "eth0", "up" if up else "down")
+
+    # --- state, for `down` from another process -----------------------------------------------
+
+    @property
+    def hosts_file(self) -> str:
+        return os.path.join(self.folder, "hosts")
+
+    @property
+    def state_file(self) -> Path:
+        return STATE_DIR / f"{self.tag}.json"
+
+    def _save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, tag: str) -> "Testbed":
+        try:
+            raw = json.loads((STATE_DIR / f"{tag}.json").read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"testbed: no testbed {tag!r} (see {STATE_DIR})") from None
+        raw["hosts"] = [Host(**h) for h in raw["hosts"]]
+        return cls(**raw)
+
+
+def _free_subnet() -> str:
+    used = _ip("-o", "-4", "addr", "show").stdout
+    for subnet in SUBNETS:
+        prefix = subnet.rsplit(".", 2)[0] + "."
+        if prefix not in used:
+            return subnet
+    raise RuntimeError("testbed: no free 10.78.x.0/24 subnet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="make N hosts; prints the tag")
+    up.add_argument("n", type=int)
+    up.add_argument("--rate", help="limit each host's link, e.g. 1gbit or 10gbit")
+    ex = sub.add_parser("exec", help="run a command on a host")
+    ex.add_argument("tag")
+    ex.add_argument("host")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    down = sub.add_parser("down", help="end every process and remove the testbed")
+    down.add_argument("tag")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        why = missing_tools()
+        if why:
+            raise SystemExit(f"testbed: {why}")
+        bed = Testbed.up(args.n, args.rate)
+        print(bed.tag)
+        for h in bed.hosts:
+            print(f"  {h.name} {h.address}  (python tests/testbed.py exec {bed.tag} {h.name} -- CMD)", file=sys.stderr)
+        return 0
+    bed = Testbed.load(args.tag)
+    if args.command == "exec":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        return subprocess.run(bed.command(args.host, cmd)).returncode
+    bed.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
