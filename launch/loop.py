@@ -218,9 +218,14 @@ class _Loop:
     def _finish(self) -> None:
         m = self.meter
         rows = self.engine.gather_rows([m.measured_images, m.measured_seconds, m.measured_steps, peak_rss_bytes()])
-        if not self.world.is_chief:
-            self.engine.close()
-            return
+        if self.world.is_chief:
+            self._write_results(rows)
+        # Every rank leaves together: a worker that exits while the chief still writes looks to
+        # TensorFlow's coordination service like a crashed task, and it logs an error saying so.
+        self.engine.gather_rows([0.0])
+        self.engine.close()
+
+    def _write_results(self, rows: np.ndarray) -> None:
         model_file = self.engine.save_model(self.run_dir)
         summary = trainer.make_summary(
             self.config, self.world, framework=self.engine.framework, backend=self.engine.backend,
@@ -233,7 +238,6 @@ class _Loop:
         trainer.plot_history(self.history, self.run_dir / "history.png",
                              f"{self.engine.framework} {self.config.model.name} on {self.config.data.dataset}, "
                              f"{self.world.size} worker(s)")
-        self.engine.close()
         print(f"{self.prog}: done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
               f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
               f"{self.run_dir}", flush=True)

@@ -100,13 +100,17 @@ def deadline(world: World, prog: str, host: str, port: int, timeout: float):
     if world.size == 1:
         yield
         return
+    fix = "check that every rank started, and that every host resolves and reaches the others' names and ports"
     message = (f"{prog}: error: rank {world.rank} on {world.host}: the {world.size} ranks did not all join within "
-               f"{timeout:g}s (dist.timeout) at {host}:{port}: check that every rank started, and that every host "
-               "resolves and reaches the others' names and ports")
+               f"{timeout:g}s (dist.timeout) at {host}:{port}: {fix}")
     watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
                                 stdin=subprocess.PIPE)
     try:
         yield
+    except Exception as exc:  # the framework's own timeout or connection error, said the same way
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise WorldError(f"the {world.size} ranks did not all join at {host}:{port} within {timeout:g}s "
+                         f"(dist.timeout): {first[:200]}; {fix}") from None
     finally:
         watchdog.stdin.close()
         watchdog.wait()

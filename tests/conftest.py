@@ -45,3 +45,50 @@ def slurm_cluster():
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _testbed(hosts: int):
+    from testbed import Testbed, missing_tools
+
+    why = missing_tools()
+    if why:
+        pytest.skip(f"MULTI-HOST TESTBED UNAVAILABLE: {why}")
+    bed = Testbed.up(hosts)
+    try:
+        yield bed
+    finally:
+        bed.down()
+
+
+@pytest.fixture(scope="session")
+def testbed_session():
+    yield from _testbed(2)
+
+
+@pytest.fixture
+def testbed(testbed_session):
+    """Two hosts, node1 and node2 (tests/testbed.py). After each test every process on them is
+    ended and their links are up and unshaped again, also when the test failed."""
+    yield testbed_session
+    for host in testbed_session.hosts:
+        testbed_session.kill_host(host.name)
+        testbed_session.link(host.name, up=True)
+    testbed_session.shape(None)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes():
+    """A real Slurm cluster of two nodes: slurmctld here, one slurmd on each testbed host."""
+    from slurm_cluster import LocalSlurm, binaries_present
+
+    if not binaries_present():
+        pytest.skip("SLURM BINARIES ABSENT: install slurm-wlm and munge (make test and .ci/run do)")
+    for bed in _testbed(2):
+        root = Path(tempfile.mkdtemp(prefix="mnist-dist-slurm2-"))
+        cluster = LocalSlurm(root, testbed=bed)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+            shutil.rmtree(root, ignore_errors=True)

@@ -48,12 +48,21 @@ def _wait_for(check, timeout: float, what: str, poll: float = 0.1):
 
 
 class LocalSlurm:
-    def __init__(self, root: Path, cpus: int = 4):
+    """One node on this machine by default. With a testbed (tests/testbed.py), one slurmd per host
+    namespace (NodeAddr = its address) and slurmctld on the bridge's address."""
+
+    def __init__(self, root: Path, cpus: int = 4, testbed=None):
         self.root = root
         self.host = socket.gethostname().split(".")[0]
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self.cpus = cpus
+        self.testbed = testbed
+        if testbed:
+            self.nodes = [(h.name, h.address) for h in testbed.hosts]
+            self.ctld_address = testbed.bridge_address
+        else:
+            self.nodes, self.ctld_address = [(self.host, "127.0.0.1")], "127.0.0.1"
         self.pids: dict[str, int] = {}
 
     def run(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
@@ -74,9 +83,12 @@ class LocalSlurm:
                        check=True, capture_output=True, timeout=30)
         self.pids["munged"] = self._read_pid(r / "munge/munged.pid")
         ctld_port, d_port = _free_port(), _free_port()
+        node_lines = "\n".join(f"NodeName={name} NodeAddr={addr} CPUs={self.cpus} RealMemory=8000 State=UNKNOWN"
+                               for name, addr in self.nodes)
+        names = ",".join(name for name, _ in self.nodes)
         self.conf.write_text(f"""\
 ClusterName=mnistdist
-SlurmctldHost={self.host}(127.0.0.1)
+SlurmctldHost={self.host}({self.ctld_address})
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
@@ -85,11 +97,11 @@ AuthInfo=socket={sock}
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={r / 'state'}
-SlurmdSpoolDir={r / 'spool'}
+SlurmdSpoolDir={r / 'spool/%n'}
 SlurmctldPidFile={r / 'slurmctld.pid'}
-SlurmdPidFile={r / 'slurmd.pid'}
+SlurmdPidFile={r / 'slurmd-%n.pid'}
 SlurmctldLogFile={r / 'log/slurmctld.log'}
-SlurmdLogFile={r / 'log/slurmd.log'}
+SlurmdLogFile={r / 'log/slurmd-%n.log'}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -105,17 +117,21 @@ MailProg=/bin/true
 ReturnToService=2
 SlurmdParameters=config_overrides
 MpiDefault=none
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory=8000 State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+{node_lines}
+PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
         subprocess.run([_exe("slurmctld"), "-c", "-f", str(self.conf)], env=self.env, check=True,
                        capture_output=True, timeout=30)
         self.pids["slurmctld"] = _wait_for(lambda: self._read_pid(r / "slurmctld.pid"), 30, "slurmctld's pid file")
-        subprocess.run([_exe("slurmd"), "-N", self.host, "-f", str(self.conf)], env=self.env, check=True,
-                       capture_output=True, timeout=30)
-        self.pids["slurmd"] = _wait_for(lambda: self._read_pid(r / "slurmd.pid"), 30, "slurmd's pid file")
-        _wait_for(lambda: self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.strip() == "idle",
-                  60, "the node to become idle")
+        for name, _ in self.nodes:
+            slurmd = [_exe("slurmd"), "-N", name, "-f", str(self.conf)]
+            # on a testbed host: its network namespace, hostname and hosts file
+            subprocess.run(self.testbed.command(name, slurmd) if self.testbed else slurmd, env=self.env, check=True,
+                           capture_output=True, timeout=30)
+            self.pids[f"slurmd {name}"] = _wait_for(lambda: self._read_pid(r / f"slurmd-{name}.pid"), 30,
+                                                    f"slurmd's pid file on {name}")
+        _wait_for(lambda: self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split() == ["idle"] * len(
+            self.nodes), 60, "every node to become idle")
         return self
 
     def stop(self) -> None:
@@ -126,9 +142,9 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP Over
             self.run("scontrol", "shutdown", check=False, timeout=30)
         except (subprocess.SubprocessError, TimeoutError, OSError):
             pass  # the daemons are ended by pid below either way
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in [f"slurmd {n}" for n, _ in self.nodes] + ["slurmctld", "munged"]:
             pid = self.pids.get(name)
-            if pid and not self._wait_gone(pid, 5 if name != "munged" else 0):
+            if pid and not self._wait_gone(pid, 0 if name == "munged" else 5):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
             if pid and not self._wait_gone(pid, 10):

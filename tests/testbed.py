@@ -11,6 +11,7 @@ By hand (as root):
     python tests/testbed.py up 2 [--rate 1gbit]   # prints the testbed's tag
     python tests/testbed.py exec TAG node1 -- hostname -I
     python tests/testbed.py down TAG
+    mpirun --host node1:1,node2:1 --mca plm_rsh_agent "python tests/testbed.py rsh TAG" ...   (run on node1)
 
 Processes are started on a host with `nsenter --net` plus `unshare --uts --mount` rather than
 `ip netns exec`, which remounts /sys and so hides /sys/fs/cgroup from daemons such as slurmd.
@@ -73,9 +74,12 @@ class Testbed:
 
     # --- bring up / down ----------------------------------------------------------------------
 
+    made = 0  # testbeds this process made: part of the tag, so that one process can make several
+
     @classmethod
     def up(cls, n: int, rate: str | None = None) -> "Testbed":
-        tag = f"{os.getpid() % 0xFFFF:04x}"
+        cls.made += 1
+        tag = f"{os.getpid() % 0xFFFF:04x}{cls.made}"
         net = ipaddress.ip_network(_free_subnet())
         addrs = list(net.hosts())
         bed = cls(tag=tag, subnet=str(net), bridge=f"mdbr{tag}", bridge_address=str(addrs[0]),
@@ -210,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("tag")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    rsh = sub.add_parser("rsh", help="OpenMPI's rsh agent: `--mca plm_rsh_agent 'python testbed.py rsh TAG'`")
+    rsh.add_argument("tag")
+    rsh.add_argument("words", nargs=argparse.REMAINDER, help="ssh-style options, the host, the remote command")
     down = sub.add_parser("down", help="end every process and remove the testbed")
     down.add_argument("tag")
     args = parser.parse_args(argv)
@@ -226,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "exec":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         return subprocess.run(bed.command(args.host, cmd)).returncode
+    if args.command == "rsh":
+        # As ssh would: skip options (OpenMPI passes -x and the like), then the host, then a shell
+        # command line, run by the host's shell.
+        words = list(args.words)
+        while words and words[0].startswith("-"):
+            words.pop(0)
+        host, remote = words[0], " ".join(words[1:])
+        return subprocess.run(bed.command(host, ["sh", "-c", remote])).returncode
     bed.down()
     return 0
 
