@@ -1,5 +1,7 @@
 """Errors a user can fix. Entry points print them as one line and exit with `exit_code`."""
 
+import re
+
 
 class UserError(Exception):
     """A problem with the user's input or environment, with the fix in its message."""
@@ -32,3 +34,30 @@ def report_and_exit(prog: str, exc: UserError, where: str = "") -> None:
 
     print(f"{prog}: error: {where}{exc}", file=sys.stderr)
     raise SystemExit(exc.exit_code)
+
+
+_IPV4 = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
+_LOST_TF_TASK = re.compile(r"unhealthy.*?/job:(\w+)/replica:\d+/task:(\d+)", re.S)
+_GENERIC = ("Graph execution error",)  # TensorFlow's header line, which says nothing of the cause
+
+
+def describe(exc: BaseException) -> str:
+    """A framework's exception as one line: its type and cause, with peers' addresses named
+    (gloo says "Connection reset by peer [10.0.0.3]:port"; TensorFlow names the task that died)."""
+    text = str(exc)
+    lost = _LOST_TF_TASK.search(text)
+    if lost:
+        cause = f"lost the {lost[1]} task {lost[2]}: it stopped sending heartbeats (its process or host is gone)"
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        cause = next((line for line in lines if not line.startswith(_GENERIC)), lines[0] if lines else "")[:300]
+    return f"{type(exc).__name__}: {_IPV4.sub(_name_address, cause)}"
+
+
+def _name_address(match: re.Match) -> str:
+    import socket
+
+    try:
+        return f"{match[1]} ({socket.gethostbyaddr(match[1])[0]})"
+    except OSError:
+        return match[1]

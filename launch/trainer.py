@@ -42,7 +42,7 @@ def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | Non
     """A trainer's entry point: config, world, train, exit code. Every failure is one line on stderr
     that names this rank and host: a user error with its fix, or a framework's exception by its type
     and first line (the traceback with MNIST_DIST_TRACEBACK=1)."""
-    from launch.errors import UserError, report_and_exit
+    from launch.errors import UserError, describe, report_and_exit
 
     world = None
     try:
@@ -54,9 +54,8 @@ def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | Non
     except Exception as exc:
         if os.environ.get("MNIST_DIST_TRACEBACK") == "1":
             raise
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-        print(f"{prog}: error: {_rank_and_host(world)}{type(exc).__name__}: {first[:300]} "
-              "(MNIST_DIST_TRACEBACK=1 shows the traceback)", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {_rank_and_host(world)}{describe(exc)} (MNIST_DIST_TRACEBACK=1 shows the traceback)",
+              file=sys.stderr, flush=True)
         sys.exit(1)
     sys.exit(code)
 

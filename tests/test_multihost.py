@@ -204,3 +204,110 @@ def test_a_master_port_nobody_serves_fails_in_time(testbed, tmp_path):
     assert code != 0
     [line] = one_line_errors(out, "torch_dist.train")
     assert "rank 1 on node2: cannot reach the master at node1:29435" in line and "within 10s" in line
+
+
+# --- Slurm: two slurmd, one per host ----------------------------------------------------------
+
+# `--mpi-launcher srun` (srun --mpi=pmix) is not among them: Slurm's PMIx plugin makes a per-step folder
+# under /tmp on every node, and the testbed's hosts share one /tmp, so the second node's step fails
+# with "Cannot create directory /tmp/spmix_appdir_...: File exists". Real nodes have their own /tmp.
+@pytest.mark.parametrize("framework,extra", [("torch", []), ("tf", []), ("torch", ["--template", "mpi"]),
+                                             ("tf", ["--template", "mpi"])])
+def test_slurm_job_across_two_nodes(slurm_two_nodes, tmp_path, framework, extra):
+    from test_slurm import job_of, run_dir_of, submit
+
+    out = submit(slurm_two_nodes, tmp_path, "--framework", framework, "--nodes", "2", "--nproc", "1", "--wait", *extra,
+                 *FASHION)
+    job = job_of(out)
+    info = slurm_two_nodes.job(job)
+    assert out.returncode == 0, Path(info["StdOut"]).read_text()[-4000:]
+    assert info["NodeList"] == "node[1-2]" and info["JobState"] == "COMPLETED"
+    assert_trained(run_dir_of(out), framework, 2)
+
+
+def test_slurm_preemption_across_two_nodes_resumes_exactly(slurm_two_nodes, tmp_path):
+    from slurm_cluster import _wait_for
+    from test_slurm import job_of, run_dir_of, submit
+
+    out = submit(slurm_two_nodes, tmp_path, "--framework", "torch", "--nodes", "2", "--nproc", "1",
+                 "data.dataset=synthetic", "train.epochs=6", "train.threads=1")
+    assert out.returncode == 0, out.stderr
+    job, run_dir = job_of(out), run_dir_of(out)
+    _wait_for(lambda: list(run_dir.glob("events.out.tfevents.*")), 300, "the job to start training", 0.2)
+    slurm_two_nodes.run("scancel", "--signal=USR1", "--batch", job)
+    _wait_for(lambda: slurm_two_nodes.job(job).get("Restarts", "0") != "0", 120, "the job to requeue itself", 0.2)
+    final = _wait_for(lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
+        slurm_two_nodes.job(job)), 600, "the requeued job to finish", 0.5)
+    log = Path(final["StdOut"]).read_text()
+    assert final["JobState"] == "COMPLETED" and final["NodeList"] == "node[1-2]", log[-3000:]
+    assert "stop requested: checkpointed step" in log and "resuming from" in log
+    summary = read_json(run_dir / "summary.json")
+    assert (summary["steps"], summary["restarts"], summary["num_nodes"]) == (6 * 235, 1, 2)
+    assert [s for s, _ in read_scalars(run_dir)["eval/accuracy"]] == [235 * k for k in range(1, 7)]
+
+
+# --- node-loss drills -------------------------------------------------------------------------
+
+DRILL = ["data.dataset=synthetic", "train.epochs=4", "train.threads=1", "log.progress=never", "log.run_name=r"]
+
+
+def start_job(bed, tmp_path: Path, framework: str, name: str, *extra: str) -> dict[str, subprocess.Popen]:
+    return {host: start(bed, host, mnist_dist("--framework", framework, "--hosts", "node1,node2", "--node-rank",
+                                              str(k), *DRILL, f"log.dir={tmp_path}", *extra),
+                        tmp_path / f"{name}-{host}.log")
+            for k, host in enumerate(HOSTS)}
+
+
+def wait_exit(proc: subprocess.Popen, limit: float) -> float:
+    """Seconds until `proc` exits; fails the test past `limit`."""
+    began = time.monotonic()
+    try:
+        proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {limit:.0f}s after the node was lost")
+    return time.monotonic() - began
+
+
+def resume_and_check(bed, tmp_path: Path, framework: str) -> None:
+    """After the loss: the same job with checkpoint.resume=true ends with an uninterrupted run's steps
+    (4 epochs of the first epoch's steps, which ran before the loss)."""
+    procs = start_job(bed, tmp_path, framework, "resume", "checkpoint.resume=true")
+    for host, proc in procs.items():
+        assert proc.wait(timeout=300) == 0, (tmp_path / f"resume-{host}.log").read_text()[-3000:]
+    assert "resuming from" in (tmp_path / "resume-node1.log").read_text()
+    summary, history = (read_json(tmp_path / "r" / name) for name in ("summary.json", "history.json"))
+    assert summary["steps"] == 4 * history["epochs"][0]["step"] and summary["epochs"] == 4
+    assert [e["step"] for e in history["epochs"]] == [history["epochs"][0]["step"] * k for k in range(1, 5)]
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize("framework,loss", [("torch", "kill"), ("tf", "kill"), ("torch", "partition"),
+                                            ("tf", "partition")])
+def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
+    """(kill) every process of node2 is SIGKILLed, or (partition) node2's link goes down, once the
+    first epoch's checkpoint exists: node1's job ends non-zero in time, says which rank or host it
+    lost, and no process is left on either host; the rerun from the checkpoint finishes exactly."""
+    timeout = 60
+    procs = start_job(testbed, tmp_path, framework, "lost", f"dist.timeout={timeout}")
+    from slurm_cluster import _wait_for
+
+    pattern = "checkpoints/*" if framework == "torch" else "checkpoints/ckpt-*.index"
+    _wait_for(lambda: list((tmp_path / "r").glob(pattern)) or any(p.poll() is not None for p in procs.values()),
+              300, "the first checkpoint", 0.2)
+    assert all(p.poll() is None for p in procs.values()), (tmp_path / "lost-node1.log").read_text()[-3000:]
+    if loss == "kill":
+        testbed.kill_host("node2")
+        limit = 60
+    else:
+        testbed.link("node2", up=False)
+        limit = timeout + 30
+    took = wait_exit(procs["node1"], limit)
+    out = (tmp_path / "lost-node1.log").read_text()
+    print(f"{framework} {loss}: node1's job exited {procs['node1'].returncode} after {took:.1f}s")
+    assert procs["node1"].returncode != 0, out[-3000:]
+    assert re.search(r"rank 1|node2|10\.78\.\d+\.3|task:1", out), out[-3000:]  # names what it lost
+    if loss == "partition":
+        wait_exit(procs["node2"], limit)  # the cut-off side gives up on its own too
+        testbed.link("node2", up=True)
+    _wait_for(lambda: not testbed.pids("node1") and not testbed.pids("node2"), 30, "no process on either host")
+    resume_and_check(testbed, tmp_path, framework)

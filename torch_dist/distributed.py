@@ -5,8 +5,11 @@ gather a row of numbers from every rank, sum a tensor across ranks, shut down cl
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import threading
+import time
 import sys
 from datetime import timedelta
 
@@ -53,7 +56,7 @@ class DDP:
 
     def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0,
                  explicit: bool = False, prog: str = "torch_dist.train"):
-        self.name, self.bucket_mb = backend, bucket_mb
+        self.name, self.bucket_mb, self.heartbeats = backend, bucket_mb, None
         timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
             if world.rank == 0 and _restarts_reuse_the_agent_store():
@@ -68,6 +71,7 @@ class DDP:
             with rendezvous.deadline(world, prog, world.master_addr, world.master_port, timeout_s):
                 dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
                                         timeout=timeout)
+            self.heartbeats = Heartbeats(world)
         elif explicit:
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         else:
@@ -98,14 +102,59 @@ class DDP:
             dist.all_reduce(values)
         return values
 
+    def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
+        """`failure` of a collective, with the ranks that stopped answering named (a timed-out gloo
+        recv does not say whose it was)."""
+        # Only the store's own host reads it: from a host cut off, the read would hang on TCP itself.
+        lost = self.heartbeats.lost() if self.heartbeats and self.heartbeats.world.node_rank == 0 else None
+        return RuntimeError(f"{lost} ({str(failure).splitlines()[0]})") if lost else failure
+
     def shutdown(self) -> None:
         """Leave the group without the exit-time abort seen after a bare destroy_process_group: wait
         for every rank, let DDP's reducer be freed (the caller dropped its model), then destroy."""
+        if self.heartbeats:
+            self.heartbeats.stop.set()
         if not dist.is_initialized():
             return
         dist.barrier()
         gc.collect()
         dist.destroy_process_group()
+
+
+class Heartbeats:
+    """Every rank counts up a key in the rendezvous store (rank 0's, or torchrun's agent's) every
+    PERIOD seconds, on a connection of its own. After a failed collective, the ranks whose count no
+    longer moves are the lost ones, and their hosts are named. Counts, not clocks: hosts' clocks
+    need not agree."""
+
+    PERIOD = 1.0
+
+    def __init__(self, world: World):
+        self.world, self.stop = world, threading.Event()
+        self.store = dist.TCPStore(world.master_addr, world.master_port, is_master=False,
+                                   timeout=timedelta(seconds=10))
+        self.store.set(f"mnist-dist/host/{world.rank}", world.host)
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.PERIOD):
+            with contextlib.suppress(Exception):  # a lost store is what lost() reports
+                self.store.add(f"mnist-dist/beat/{self.world.rank}", 1)
+
+    def lost(self) -> str | None:
+        keys = [f"mnist-dist/beat/{r}" for r in range(self.world.size)]
+        try:
+            self.store.set_timeout(timedelta(seconds=5))
+            before = self.store.multi_get(keys)
+            time.sleep(3 * self.PERIOD)  # long enough for every live rank to beat again
+            after = self.store.multi_get(keys)
+            lost = [r for r in range(self.world.size) if before[r] == after[r] and r != self.world.rank]
+            hosts = self.store.multi_get([f"mnist-dist/host/{r}" for r in lost])
+        except Exception:
+            return None  # the store is gone too: the failure's own words must do
+        if not lost:
+            return None
+        return "lost " + ", ".join(f"rank {r} on {h.decode()}" for r, h in zip(lost, hosts))
 
 
 def _restarts_reuse_the_agent_store() -> bool:
@@ -147,6 +196,9 @@ class Horovod:
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(values, op=self.hvd.Sum, name="sum")
+
+    def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
+        return failure  # Horovod's own error names the ranks it lost
 
     def shutdown(self) -> None:
         self.hvd.shutdown()

@@ -40,7 +40,10 @@ def train(config, world: World) -> int:
         raise ConfigError("train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
     comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout, config.dist.bucket_mb, PROG)
     engine = TorchEngine(config, world, comm, device)
-    code = loop.train(config, world, engine, len(engine.train_images), PROG)
+    try:
+        code = loop.train(config, world, engine, len(engine.train_images), PROG)
+    except RuntimeError as exc:  # a collective failed: say which ranks are gone, where gloo can tell
+        raise comm.missing_ranks(exc) from None
     del engine  # DDP's reducer must be gone before the process group is destroyed
     comm.shutdown()
     return code
