@@ -215,3 +215,31 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_dry_run_local_tf_across_hosts_gives_each_rank_tf_config():
+    out = mnist_dist("run", "--framework", "tf", "--hosts", "gpu-a,gpu-b", "--node-rank", "1", "--nproc", "2",
+                     "--master-port", "29400", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert "MASTER_ADDR=gpu-a" in first and "RANK=2" in first
+    assert '"worker":["gpu-a:29401","gpu-a:29402","gpu-b:29401","gpu-b:29402"]' in out.stdout.replace(" ", "")
+    assert '"index":3' in out.stdout
+
+
+def test_tf_on_several_nodes_without_hosts_is_refused_with_the_fix():
+    out = mnist_dist("run", "--framework", "tf", "--nodes", "2", "--master-addr", "gpu-a", "--dry-run")
+    assert out.returncode != 0 and "pass --hosts node1,node2" in out.stderr
+
+
+def test_dry_run_mpirun_across_hosts_names_them_and_exports_the_cluster():
+    out = mnist_dist("run", "--framework", "tf", "--launcher", "mpirun", "--hosts", "gpu-a,gpu-b", "--nproc", "2",
+                     "--dry-run")
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.splitlines()[0]
+    assert "--host gpu-a:2,gpu-b:2" in line and "-x TF_CONFIG" in line and "-x MASTER_ADDR=gpu-a" in line
+
+
+def test_hosts_and_nodes_must_agree():
+    out = mnist_dist("run", "--framework", "torch", "--hosts", "a,b,c", "--nodes", "2", "--dry-run")
+    assert out.returncode != 0 and "--hosts names 3 node(s) but --nodes is 2" in out.stderr

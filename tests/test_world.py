@@ -1,5 +1,6 @@
 """World discovery from every launcher's environment, and their precedence."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -190,3 +191,56 @@ def test_detect_world_reads_real_openmpi_environment(tmp_path):
     assert out.returncode == 0, out.stderr
     seen = sorted(p.read_text() for p in tmp_path.glob("rank*"))
     assert seen == ["openmpi 0 2 0 127.0.0.1", "openmpi 1 2 1 127.0.0.1"]
+
+
+# --- TF_CONFIG: TensorFlow's own convention -----------------------------------------------------
+
+def tf_config_env(cluster, task=None, **extra):
+    import json
+
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, **({"task": task} if task else {})}), **extra}
+
+
+def test_tf_config_alone_gives_rank_world_and_hosts():
+    w = world(tf_config_env({"worker": ["a:2222", "a:2223", "b:2222", "b:2223"]}, {"type": "worker", "index": 3}))
+    assert (w.rank, w.size, w.local_rank, w.local_size, w.node_rank, w.num_nodes) == (3, 4, 1, 2, 1, 2)
+    assert (w.source, w.master_addr, w.master_port, w.hosts) == ("tf_config", "a", 2222, ("a", "b"))
+    assert w.tf_workers == ("a:2222", "a:2223", "b:2222", "b:2223")
+
+
+def test_tf_config_chief_is_rank_zero_then_the_workers():
+    cluster = {"chief": ["c:1"], "worker": ["w1:1", "w2:1"]}
+    assert world(tf_config_env(cluster, {"type": "chief", "index": 0})).rank == 0
+    assert world(tf_config_env(cluster, {"type": "worker", "index": 1})).rank == 2
+
+
+def test_tf_config_that_agrees_with_the_launcher_keeps_the_launchers_world():
+    env = {**TORCHRUN, **tf_config_env({"worker": [f"h{i}:1" for i in range(8)]}, {"type": "worker", "index": 5})}
+    w = world(env)
+    assert (w.source, w.rank, w.master_addr) == ("torchrun", 5, "node-a") and len(w.tf_workers) == 8
+
+
+def test_tf_config_without_task_takes_the_rank_from_the_launcher():
+    w = world({**OMPI, "MASTER_ADDR": "x", **tf_config_env({"worker": ["a:1", "b:1", "c:1", "d:1"]})})
+    assert (w.source, w.rank, w.tf_workers[w.rank]) == ("openmpi", 3, "d:1")
+
+
+@pytest.mark.parametrize("cluster,task,says", [
+    ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, "TF_CONFIG says rank 0 of 2 but torchrun says rank 5 of 8"),
+    ({"worker": ["a:1", "b:1"]}, None, "TF_CONFIG says a world of 2 but torchrun says rank 5 of 8"),
+])
+def test_tf_config_that_contradicts_the_launcher_is_an_error_naming_both(cluster, task, says):
+    with pytest.raises(WorldError, match=says):
+        world({**TORCHRUN, **tf_config_env(cluster, task)})
+
+
+@pytest.mark.parametrize("value,says", [
+    ("{not json", "TF_CONFIG is not"),
+    ('{"cluster": {"ps": ["a:1"]}}', "no chief or worker addresses"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps'"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "not in its cluster of 1"),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}}', "no \"task\" and no launcher"),
+])
+def test_bad_tf_config_is_one_clear_error(value, says):
+    with pytest.raises(WorldError, match=re.escape(says)):
+        world({"TF_CONFIG": value})

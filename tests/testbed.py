@@ -93,7 +93,8 @@ class Testbed:
             _ip("link", "set", bed.bridge, "up")
             lines = ["127.0.0.1 localhost", f"{bed.bridge_address} testbed-gateway"]
             lines += [f"{h.address} {h.name}" for h in bed.hosts]
-            Path(bed.hosts_file).write_text("\n".join(lines) + "\n")
+            for h in bed.hosts:
+                Path(bed.hosts_file(h.name)).write_text("\n".join(lines) + "\n")
             for h in bed.hosts:
                 _ip("netns", "add", h.netns)
                 _ip("link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
@@ -141,7 +142,7 @@ class Testbed:
         """`cmd` as it runs on host `name`: in its network namespace, with its hostname and hosts file."""
         h = self.host(name)
         return ["nsenter", f"--net=/run/netns/{h.netns}", "unshare", "--uts", "--mount", "--",
-                "sh", "-c", _AS_HOST, "sh", h.name, self.hosts_file, *cmd]
+                "sh", "-c", _AS_HOST, "sh", h.name, self.hosts_file(name), *cmd]
 
     def popen(self, name: str, cmd: list[str], **kwargs) -> subprocess.Popen:
         return subprocess.Popen(self.command(name, cmd), **kwargs)
@@ -173,9 +174,24 @@ class Testbed:
 
     # --- state, for `down` from another process -----------------------------------------------
 
-    @property
-    def hosts_file(self) -> str:
-        return os.path.join(self.folder, "hosts")
+    def hosts_file(self, name: str) -> str:
+        """The host's own /etc/hosts: the same names everywhere unless a test gives one host its own."""
+        return os.path.join(self.folder, f"hosts-{name}")
+
+    def add_unreachable_interface(self, name: str) -> str:
+        """A second interface on the host, on a subnet no other host reaches (a veth pair whose ends
+        both stay inside it); its address is returned. Makes a multi-homed host."""
+        net = ipaddress.ip_network(_free_subnet())
+        address = str(list(net.hosts())[10 + self.hosts.index(self.host(name))])  # distinct per host
+        ns = self.host(name).netns
+        _ip("-n", ns, "link", "add", "side0", "type", "veth", "peer", "name", "side1")
+        _ip("-n", ns, "addr", "add", f"{address}/{net.prefixlen}", "dev", "side0")
+        for dev in ("side0", "side1"):
+            _ip("-n", ns, "link", "set", dev, "up")
+        return address
+
+    def remove_interface(self, name: str) -> None:
+        _ip("-n", self.host(name).netns, "link", "del", "side0", check=False)
 
     @property
     def state_file(self) -> Path:
@@ -198,7 +214,7 @@ class Testbed:
 def _free_subnet() -> str:
     used = _ip("-o", "-4", "addr", "show").stdout
     for subnet in SUBNETS:
-        prefix = subnet.rsplit(".", 2)[0] + "."
+        prefix = subnet.rsplit(".", 1)[0] + "."  # "10.78.3."
         if prefix not in used:
             return subnet
     raise RuntimeError("testbed: no free 10.78.x.0/24 subnet")
