@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from launch.errors import WorldError
+from launch.errors import WorldError, describe
 from launch.world import World
 
 _POLL_S = 0.5
@@ -108,9 +108,8 @@ def deadline(world: World, prog: str, host: str, port: int, timeout: float):
     try:
         yield
     except Exception as exc:  # the framework's own timeout or connection error, said the same way
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise WorldError(f"the {world.size} ranks did not all join at {host}:{port} within {timeout:g}s "
-                         f"(dist.timeout): {first[:200]}; {fix}") from None
+                         f"(dist.timeout): {describe(exc)}; {fix}") from None
     finally:
         watchdog.stdin.close()
         watchdog.wait()

@@ -41,7 +41,7 @@ def parse_trainer_args(prog: str, argv: list[str] | None) -> tuple[Config, argpa
 def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> None:
     """A trainer's entry point: config, world, train, exit code. Every failure is one line on stderr
     that names this rank and host: a user error with its fix, or a framework's exception by its type
-    and first line (the traceback with MNIST_DIST_TRACEBACK=1)."""
+    and cause (launch.errors.describe; the traceback with MNIST_DIST_TRACEBACK=1)."""
     from launch.errors import UserError, describe, report_and_exit
 
     world = None

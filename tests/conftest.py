@@ -28,9 +28,8 @@ def cli_env(**extra) -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    """A real private Slurm cluster (munged + slurmctld + slurmd) for the session; always stopped."""
+def _slurm(testbed=None):
+    """A real private Slurm cluster (munged + slurmctld + slurmd); always stopped."""
     from slurm_cluster import LocalSlurm, binaries_present
 
     if not binaries_present():
@@ -38,13 +37,19 @@ def slurm_cluster():
                     "to run the sbatch tests")
     # munged needs every folder above its socket to be traversable by all: pytest's are private
     root = Path(tempfile.mkdtemp(prefix="mnist-dist-slurm-"))
-    cluster = LocalSlurm(root)
+    cluster = LocalSlurm(root, testbed=testbed)
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """One node, on this machine, for the session."""
+    yield from _slurm()
 
 
 def _testbed(hosts: int):
@@ -78,17 +83,6 @@ def testbed(testbed_session):
 
 @pytest.fixture(scope="session")
 def slurm_two_nodes():
-    """A real Slurm cluster of two nodes: slurmctld here, one slurmd on each testbed host."""
-    from slurm_cluster import LocalSlurm, binaries_present
-
-    if not binaries_present():
-        pytest.skip("SLURM BINARIES ABSENT: install slurm-wlm and munge (make test and .ci/run do)")
+    """Two nodes: slurmctld here, one slurmd on each host of a testbed of its own."""
     for bed in _testbed(2):
-        root = Path(tempfile.mkdtemp(prefix="mnist-dist-slurm2-"))
-        cluster = LocalSlurm(root, testbed=bed)
-        try:
-            cluster.start()
-            yield cluster
-        finally:
-            cluster.stop()
-            shutil.rmtree(root, ignore_errors=True)
+        yield from _slurm(bed)

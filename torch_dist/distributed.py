@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 import threading
 import time
-import sys
 from datetime import timedelta
 
 import numpy as np
