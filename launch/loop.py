@@ -1,10 +1,22 @@
 """The training loop both trainers share: epochs, shards, timing, logging, evaluation, checkpoints,
 summary. Everything that needs a framework is behind `Engine`, which `torch_dist` and `tf_dist`
 implement; so the two trainers differ only where their frameworks differ.
+
+Progress is counted so that a run can continue on another number of workers (launch.shard):
+`step` counts optimizer steps across the whole run, whatever the world size was when each was
+taken (the x axis of TensorBoard); `sample` counts the positions of the current epoch's permutation
+already trained, by all ranks together. A checkpoint holds both, and the world-size history: which
+steps ran on how many workers, at which global batch and learning rate. The learning rate always
+follows train.lr_scaling for the world size that is running (the linear rule keeps lr proportional
+to the global batch).
+
+MNIST_DIST_SAMPLE_LOG=<folder> makes every rank append the training-set indices of each of its
+batches to <folder>/rank<R>.jsonl: tests prove with it that no sample is lost or repeated.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -38,9 +50,9 @@ class Engine(ABC):
         """Every rank's row of numbers as a (world size, len(row)) array, on every rank."""
 
     @abstractmethod
-    def start_epoch(self, indices: np.ndarray, first_batch: int) -> None:
-        """Prepare this rank's batches for an epoch from its shard (positions in the training set);
-        the first train_step will be batch `first_batch` (above 0 after a mid-epoch resume)."""
+    def start_epoch(self, indices: np.ndarray) -> None:
+        """Prepare this rank's batches from its shard (positions in the training set, in order):
+        batch i is indices[i * batch_per_rank:(i + 1) * batch_per_rank]."""
 
     @abstractmethod
     def train_step(self, batch: int) -> int:
@@ -59,12 +71,14 @@ class Engine(ABC):
         """Loss and accuracy over the whole test set, every rank taking its part, combined."""
 
     @abstractmethod
-    def save_checkpoint(self, folder: Path, epoch: int, step: int, history: list[dict]) -> None:
-        """Save a checkpoint of `epoch` into `folder` (the chief writes there)."""
+    def save_checkpoint(self, folder: Path, progress: dict) -> None:
+        """Save model, optimizer and the loop's `progress` (JSON-able; progress["step"] numbers the
+        checkpoint) into `folder` (the chief writes there)."""
 
     @abstractmethod
     def restore_checkpoint(self, folder: Path) -> dict | None:
-        """Load the latest checkpoint in `folder`: {"epoch", "step", "history", "path"}, or None."""
+        """Load the latest checkpoint in `folder` and return its progress with its "path", or None.
+        The learning rate stays this world's (the checkpoint's may be for another world size)."""
 
     @abstractmethod
     def open_writer(self, run_dir: Path) -> None:
@@ -98,18 +112,21 @@ class _Loop:
     def __init__(self, config: Config, world: World, engine: Engine, n_train: int, prog: str):
         self.config, self.world, self.engine, self.prog = config, world, engine, prog
         # A default run name needs one time stamp on every rank: rank 0's.
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(engine.gather_rows([time.time()])[0, 0]))
+        self.started = float(engine.gather_rows([time.time()])[0, 0])  # also names this start in the sample log
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.started))
         self.run_dir = run_dir_for(config, engine.framework, world, stamp)
         self.ckpt_dir = Path(config.checkpoint.dir) if config.checkpoint.dir else self.run_dir / "checkpoints"
-        if world.is_chief:
-            create_run_dir(config, self.run_dir)
         self.n_train = n_train
         self.shard_size = shard_size(n_train, world.size)
         self.per_epoch = steps_per_epoch(self.shard_size, engine.batch_per_rank)
-        full = config.train.epochs * self.per_epoch
-        self.total = min(full, config.train.max_steps or full)
-        self.epoch, self.step, self.history = 0, 0, []
+        self.epoch, self.step, self.sample, self.history = 0, 0, 0, []
+        self.epoch_sums = np.zeros(3)  # this epoch's images, loss sum, correct, all ranks: the epoch's train figures
+        self.world_sizes: list[dict] = []  # one entry per start of the run: its world size and steps
         self.first_step_at: float | None = None
+        log_dir = os.environ.get("MNIST_DIST_SAMPLE_LOG")
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self.sample_log = open(Path(log_dir) / f"rank{world.rank}.jsonl", "a") if log_dir else None
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.stop_requested = self.stopping = False
 
@@ -123,15 +140,20 @@ class _Loop:
         signals = [signal.SIGUSR1] + ([signal.SIGTERM] if os.environ.get("SLURM_JOB_ID") else [])
         for sig in signals:
             signal.signal(sig, self._request_stop)
-        if cfg.checkpoint.resume:
-            self._resume()
+        if cfg.checkpoint.resume and self._resume_finished_run():
+            engine.gather_rows([0.0])  # leave together, as _finish does
+            engine.close()
+            return 0
+        lr, global_batch = cfg.scaled_lr(self.world.size), engine.batch_per_rank * self.world.size
+        self.world_sizes.append({"world_size": self.world.size, "global_batch_size": global_batch, "lr": lr,
+                                 "steps": [self.step, self.step], "epoch": self.epoch, "sample": self.sample})
         if self.world.is_chief:
+            create_run_dir(cfg, self.run_dir)
             engine.open_writer(self.run_dir)
             print(f"{self.prog}: {self.world.size} worker(s) via {self.world.source}, {engine.backend} on "
-                  f"{engine.device}, global batch {engine.batch_per_rank * self.world.size}, "
-                  f"lr {cfg.scaled_lr(self.world.size):g}, run dir {self.run_dir}", flush=True)
-        with trainer.progress_bar(self.total, cfg, self.world, initial=min(self.step, self.total)) as bar:
-            while self.epoch < cfg.train.epochs and self.step < self.total:
+                  f"{engine.device}, global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}", flush=True)
+        with trainer.progress_bar(self.step + self._steps_left(), cfg, self.world, initial=self.step) as bar:
+            while not self._done():
                 self._train_epoch(bar)
                 if self.stopping:
                     return self._stop()
@@ -139,9 +161,26 @@ class _Loop:
         self._finish()
         return 0
 
+    def _done(self) -> bool:
+        max_steps = self.config.train.max_steps
+        return self.epoch >= self.config.train.epochs or (max_steps is not None and self.step >= max_steps)
+
+    def _steps_left(self) -> int:
+        """Steps to the end of the run at this world size (for the progress bar)."""
+        this_epoch = steps_per_epoch((self.n_train - self.sample) // self.world.size, self.engine.batch_per_rank)
+        left = this_epoch + max(self.config.train.epochs - self.epoch - 1, 0) * self.per_epoch
+        max_steps = self.config.train.max_steps
+        return min(left, max_steps - self.step) if max_steps else left
+
+    def _progress(self) -> dict:
+        """What a checkpoint and the summary record of where training stands."""
+        self.world_sizes[-1]["steps"][1] = self.step
+        return {"epoch": self.epoch, "step": self.step, "sample": self.sample, "epoch_sums": self.epoch_sums.tolist(),
+                "history": trainer.history_to_dicts(self.history), "world_size_history": self.world_sizes}
+
     def _stop(self) -> int:
         """Every rank agreed to stop at this step: checkpoint it (mid-epoch) and leave."""
-        self.engine.save_checkpoint(self.ckpt_dir, self.epoch, self.step, trainer.history_to_dicts(self.history))
+        self.engine.save_checkpoint(self.ckpt_dir, self._progress())
         if self.world.is_chief:
             (self.run_dir / STOP_FILE).unlink(missing_ok=True)
             print(f"{self.prog}: stop requested: checkpointed step {self.step} in {self.ckpt_dir}; "
@@ -149,7 +188,8 @@ class _Loop:
         self.engine.close()
         return PREEMPTED
 
-    def _resume(self) -> None:
+    def _resume_finished_run(self) -> bool:
+        """Continue from the latest checkpoint, at this world size; True if the run had already finished."""
         for framework, pattern in CHECKPOINT_FILES.items():
             if framework != self.engine.framework and any(self.ckpt_dir.glob(pattern)):
                 raise UserError(f"{self.ckpt_dir} holds {framework} checkpoints, which {self.engine.framework} cannot "
@@ -158,23 +198,44 @@ class _Loop:
         if state is None:
             if self.world.is_chief:
                 print(f"{self.prog}: no checkpoint in {self.ckpt_dir}; starting from scratch", flush=True)
-            return
-        self.epoch, self.step = state["epoch"], state["step"]
+            return False
+        self.epoch, self.step, self.sample = state["epoch"], state["step"], state["sample"]
+        self.epoch_sums = np.array(state["epoch_sums"])
         self.history = trainer.history_from_dicts(state["history"])
+        self.world_sizes = state["world_size_history"]
+        if self._done():
+            if self.world.is_chief:
+                print(f"{self.prog}: {self.run_dir} already finished ({self.epoch} of {self.config.train.epochs} "
+                      f"epochs, step {self.step}; {state['path']}): nothing to do, its results stay as they are; "
+                      "raise train.epochs to train it further", flush=True)
+            return True
         if self.world.is_chief:
-            print(f"{self.prog}: resuming from {state['path']} (epoch {self.epoch}, step {self.step})", flush=True)
+            before = self.world_sizes[-1]["world_size"]
+            print(f"{self.prog}: resuming from {state['path']} (epoch {self.epoch}, step {self.step}, sample "
+                  f"{self.sample} of {self.n_train} in this epoch) on {self.world.size} worker(s)"
+                  + (f", not {before}" if before != self.world.size else ""), flush=True)
+        return False
 
     def _train_epoch(self, bar) -> None:
         cfg = self.config.train
         self.meter.resume()  # the epoch's shard and gather are input work: timed like the steps
-        shard = shard_indices(self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle)
-        done = self.step - self.epoch * self.per_epoch  # batches of this epoch before a mid-epoch resume
-        self.engine.start_epoch(shard.indices, done)
-        self.epoch_sums = np.zeros(3)  # images, loss sum, correct: all ranks
-        steps = min(self.per_epoch, self.total - self.epoch * self.per_epoch)
-        for i in range(done, steps):
+        # From this epoch's position: 0, or where a run stopped, on however many workers it had.
+        shard = shard_indices(self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle,
+                              start=self.sample)
+        self.engine.start_epoch(shard.indices)
+        steps = steps_per_epoch(len(shard.indices), self.engine.batch_per_rank)
+        if cfg.max_steps:
+            steps = min(steps, cfg.max_steps - self.step)
+        start, trained = self.sample, 0
+        for i in range(steps):
             images = self.engine.train_step(i)
+            if self.sample_log:
+                self._log_samples(shard.indices[trained:trained + images])
+            trained += images
             self.step += 1
+            # Every rank's shard is as long as this one: together they trained world size x as much.
+            # The last step passes the (< world size) samples no rank was dealt, too.
+            self.sample = self.n_train if trained == len(shard.indices) else start + trained * self.world.size
             if self.meter.step(images, self.step, end_of_epoch=i == steps - 1):
                 self._log_interval(bar)
                 if self.stopping:
@@ -182,6 +243,12 @@ class _Loop:
             if self.first_step_at is None:
                 self.first_step_at = time.time()
             bar.update(1)
+
+    def _log_samples(self, indices: np.ndarray) -> None:
+        record = {"attempt": self.started, "rank": self.world.rank, "world_size": self.world.size,
+                  "epoch": self.epoch, "step": self.step + 1, "indices": indices.tolist()}
+        self.sample_log.write(json.dumps(record) + "\n")
+        self.sample_log.flush()
 
     def _log_interval(self, bar) -> None:
         images, seconds, steps = self.meter.take_interval()
@@ -201,15 +268,15 @@ class _Loop:
 
     def _end_epoch(self) -> None:
         eval_loss, eval_acc = self.engine.evaluate(self.world)
-        self.epoch += 1
+        self.epoch, self.sample = self.epoch + 1, 0
         images, loss_sum, correct = (float(v) for v in self.epoch_sums)
+        self.epoch_sums = np.zeros(3)
         record = trainer.EpochRecord(self.epoch, self.step, loss_sum / images, correct / images,
                                      float(eval_loss), float(eval_acc), time.time() - trainer.PROCESS_START)
         self.history.append(record)
         interval = self.config.checkpoint.interval
-        last = self.epoch == self.config.train.epochs or self.step >= self.total
-        if interval and (self.epoch % interval == 0 or last):
-            self.engine.save_checkpoint(self.ckpt_dir, self.epoch, self.step, trainer.history_to_dicts(self.history))
+        if interval and (self.epoch % interval == 0 or self._done()):
+            self.engine.save_checkpoint(self.ckpt_dir, self._progress())
         if self.world.is_chief:
             self.engine.write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy}, self.step)
             rate = self.meter.measured_images * self.world.size / max(self.meter.measured_seconds, 1e-9)
@@ -224,6 +291,8 @@ class _Loop:
         # TensorFlow's coordination service like a crashed task, and it logs an error saying so.
         self.engine.gather_rows([0.0])
         self.engine.close()
+        if self.sample_log:
+            self.sample_log.close()
 
     def _write_results(self, rows: np.ndarray) -> None:
         model_file = self.engine.save_model(self.run_dir)
@@ -232,7 +301,8 @@ class _Loop:
             device=self.engine.device, global_batch_size=self.engine.batch_per_rank * self.world.size, final_rows=rows, steps=self.step, history=self.history,
             model_size_bytes=model_file.stat().st_size,
             first_step_at=self.first_step_at or time.time(), dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
-            restarts=self.world.restarts, framework_versions=self.engine.versions)
+            restarts=self.world.restarts, world_size_history=self._progress()["world_size_history"],
+            framework_versions=self.engine.versions)
         write_summary(self.run_dir, summary)
         write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": trainer.history_to_dicts(self.history)})
         trainer.plot_history(self.history, self.run_dir / "history.png",

@@ -23,10 +23,16 @@ HISTORY_FILE = "history.json"  # per-epoch train/eval loss and accuracy, with wa
 
 
 def run_dir_for(config: Config, framework: str, world: World, stamp: str) -> Path:
-    """Where this run writes: log.dir/log.run_name, or a name from what the run is and its job id."""
-    name = config.log.run_name or "-".join(
-        [framework, config.model.name, config.data.dataset, f"w{world.size}", world.job_id or stamp])
-    return Path(config.log.dir) / name
+    """Where this run writes: log.dir/log.run_name, or a name from what the run is and its job id.
+    A job that resumes on another number of workers continues the run its job id started."""
+    if config.log.run_name:
+        return Path(config.log.dir) / config.log.run_name
+    what = [framework, config.model.name, config.data.dataset]
+    here = Path(config.log.dir) / "-".join([*what, f"w{world.size}", world.job_id or stamp])
+    if config.checkpoint.resume and world.job_id and not here.exists():
+        earlier = Path(config.log.dir).glob("-".join([*what, "w*", world.job_id]))
+        return max(earlier, key=lambda path: path.stat().st_mtime, default=here)
+    return here
 
 
 def create_run_dir(config: Config, run_dir: Path) -> None:

@@ -6,6 +6,11 @@ of equal length (so no rank waits for a batch the others never send), their unio
 `n mod W` (< W) samples at the end of the permutation, and a new epoch always means a new order:
 the forgotten `set_epoch` bug cannot happen. Dealing rather than cutting in blocks means batch i of
 W workers holds exactly the samples of batch i of one worker with a W-times larger batch.
+
+The training position is global: k full steps of W workers at batch B have consumed positions
+[0, k*B*W) of the epoch's permutation, whatever W was. A run that resumes mid-epoch, with the same
+or another number of workers, deals the rest of the permutation from there (`start`), so across the
+two attempts every sample of that epoch is trained once.
 """
 
 from __future__ import annotations
@@ -29,13 +34,17 @@ def epoch_permutation(n: int, epoch: int, seed: int, shuffle: bool = True) -> np
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
 
-def shard_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, shuffle: bool = True) -> Shard:
+def shard_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, shuffle: bool = True,
+                  start: int = 0) -> Shard:
+    """This rank's part of the epoch's permutation from position `start` (0 unless resuming mid-epoch)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world of {world_size}")
-    per_rank = shard_size(n, world_size)
-    order = epoch_permutation(n, epoch, seed, shuffle)
-    used = per_rank * world_size
-    return Shard(indices=order[rank:used:world_size], dropped=n - used)
+    if not 0 <= start <= n:
+        raise ValueError(f"start position {start} outside 0..{n}")
+    shard_size(n, world_size)  # a world larger than the dataset is an error
+    rest = epoch_permutation(n, epoch, seed, shuffle)[start:]
+    used = len(rest) // world_size * world_size  # a finished epoch's empty rest deals nothing
+    return Shard(indices=rest[rank:used:world_size], dropped=len(rest) - used)
 
 
 def shard_size(n: int, world_size: int) -> int:

@@ -22,7 +22,7 @@ class Summary:
     backend: str  # gloo | nccl | horovod | the TF strategy's name
     model: str
     dataset: str
-    world_size: int
+    world_size: int  # at the end; world_size_history has every size the run had
     num_nodes: int
     device: str  # cpu | cuda | gpu
     precision: str
@@ -30,7 +30,7 @@ class Summary:
     global_batch_size: int
     lr: float  # after scaling with world size
     epochs: int
-    steps: int  # optimizer steps taken in total, the same on every rank
+    steps: int  # optimizer steps taken in total, at whatever world size each ran
     final_eval_accuracy: float
     final_eval_loss: float
     images_per_sec: float  # global, all ranks together, warm-up excluded
@@ -44,6 +44,10 @@ class Summary:
     startup_s: float  # process start to the first step's end
     dropped_per_epoch: int  # samples no rank saw each epoch (fewer than world_size)
     restarts: int = 0
+    # One entry per start of the run (a resume adds one): world_size, global_batch_size, lr, steps
+    # [first, last] (the steps after `first` up to `last` ran at this size), and the epoch and
+    # sample (position in that epoch's permutation) it started from.
+    world_size_history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

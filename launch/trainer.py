@@ -136,7 +136,7 @@ def history_from_dicts(rows: list[dict]) -> list[EpochRecord]:
 
 def make_summary(config: Config, world: World, *, framework: str, backend: str, device: str,
                  global_batch_size: int, final_rows: np.ndarray, steps: int, history: list[EpochRecord], model_size_bytes: int,
-                 first_step_at: float, dropped_per_epoch: int, restarts: int,
+                 first_step_at: float, dropped_per_epoch: int, restarts: int, world_size_history: list[dict],
                  framework_versions: dict) -> Summary:
     """The run's summary from every rank's FINAL_ROW (gathered) and the chief's records."""
     images, seconds, measured_steps, rss = (final_rows[:, i] for i in range(len(FINAL_ROW)))
@@ -153,5 +153,5 @@ def make_summary(config: Config, world: World, *, framework: str, backend: str, 
         peak_rss_bytes_max=int(rss.max()), peak_rss_bytes_mean=float(rss.mean()),
         model_size_bytes=model_size_bytes, wall_time_s=time.time() - PROCESS_START,
         startup_s=first_step_at - PROCESS_START, dropped_per_epoch=dropped_per_epoch, restarts=restarts,
-        versions=versions(**framework_versions),
+        world_size_history=world_size_history, versions=versions(**framework_versions),
     )

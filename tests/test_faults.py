@@ -135,7 +135,7 @@ def test_a_mid_epoch_stop_resumes_at_the_next_batch(tmp_path, module):
     assert stopped.returncode == 75 and "stop requested: checkpointed step 10" in stopped.stdout, stopped.stderr[-3000:]
     resumed = run(train_cmd(module, "single", 1, [*common, "log.run_name=cut", "checkpoint.resume=true"]),
                   cwd=tmp_path, timeout=300)
-    assert resumed.returncode == 0 and "(epoch 0, step 10)" in resumed.stdout, resumed.stderr[-3000:]
+    assert resumed.returncode == 0 and "(epoch 0, step 10, sample 640 of 4000 " in resumed.stdout, resumed.stderr[-3000:]
     a, b = (read_json(tmp_path / name / "history.json")["epochs"] for name in ("whole", "cut"))
     assert [e["step"] for e in a] == [e["step"] for e in b] == [63, 126]
     assert b[-1]["eval_loss"] == pytest.approx(a[-1]["eval_loss"], rel=1e-5)  # the same weights at the end
@@ -150,12 +150,12 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
         "from torch_dist.models import build_model\n"
         "folder = __import__('pathlib').Path(sys.argv[1])\n"
         "model = build_model('mlp'); opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
-        "save_checkpoint(checkpoint_path(folder, 10), model=model, optimizer=opt, epoch=1, step=10, model_name='mlp',"
-        " history=[])\n"
+        "save_checkpoint(checkpoint_path(folder, 10), model=model, optimizer=opt, model_name='mlp',"
+        " progress={'step': 10})\n"
         "print('first', flush=True)\n"
         "big = [{'w': torch.zeros(50_000_000)} for _ in range(8)]  # ~1.6 GB: slow to write\n"
-        "save_checkpoint(checkpoint_path(folder, 20), model=model, optimizer=opt, epoch=2, step=20, model_name='mlp',"
-        " history=big)\n")
+        "save_checkpoint(checkpoint_path(folder, 20), model=model, optimizer=opt, model_name='mlp',"
+        " progress={'step': 20, 'history': big})\n")
     proc = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "first"
@@ -167,7 +167,7 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
     assert not (tmp_path / "step-00000020.pt").exists()
     latest = latest_checkpoint(tmp_path)
     assert latest == tmp_path / "step-00000010.pt"
-    assert load_checkpoint(latest, "mlp", __import__("torch").device("cpu"))["step"] == 10
+    assert load_checkpoint(latest, "mlp", __import__("torch").device("cpu"))["progress"]["step"] == 10
 
 
 # --- hostile and broken input: a clear message, the exit code, nothing overwritten ---------------

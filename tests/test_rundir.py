@@ -30,6 +30,17 @@ def test_default_name_uses_job_id_else_stamp(tmp_path):
     assert run_dir_for(named, "torch", World(), "t") == tmp_path / "mine"
 
 
+def test_a_resume_at_another_world_size_finds_its_job_s_run(tmp_path):
+    started = tmp_path / "torch-mlp-fashion-mnist-w2-77.0"
+    (started / "checkpoints").mkdir(parents=True)
+    (tmp_path / "torch-mlp-fashion-mnist-w2-78.0").mkdir()  # another job's
+    resume = load_config(None, [f"log.dir={tmp_path}", "data.dataset=fashion-mnist", "checkpoint.resume=true"])
+    assert run_dir_for(resume, "torch", World(size=1, job_id="77.0"), "t") == started
+    assert run_dir_for(resume, "torch", World(size=1, job_id="79.0"), "t").name == "torch-mlp-fashion-mnist-w1-79.0"
+    fresh = load_config(None, [f"log.dir={tmp_path}", "data.dataset=fashion-mnist"])
+    assert run_dir_for(fresh, "torch", World(size=1, job_id="77.0"), "t").name == "torch-mlp-fashion-mnist-w1-77.0"
+
+
 def test_create_writes_resolved_config_and_refuses_finished_run(tmp_path):
     cfg = load_config(None, [f"log.dir={tmp_path}", "log.run_name=r", "train.epochs=2"])
     run_dir = run_dir_for(cfg, "torch", World(), "t")

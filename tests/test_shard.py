@@ -62,3 +62,20 @@ def test_world_larger_than_dataset():
 
 def test_steps_per_epoch_counts_short_last_batch():
     assert steps_per_epoch(100, 32) == 4 and steps_per_epoch(96, 32) == 3
+
+
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2), (2, 3), (3, 2), (4, 4)])
+@pytest.mark.parametrize("n,batch,steps", [(1000, 32, 5), (1001, 7, 13), (97, 4, 1)])
+def test_a_resume_on_another_world_size_deals_the_rest_of_the_epoch(before, after, n, batch, steps):
+    """k steps of W workers consumed positions [0, k*B*W); W' workers take the rest, once each."""
+    first = [shard_indices(n, r, before, epoch=2, seed=3).indices[:steps * batch] for r in range(before)]
+    position = steps * batch * before
+    second = [shard_indices(n, r, after, epoch=2, seed=3, start=position) for r in range(after)]
+    trained = np.concatenate(first + [s.indices for s in second])
+    assert len(np.unique(trained)) == len(trained)  # nothing twice
+    assert second[0].dropped == (n - position) % after == n - len(trained) < after  # all but < W' samples
+    assert {len(s.indices) for s in second} == {(n - position) // after}  # equal shards: no rank waits
+
+
+def test_a_finished_epoch_deals_nothing():
+    assert [len(shard_indices(10, r, 3, epoch=0, seed=0, start=10).indices) for r in range(3)] == [0, 0, 0]

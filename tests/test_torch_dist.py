@@ -165,10 +165,10 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 
     model = build_model("cnn")
     save_checkpoint(tmp_path / "step-00000010.pt", model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                    epoch=1, step=10, model_name="cnn", history=[])
+                    model_name="cnn", progress={"step": 10})
     with pytest.raises(UserError, match="holds model 'cnn', not 'mlp'"):
         load_checkpoint(tmp_path / "step-00000010.pt", "mlp", torch.device("cpu"))
-    assert load_checkpoint(tmp_path / "step-00000010.pt", "cnn", torch.device("cpu"))["step"] == 10
+    assert load_checkpoint(tmp_path / "step-00000010.pt", "cnn", torch.device("cpu"))["progress"]["step"] == 10
 
 
 def test_models_match_keras_shapes():

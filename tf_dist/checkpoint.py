@@ -18,15 +18,14 @@ from launch.errors import UserError
 class Checkpoints:
     def __init__(self, model, optimizer, model_name: str):
         self.model_name = model_name
-        self.info = tf.Variable("", dtype=tf.string, trainable=False)  # JSON: framework, model, epoch, step, history
+        self.info = tf.Variable("", dtype=tf.string, trainable=False)  # JSON: framework, model, launch.loop's progress
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, info=self.info)
 
-    def save(self, folder: Path, is_chief: bool, epoch: int, step: int, history: list[dict]) -> None:
-        self.info.assign(json.dumps({"framework": "tf", "model_name": self.model_name, "epoch": epoch,
-                                     "step": step, "history": history}))
+    def save(self, folder: Path, is_chief: bool, progress: dict) -> None:
+        self.info.assign(json.dumps({"framework": "tf", "model_name": self.model_name, "progress": progress}))
         target = folder if is_chief else Path(tempfile.mkdtemp(prefix="tf-dist-worker-ckpt-"))
         manager = tf.train.CheckpointManager(self.checkpoint, str(target), max_to_keep=None)
-        manager.save(checkpoint_number=step)
+        manager.save(checkpoint_number=progress["step"])
         if not is_chief:
             shutil.rmtree(target, ignore_errors=True)
 
@@ -43,4 +42,7 @@ class Checkpoints:
         if info.get("framework") != "tf" or info.get("model_name") != self.model_name:
             raise UserError(f"{path}: holds {info.get('framework')} model {info.get('model_name')!r}, not tf "
                             f"{self.model_name!r}; resume with the same model.name or use another checkpoint.dir")
-        return {**info, "path": path}
+        if "progress" not in info:
+            raise UserError(f"{path}: written by an older mnist-dist, without the training position it needs to "
+                            "resume; start a new run (another log.run_name)")
+        return {**info["progress"], "path": path}

@@ -111,13 +111,12 @@ class TFEngine(loop.Engine):
     def gather_rows(self, row: list[float]) -> np.ndarray:
         return distributed.gather_rows(self.gather_fn, self.world, row)
 
-    def start_epoch(self, indices: np.ndarray, first_batch: int) -> None:
+    def start_epoch(self, indices: np.ndarray) -> None:
         # This epoch's shard gathered once (as torch_dist does), then sliced into per-replica
         # batches: no rebatching and no autosharding (the shard is already this worker's); local
-        # replicas take consecutive batches, so a resumed epoch starts after the batches it had.
-        # A per-batch tf.gather in a map ran ~5% slower here.
+        # replicas take consecutive batches, so batch i of this worker is the i-th slice of
+        # batch_per_rank. A per-batch tf.gather in a map ran ~5% slower here.
         self.epoch_size = len(indices)
-        indices = indices[first_batch * self.batch_per_rank:]
         images, labels = tf.gather(self.images, indices), tf.gather(self.labels, indices)
 
         def replica_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -155,11 +154,15 @@ class TFEngine(loop.Engine):
         totals = self.gather_rows([loss_sum, correct, len(x_all)]).sum(axis=0)
         return totals[0] / totals[2], totals[1] / totals[2]
 
-    def save_checkpoint(self, folder: Path, epoch: int, step: int, history: list[dict]) -> None:
-        self.checkpoints.save(folder, self.world.is_chief, epoch, step, history)
+    def save_checkpoint(self, folder: Path, progress: dict) -> None:
+        self.checkpoints.save(folder, self.world.is_chief, progress)
 
     def restore_checkpoint(self, folder: Path) -> dict | None:
-        return self.checkpoints.restore_latest(folder)
+        progress = self.checkpoints.restore_latest(folder)
+        # The checkpoint restored the optimizer's learning rate too: maybe another world size's.
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under a LossScaleOptimizer
+        inner.learning_rate = self.config.scaled_lr(self.world.size)
+        return progress
 
     def open_writer(self, run_dir: Path) -> None:
         self.writer = tf.summary.create_file_writer(str(run_dir))

@@ -26,17 +26,15 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                    step: int, model_name: str, history: list[dict]) -> None:
+def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_name: str,
+                    progress: dict) -> None:
     state = {
         "framework": "torch",
         "model_name": model_name,
-        "epoch": epoch,  # epochs completed (the step may be inside the next one)
-        "step": step,
+        "progress": progress,  # launch.loop's: epoch, step, sample, history, world sizes
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": torch.get_rng_state(),  # the data order comes from (seed, epoch), not from here
-        "history": history,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -60,6 +58,9 @@ def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
                         f"{str(exc).splitlines()[0]}); remove it or point checkpoint.dir elsewhere") from None
     if not isinstance(state, dict) or state.get("framework") != "torch":
         raise UserError(f"{path}: not a torch_dist checkpoint; point checkpoint.dir at this run's checkpoints")
+    if "progress" not in state:
+        raise UserError(f"{path}: written by an older mnist-dist, without the training position it needs to "
+                        "resume; start a new run (another log.run_name)")
     if state.get("model_name") != model_name:
         raise UserError(f"{path}: holds model {state.get('model_name')!r}, not {model_name!r}; "
                         "resume with the same model.name or use another checkpoint.dir")
