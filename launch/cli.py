@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framework", choices=sorted(slurm.MODULES), required=True)
     parser.add_argument("--nproc", type=int, default=1, help="workers per node (default 1)")
-    parser.add_argument("--nodes", type=int, help="nodes (default: as many as --hosts names, else 1)")
+    parser.add_argument("--nodes", type=_node_count, metavar="N|MIN:MAX",
+                        help="nodes (default: as many as --hosts names, else 1); a range MIN:MAX runs elastic "
+                        "(torchrun, Slurm): a run that loses nodes goes on with at least MIN")
     parser.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     local = parser.add_argument_group("local, torchrun and mpirun")
     local.add_argument("--node-rank", type=int, default=0, help="this node's index with --nodes > 1")
@@ -138,7 +140,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)  # a bad config fails here, before anything starts
-    args.nodes = args.nodes or len(args.hosts) or 1
+    args.min_nodes, args.nodes = args.nodes or (len(args.hosts) or 1,) * 2
     args.master_addr = args.master_addr or (args.hosts[0] if args.hosts else "127.0.0.1")
     config_path = str(Path(args.config).resolve()) if args.config else None
     if args.launcher == "slurm":
@@ -146,10 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_restarts and args.launcher not in ("local", "torchrun"):
         raise UserError(f"--max-restarts works with the local and torchrun launchers; under {args.launcher} "
                         "restart the job (Slurm jobs requeue themselves on preemption)")
+    if args.max_restarts and args.nodes > 1 and not config.log.run_name:
+        raise UserError("--max-restarts across nodes needs log.run_name=NAME, the same on every node: restarted "
+                        "workers find the run's checkpoints by it")
     overrides = list(args.overrides) + (["checkpoint.resume=true"] if args.max_restarts else [])
     result = launchers.plan(args.framework, args.launcher, args.nproc, args.nodes, args.node_rank, args.master_addr,
                             args.master_port, config_path, overrides, log_dir=config.log.dir,
-                            max_restarts=args.max_restarts, hosts=args.hosts)
+                            max_restarts=args.max_restarts, hosts=args.hosts, min_nodes=args.min_nodes)
     if args.dry_run:
         lines = [(result.command, result.env)] if result.command else result.per_rank
         _print_plan("\n".join(_shell_line(cmd, env) for cmd, env in lines), result)
@@ -170,12 +175,12 @@ def _submit(args: argparse.Namespace, config: Config, config_path: str | None) -
         raise UserError("dist.backend=nccl needs GPUs: pass --gpus-per-node equal to --nproc")
     log_dir = Path(config.log.dir).resolve()
     options = slurm.SbatchOptions(
-        nodes=args.nodes, tasks_per_node=args.nproc, gpus_per_node=gpus, cpus_per_task=args.cpus_per_task,
+        nodes=args.nodes, min_nodes=args.min_nodes, tasks_per_node=args.nproc, gpus_per_node=gpus, cpus_per_task=args.cpus_per_task,
         time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
         output=args.output or str(log_dir / "slurm-%j.out"), extra_sbatch=args.sbatch, setup=args.setup,
         mpi_launcher=args.mpi_launcher, preempt_signal=args.preempt_signal)
     prefix = config.log.run_name or "-".join(
-        [args.framework, config.model.name, config.data.dataset, f"w{args.nodes * args.nproc}"])
+        [args.framework, config.model.name, config.data.dataset, _workers(args.min_nodes, args.nodes, args.nproc)])
     overrides = list(args.overrides) + [f"log.dir={log_dir}"]
     script = slurm.render(args.template or args.framework, args.framework, options,
                           launchers.train_args(config_path, overrides), prefix, log_dir)
@@ -199,6 +204,23 @@ def _submit(args: argparse.Namespace, config: Config, config_path: str | None) -
     code = slurm.exit_code(info)
     print(f"job {job} {info.get('JobState')} with exit code {info.get('ExitCode')}", flush=True)
     return code
+
+
+def _node_count(text: str) -> tuple[int, int]:
+    """--nodes N or MIN:MAX (torchrun's --nnodes form) as (min, max)."""
+    low, _, high = text.partition(":")
+    try:
+        bounds = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a node count N or a range MIN:MAX, e.g. 2 or 1:2") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: nodes must be at least 1, and MIN at most MAX")
+    return bounds
+
+
+def _workers(min_nodes: int, nodes: int, nproc: int) -> str:
+    """The w<N> part of a run name: w8, or w4-8 for an elastic job."""
+    return f"w{nodes * nproc}" if min_nodes == nodes else f"w{min_nodes * nproc}-{nodes * nproc}"
 
 
 def cmd_slurm_status(args: argparse.Namespace) -> int:

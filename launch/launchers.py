@@ -70,11 +70,17 @@ def slurm_worlds(nodes: int, nproc: int) -> list[World]:
 def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: int = 0,
          master_addr: str = "127.0.0.1", master_port: int | None = None, config: str | None = None,
          overrides: list[str] = (), python: str = sys.executable, log_dir: str = "runs",
-         max_restarts: int = 0, hosts: list[str] = ()) -> Plan:
+         max_restarts: int = 0, hosts: list[str] = (), min_nodes: int | None = None) -> Plan:
     """The plan for a local, torchrun or mpirun start of nodes x nproc workers (this node's part).
-    `hosts` names every node in node-rank order: TensorFlow needs them all, mpirun starts ranks there."""
+    `hosts` names every node in node-rank order: TensorFlow needs them all, mpirun starts ranks there.
+    `min_nodes` below `nodes` makes a torchrun job elastic: it goes on while that many nodes are left."""
     if nproc < 1 or nodes < 1 or not 0 <= node_rank < nodes:
         raise UserError("--nproc and --nodes must be at least 1, and --node-rank in 0..nodes-1")
+    min_nodes = min_nodes or nodes
+    if min_nodes != nodes and (launcher, framework) != ("torchrun", "torch"):
+        raise UserError(f"a node range ({min_nodes}:{nodes}) needs an elastic launcher: --launcher torchrun for torch, "
+                        "or --launcher slurm (a requeued job resumes at the size it gets); TensorFlow's workers "
+                        "are fixed while they run, so restart tf at the new size with checkpoint.resume=true")
     if hosts and len(hosts) != nodes:
         raise UserError(f"--hosts names {len(hosts)} node(s) but --nodes is {nodes}: list every node once")
     if framework == "tf" and nodes > 1 and not hosts and launcher in ("local", "torchrun"):
@@ -97,7 +103,8 @@ def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: i
     if launcher == "torchrun" and framework == "torch":
         rdzv = (["--standalone"] if nodes == 1 else
                 ["--rdzv-backend=c10d", f"--rdzv-endpoint={master_addr}:{port}", f"--node-rank={node_rank}"])
-        result.command = [python, "-m", "torch.distributed.run", f"--nnodes={nodes}", f"--nproc-per-node={nproc}",
+        nnodes = f"{min_nodes}:{nodes}" if min_nodes != nodes else str(nodes)
+        result.command = [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc-per-node={nproc}",
                           *rdzv, f"--max-restarts={max_restarts}", "--tee=3",
                           f"--log-dir={os.path.join(log_dir, 'torchrun-logs')}", "-m", module, *args]
         if max_restarts:

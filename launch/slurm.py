@@ -38,6 +38,7 @@ def template_dir() -> Path:
 @dataclass
 class SbatchOptions:
     nodes: int = 1
+    min_nodes: int | None = None  # below nodes: an elastic job (sbatch --nodes=MIN-MAX)
     tasks_per_node: int = 1  # workers per node
     gpus_per_node: int = 0
     cpus_per_task: int | None = None
@@ -51,10 +52,18 @@ class SbatchOptions:
     mpi_launcher: str = "mpirun"  # mpi template: mpirun | srun (srun --mpi=pmix)
     preempt_signal: str = "USR1@60"  # Slurm's warning before preemption or the time limit: SIG@seconds
 
-    def validate(self) -> None:
+    @property
+    def elastic(self) -> bool:
+        return self.min_nodes is not None and self.min_nodes != self.nodes
+
+    def validate(self, template: str) -> None:
         for name in ("nodes", "tasks_per_node"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.elastic and template != "torch":
+            raise UserError(f"a node range ({self.min_nodes}:{self.nodes}) needs the torch template (one torchrun "
+                            f"agent per node); the {template} template takes a fixed --nodes, and a requeued job "
+                            "gets as many again")
         if self.gpus_per_node < 0 or (self.cpus_per_task is not None and self.cpus_per_task < 1):
             raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
         if not _TIME.fullmatch(self.time):
@@ -81,8 +90,13 @@ class SbatchOptions:
     def sbatch_lines(self, template: str) -> list[str]:
         per_node_tasks = 1 if template == "torch" else self.tasks_per_node  # torch: one torchrun agent per node
         cpus = self.cpus_per_task or (self.tasks_per_node if template == "torch" else 1)
-        lines = [f"--job-name={self.job_name}", f"--nodes={self.nodes}", f"--ntasks-per-node={per_node_tasks}",
-                 f"--cpus-per-task={cpus}", f"--time={self.time}", f"--output={self.output}",
+        if self.elastic:
+            # --ntasks-per-node would make Slurm count the tasks for the smallest size and give it that
+            # many nodes; without it, a job gets one task (here: one torchrun agent) per node it gets.
+            tasks = [f"--nodes={self.min_nodes}-{self.nodes}"]
+        else:
+            tasks = [f"--nodes={self.nodes}", f"--ntasks-per-node={per_node_tasks}"]
+        lines = [f"--job-name={self.job_name}", *tasks, f"--cpus-per-task={cpus}", f"--time={self.time}", f"--output={self.output}",
                  "--requeue", f"--signal=B:{self.preempt_signal}", "--open-mode=append"]  # a requeue keeps the log
         if self.gpus_per_node:
             lines.append(f"--gpus-per-node={self.gpus_per_node}")
@@ -97,7 +111,7 @@ def render(template: str, framework: str, options: SbatchOptions, train_args: li
         raise UserError(f"unknown Slurm template {template!r}: use one of {', '.join(TEMPLATES)}")
     if template in MODULES and template != framework:
         raise UserError(f"the {template} template runs {MODULES[template]}; use --framework {template} or the mpi template")
-    options.validate()
+    options.validate(template)
     if not _NAME.fullmatch(run_prefix):
         raise UserError(f"run name {run_prefix!r} may hold only letters, digits, '.', '_' and '-'")
     mpi_command = ("srun --kill-on-bad-exit=1 --mpi=pmix" if options.mpi_launcher == "srun"

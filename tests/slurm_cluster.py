@@ -93,7 +93,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={sock}
+AuthInfo=socket={sock},cred_expire=20
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={r / 'state'}

@@ -65,6 +65,38 @@ def test_dry_run_torchrun_two_nodes_needs_a_real_master():
     assert ranks == ["4", "5", "6", "7"]  # this node's ranks
 
 
+def test_dry_run_elastic_node_range():
+    text = dry("--framework", "torch", "--launcher", "torchrun", "--nodes", "1:2", "--hosts", "gpu-a,gpu-b",
+               "--max-restarts", "3", "log.run_name=e")
+    cmd = shlex.split(text.splitlines()[0])
+    assert "--nnodes=1:2" in cmd and "--rdzv-backend=c10d" in cmd and "--max-restarts=3" in cmd
+    assert cmd[-1] == "checkpoint.resume=true"
+    sbatch = dry("--framework", "torch", "--launcher", "slurm", "--nodes", "1:2", "--nproc", "2")
+    assert "#SBATCH --nodes=1-2" in sbatch and "log.run_name=torch-mlp-mnist-w2-4-" in sbatch
+    assert "--ntasks-per-node" not in sbatch  # Slurm would size the job for one node; one agent per node it gets
+    refused = mnist_dist("run", "--dry-run", "--framework", "tf", "--launcher", "slurm", "--nodes", "1:2")
+    assert refused.returncode != 0 and "a node range (1:2) needs the torch template" in refused.stderr
+
+
+@pytest.mark.parametrize("args,error", [
+    (["--launcher", "local", "--nodes", "1:2", "--hosts", "a,b"], "a node range (1:2) needs an elastic launcher"),
+    (["--launcher", "mpirun", "--nodes", "1:2", "--hosts", "a,b"], "a node range (1:2) needs an elastic launcher"),
+    (["--launcher", "torchrun", "--nodes", "2:1"], "MIN at most MAX"),
+    (["--launcher", "torchrun", "--nodes", "one"], "is not a node count N or a range MIN:MAX"),
+    (["--launcher", "torchrun", "--nodes", "1:2", "--hosts", "a,b", "--max-restarts", "1"],
+     "--max-restarts across nodes needs log.run_name=NAME"),
+])
+def test_node_ranges_are_checked_before_anything_starts(args, error):
+    out = mnist_dist("run", "--dry-run", "--framework", "torch", *args)
+    assert out.returncode != 0 and error in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tf_refuses_a_node_range_under_torchrun():
+    out = mnist_dist("run", "--dry-run", "--framework", "tf", "--launcher", "torchrun", "--nodes", "1:2",
+                     "--hosts", "a,b")
+    assert out.returncode != 0 and "TensorFlow's workers are fixed while they run" in out.stderr
+
+
 def test_dry_run_mpirun_says_why_it_adds_flags():
     text = dry("--framework", "torch", "--launcher", "mpirun", "--nproc", str((os.cpu_count() or 1) + 1))
     assert text.startswith("mpirun -np ") and "--oversubscribe" in text and "# --oversubscribe:" in text

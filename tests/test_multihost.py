@@ -293,15 +293,53 @@ def test_slurm_preemption_across_two_nodes_resumes_exactly(slurm_two_nodes, tmp_
     assert [s for s, _ in read_scalars(run_dir)["eval/accuracy"]] == [235 * k for k in range(1, 4)]
 
 
+def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes, tmp_path):
+    """An elastic job (--nodes 1:2, sbatch --nodes=1-2) starts on both nodes; node2 is drained and the
+    job preempted: its requeue gets node1 only, and resumes there with one worker, sample-exact."""
+    from slurm_cluster import _wait_for
+    from test_elastic import trained_lineage
+    from test_slurm import job_of, run_dir_of, submit
+
+    cluster, samples = slurm_two_nodes, tmp_path / "samples"
+    out = submit(cluster, tmp_path, "--framework", "torch", "--nodes", "1:2", "--nproc", "1",
+                 "data.dataset=synthetic", "data.limit=12000", "train.epochs=3", "train.threads=1",
+                 env={"MNIST_DIST_SAMPLE_LOG": str(samples)})
+    assert out.returncode == 0, out.stderr
+    job, run_dir = job_of(out), run_dir_of(out)
+    _wait_for(lambda: list(run_dir.glob("checkpoints/*.pt")), 300, "the first epoch's checkpoint", 0.2)
+    assert cluster.job(job)["NodeList"] == "node[1-2]"
+    cluster.run("scontrol", "update", "NodeName=node2", "State=DRAIN", "Reason=mnist-dist-test")
+    try:
+        cluster.run("scancel", "--signal=USR1", "--batch", job)
+        final = _wait_for(lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
+            cluster.job(job)), 600, "the requeued job to finish", 0.5)
+    finally:
+        cluster.run("scontrol", "update", "NodeName=node2", "State=RESUME")
+    log = Path(final["StdOut"]).read_text()
+    assert final["JobState"] == "COMPLETED" and final["NodeList"] == "node1", log[-3000:]
+    assert "on 1 worker(s), not 2" in log
+    summary = read_json(run_dir / "summary.json")
+    history = summary["world_size_history"]
+    assert (summary["world_size"], summary["num_nodes"], summary["restarts"], summary["epochs"]) == (1, 1, 1, 3)
+    assert [h["world_size"] for h in history] == [2, 1] and history[1]["steps"] == [history[0]["steps"][1],
+                                                                                     summary["steps"]]
+    lineage = trained_lineage(samples)
+    assert list(lineage) == list(range(1, summary["steps"] + 1))
+    for epoch in range(3):
+        indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
+        assert sorted(indices) == list(range(12000)), f"epoch {epoch}: lost or repeated samples"
+
+
 # --- node-loss drills -------------------------------------------------------------------------
 
 DRILL = ["data.dataset=synthetic", "train.epochs=3", "train.threads=1", "log.progress=never", "log.run_name=r"]
 
 
-def start_job(bed, tmp_path: Path, framework: str, name: str, *extra: str) -> dict[str, subprocess.Popen]:
+def start_job(bed, tmp_path: Path, framework: str, name: str, *extra: str, options: tuple[str, ...] = (),
+              env: dict | None = None) -> dict[str, subprocess.Popen]:
     return {host: start(bed, host, mnist_dist("--framework", framework, "--hosts", "node1,node2", "--node-rank",
-                                              str(k), *DRILL, f"log.dir={tmp_path}", *extra),
-                        tmp_path / f"{name}-{host}.log")
+                                              str(k), *options, *DRILL, f"log.dir={tmp_path}", *extra),
+                        tmp_path / f"{name}-{host}.log", env)
             for k, host in enumerate(HOSTS)}
 
 
@@ -358,3 +396,34 @@ def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
         testbed.link("node2", up=True)
     _wait_for(lambda: not testbed.pids("node1") and not testbed.pids("node2"), 30, "no process on either host")
     resume_and_check(testbed, tmp_path, framework)
+
+
+@pytest.mark.drill
+def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_path):
+    """`--nodes 1:2 --max-restarts 1`: node2 is killed in the middle of the second epoch; torchrun on
+    node1 restarts its worker from the first epoch's checkpoint, alone, and finishes every epoch.
+    The sample log shows what the final model trained on: each epoch's samples once."""
+    from slurm_cluster import _wait_for
+    from test_elastic import trained_lineage
+
+    samples = tmp_path / "samples"
+    procs = start_job(testbed, tmp_path, "torch", "elastic", "data.limit=8000", "dist.timeout=60",
+                      options=("--launcher", "torchrun", "--nodes", "1:2", "--max-restarts", "1"),
+                      env={"MNIST_DIST_SAMPLE_LOG": str(samples)})
+    _wait_for(lambda: list((tmp_path / "r" / "checkpoints").glob("*.pt")) or procs["node1"].poll() is not None,
+              300, "the first checkpoint", 0.2)
+    assert procs["node1"].poll() is None, (tmp_path / "elastic-node1.log").read_text()[-3000:]
+    testbed.kill_host("node2")
+    assert procs["node1"].wait(timeout=300) == 0, (tmp_path / "elastic-node1.log").read_text()[-4000:]
+    log = (tmp_path / "elastic-node1.log").read_text()
+    print(log[-6000:])
+    summary = read_json(tmp_path / "r" / "summary.json")
+    per_epoch = {2: 32, 1: 63}  # 8000 samples at batch 128 on 2 workers and on 1
+    steps = per_epoch[2] + 2 * per_epoch[1]
+    assert (summary["world_size"], summary["num_nodes"], summary["restarts"], summary["steps"]) == (1, 1, 1, steps)
+    assert [(h["world_size"], h["steps"]) for h in summary["world_size_history"]] == [(2, [0, 32]), (1, [32, steps])]
+    lineage = trained_lineage(samples)
+    assert list(lineage) == list(range(1, steps + 1))
+    for epoch in range(3):
+        indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
+        assert sorted(indices) == list(range(8000)), f"epoch {epoch}: lost or repeated samples"

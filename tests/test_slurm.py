@@ -14,10 +14,10 @@ needs_fashion = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist")
                                    reason="Debian's dataset-fashion-mnist is not installed")
 
 
-def submit(cluster, tmp_path, *args, timeout=600):
+def submit(cluster, tmp_path, *args, timeout=600, env=None):
     cmd = [sys.executable, "-m", "launch", "run", "--launcher", "slurm", "--config", str(ROOT / "configs/mlp.yaml"),
            "--time", "10", *args, f"log.dir={tmp_path}", "log.progress=never"]
-    return run(cmd, cwd=tmp_path, timeout=timeout, env={"SLURM_CONF": str(cluster.conf)})
+    return run(cmd, cwd=tmp_path, timeout=timeout, env={"SLURM_CONF": str(cluster.conf), **(env or {})})
 
 
 def job_of(out) -> str:
