@@ -57,6 +57,9 @@ class TrainConfig:
     threads: int | None = _positive(None)  # per worker; default: cores / workers on the node
     warmup_steps: int = 5  # excluded from the throughput figures of summary.json
     max_steps: int | None = _positive(None)  # stop early after this many steps (throughput runs)
+    # Gradients of this many micro-batches of batch_size are summed before one all-reduce and one
+    # optimizer step: the step's loss is the mean over all of them, as one batch of k x batch_size.
+    accumulate_steps: int = _positive(1)
 
 
 @dataclass
@@ -79,7 +82,14 @@ class CheckpointConfig:
 class DistConfig:
     backend: str = _choice("auto", ("auto", "gloo", "nccl", "horovod"))
     timeout: int = _positive(300)  # seconds a collective may wait before the job fails
-    bucket_mb: float = _positive(25.0)  # torch DDP gradient bucket size; small buckets overlap more (CPU MLP: 0.1)
+    # Gradients per all-reduce: torch DDP's bucket size (small buckets overlap more; CPU MLP: 0.1),
+    # TensorFlow's CommunicationOptions.bytes_per_pack under MultiWorkerMirroredStrategy.
+    bucket_mb: float = _positive(25.0)
+    # Gradients on the wire (torch DDP communication hooks): fp16/bf16 halve the bytes; powersgd
+    # sends a low-rank approximation with error feedback (after powersgd_start plain steps).
+    compression: str = _choice("none", ("none", "fp16", "bf16", "powersgd"))
+    powersgd_rank: int = _positive(2)  # PowerSGD's matrix approximation rank: lower sends less
+    powersgd_start: int = _positive(100)  # plain all-reduce steps before PowerSGD starts
     # TensorFlow only: auto = multi-worker for several processes, mirrored for several local devices
     strategy: str = _choice("auto", ("auto", "default", "mirrored", "multi-worker"))
     cpu_devices: int = _positive(1)  # TensorFlow only: logical CPU devices to mirror over without GPUs

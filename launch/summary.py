@@ -44,6 +44,8 @@ class Summary:
     startup_s: float  # process start to the first step's end
     dropped_per_epoch: int  # samples no rank saw each epoch (fewer than world_size)
     restarts: int = 0
+    compression: str = "none"  # dist.compression: the gradients' form on the wire
+    accumulate_steps: int = 1  # micro-batches per optimizer step (global_batch_size counts them all)
     # One entry per start of the run (a resume adds one): world_size, global_batch_size, lr, steps
     # [first, last] (the steps after `first` up to `last` ran at this size), and the epoch and
     # sample (position in that epoch's permutation) it started from.

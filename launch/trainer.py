@@ -153,5 +153,6 @@ def make_summary(config: Config, world: World, *, framework: str, backend: str, 
         peak_rss_bytes_max=int(rss.max()), peak_rss_bytes_mean=float(rss.mean()),
         model_size_bytes=model_size_bytes, wall_time_s=time.time() - PROCESS_START,
         startup_s=first_step_at - PROCESS_START, dropped_per_epoch=dropped_per_epoch, restarts=restarts,
-        world_size_history=world_size_history, versions=versions(**framework_versions),
+        world_size_history=world_size_history, compression=config.dist.compression,
+        accumulate_steps=config.train.accumulate_steps, versions=versions(**framework_versions),
     )

@@ -22,4 +22,6 @@ np.savez(out / f"weights-rank{world.rank}.npz", *[w.numpy() for w in engine.mode
 (out / f"probe-rank{world.rank}.json").write_text(json.dumps({
     "replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
     "replicas": engine.strategy.num_replicas_in_sync,
+    # MultiWorkerMirroredStrategy's CommunicationOptions (dist.bucket_mb), as the strategy holds them
+    "bytes_per_pack": getattr(getattr(engine.strategy.extended, "_communication_options", None), "bytes_per_pack", None),
 }))

@@ -45,6 +45,10 @@ def make_strategy(config, world: World, gpus: list, prog: str = "tf_dist.train")
     if config.dist.backend == "horovod":
         raise ConfigError("dist.backend=horovod: Horovod's TensorFlow part does not build against TensorFlow >= 2.16; "
                           "use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod")
+    if config.dist.compression != "none":
+        raise ConfigError(f"dist.compression={config.dist.compression}: tf.distribute has no gradient compression "
+                          "(CommunicationOptions sets packing, timeout and implementation only); leave it out for tf, "
+                          "or use torch_dist's DDP hooks")
     if requested == "auto":
         local_devices = len(gpus) or config.dist.cpu_devices
         requested = "multi-worker" if world.size > 1 else "mirrored" if local_devices > 1 else "default"
@@ -55,7 +59,8 @@ def make_strategy(config, world: World, gpus: list, prog: str = "tf_dist.train")
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=getattr(tf.distribute.experimental.CommunicationImplementation,
                                    _IMPLEMENTATIONS[config.dist.backend]),
-            timeout_seconds=config.dist.timeout)
+            timeout_seconds=config.dist.timeout,
+            bytes_per_pack=int(config.dist.bucket_mb * 2**20))  # gradients packed into all-reduces of this size
         chief, port = worker_addresses(world)[0].rsplit(":", 1)
         rendezvous.check_master(world, chief, int(port), config.dist.timeout)
         # TensorFlow's chief waits for missing workers without a bound: the deadline ends it.

@@ -57,7 +57,9 @@ class TFEngine(loop.Engine):
         self.test_images, self.test_labels = data.test_images, data.test_labels.astype(np.int64)
         # train.batch_size is per replica (one replica per process in torch_dist); a worker's step
         # takes one batch for each of its local replicas.
-        self.batch = config.train.batch_size
+        # With train.accumulate_steps k, a replica's batch holds k micro-batches of batch_size.
+        self.accumulate = config.train.accumulate_steps
+        self.batch = config.train.batch_size * self.accumulate
         self.batch_per_rank = self.batch * strategy.num_replicas_in_sync // world.size
 
         keras.mixed_precision.set_global_policy(_POLICIES[config.train.precision])
@@ -82,21 +84,28 @@ class TFEngine(loop.Engine):
         self.writer = None
 
     def _make_step(self):
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        model, optimizer, strategy, k = self.model, self.optimizer, self.strategy, self.accumulate
         scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def replica_step(x, y):
             x = tf.cast(x, tf.float32) / 255.0
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-                # Divided by the global batch (this replica's batch x replicas): the all-reduce sums.
-                loss = tf.nn.compute_average_loss(per_example)
-                scaled = optimizer.scale_loss(loss) if scale_loss else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
+            n = tf.shape(y)[0]
+            # Divided by the global batch (this replica's batch x replicas): the all-reduce sums.
+            global_batch = n * strategy.num_replicas_in_sync
+            grads, loss_sum, correct = None, 0.0, 0.0
+            for j in range(k):  # k micro-batches' gradients summed locally; one all-reduce in apply_gradients
+                part = slice(n * j // k, n * (j + 1) // k)
+                with tf.GradientTape() as tape:
+                    logits = model(x[part], training=True)
+                    per_example = keras.losses.sparse_categorical_crossentropy(y[part], logits, from_logits=True)
+                    loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                    scaled = optimizer.scale_loss(loss) if scale_loss else loss
+                part_grads = tape.gradient(scaled, model.trainable_variables)
+                grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
+                loss_sum += tf.reduce_sum(per_example)
+                correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), y[part]), tf.float32))
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), y), tf.float32))
-            return tf.reduce_sum(per_example), correct, tf.shape(y)[0]
+            return loss_sum, correct, n
 
         @tf.function
         def step(batches):

@@ -16,9 +16,11 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from launch import rendezvous
+from launch.config import DistConfig
 from launch.errors import ConfigError
 from launch.world import World
 
@@ -34,15 +36,15 @@ def backend_for(requested: str, world: World, gpus: int) -> str:
     return requested
 
 
-def connect(requested: str, world: World, timeout_s: int, bucket_mb: float = 25.0, prog: str = "torch_dist.train"):
-    """The communicator for dist.backend, and this rank's device."""
+def connect(options: DistConfig, world: World, prog: str = "torch_dist.train"):
+    """The communicator for the dist section's backend, and this rank's device."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    backend = backend_for(requested, world, gpus)
+    backend = backend_for(options.backend, world, gpus)
     if backend == "horovod":
-        comm = Horovod(world)
+        comm = Horovod(world, options.compression)
         local_rank = comm.hvd.local_rank()
     else:
-        comm, local_rank = DDP(backend, world, timeout_s, bucket_mb, requested != "auto", prog), world.local_rank
+        comm, local_rank = DDP(backend, world, options, options.backend != "auto", prog), world.local_rank
     if backend == "gloo" or not gpus:
         return comm, torch.device("cpu")
     torch.cuda.set_device(local_rank)
@@ -54,9 +56,11 @@ class DDP:
     when a backend was asked for by name: then its DDP and collectives run (and can be measured, or
     checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
 
-    def __init__(self, backend: str, world: World, timeout_s: int, bucket_mb: float = 25.0,
-                 explicit: bool = False, prog: str = "torch_dist.train"):
-        self.name, self.bucket_mb, self.heartbeats = backend, bucket_mb, None
+    def __init__(self, backend: str, world: World, options: DistConfig, explicit: bool = False,
+                 prog: str = "torch_dist.train"):
+        self.name, self.options, self.heartbeats = backend, options, None
+        self.hook_state = None  # PowerSGD's state (its error feedback and warm-start matrices)
+        timeout_s = options.timeout
         timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
             if world.rank == 0 and _restarts_reuse_the_agent_store():
@@ -77,13 +81,38 @@ class DDP:
         else:
             self.name = "none"
 
-    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device):
-        """DDP broadcasts rank 0's parameters at construction, then averages gradients in backward."""
+    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device, accumulate_steps: int = 1):
+        """DDP broadcasts rank 0's parameters at construction, then averages gradients in backward,
+        through the communication hook dist.compression names."""
         if not dist.is_initialized():
+            if self.options.compression != "none":
+                raise ConfigError(f"dist.compression={self.options.compression} compresses the all-reduce of "
+                                  "several workers; one worker has none: leave it out, or name dist.backend=gloo "
+                                  "(or nccl) to measure it on one")
             return model, optimizer
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
-                                       bucket_cap_mb=self.bucket_mb), optimizer
+        ddp = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
+                                      bucket_cap_mb=self.options.bucket_mb)
+        compression = self.options.compression
+        if compression in ("fp16", "bf16"):
+            hook = default_hooks.fp16_compress_hook if compression == "fp16" else default_hooks.bf16_compress_hook
+            try:
+                ddp.register_comm_hook(state=None, hook=hook)
+            except TypeError as exc:  # DDP allows bf16 only on builds with CUDA 11+ and NCCL 2.10+ (or XPU)
+                raise ConfigError(f"dist.compression={compression}: {exc}; this torch build cannot, use fp16") from None
+        elif compression == "powersgd":
+            state = powerSGD_hook.PowerSGDState(process_group=None,
+                                                matrix_approximation_rank=self.options.powersgd_rank,
+                                                start_powerSGD_iter=self.options.powersgd_start,
+                                                use_error_feedback=True, warm_start=True)
+            ddp.register_comm_hook(state=state, hook=powerSGD_hook.powerSGD_hook)
+            self.hook_state = state
+        return ddp, optimizer
+
+    @staticmethod
+    def no_sync(model: torch.nn.Module):
+        """A context in which backward keeps gradients local: DDP's no_sync (nothing to sync alone)."""
+        return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
     def after_restore(self, model, optimizer) -> None:
         """Every rank loaded the same checkpoint: nothing to send."""
@@ -167,7 +196,11 @@ class Horovod:
 
     name = "horovod"
 
-    def __init__(self, world: World):
+    def __init__(self, world: World, compression: str = "none"):
+        if compression not in ("none", "fp16"):
+            raise ConfigError(f"dist.compression={compression}: Horovod compresses only to fp16 "
+                              "(hvd.Compression.fp16); use fp16, or DDP (dist.backend=gloo/nccl) for bf16 and powersgd")
+        self.compression = compression
         try:
             import horovod.torch as hvd
         except ImportError:
@@ -179,10 +212,18 @@ class Horovod:
             raise ConfigError(f"Horovod says rank {hvd.rank()} of {hvd.size()} but the launcher's environment "
                               f"says {world.rank} of {world.size}: start with horovodrun or mpirun")
 
-    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device):
+    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device, accumulate_steps: int = 1):
+        """Horovod all-reduces in backward hooks; with accumulation, after every accumulate_steps-th
+        backward pass (each step makes exactly that many)."""
         hvd = self.hvd
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+        compression = hvd.Compression.fp16 if self.compression == "fp16" else hvd.Compression.none
+        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                               compression=compression, backward_passes_per_step=accumulate_steps)
+
+    @staticmethod
+    def no_sync(model: torch.nn.Module):
+        return contextlib.nullcontext()  # DistributedOptimizer counts backward passes itself
 
     def after_restore(self, model, optimizer) -> None:
         # Broadcast the optimizer state only once it exists: for an empty Adam state Horovod takes a

@@ -38,7 +38,7 @@ def train(config, world: World) -> int:
     torch.set_num_threads(trainer.threads_per_worker(config, world))
     if config.train.precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
-    comm, device = distributed.connect(config.dist.backend, world, config.dist.timeout, config.dist.bucket_mb, PROG)
+    comm, device = distributed.connect(config.dist, world, PROG)
     engine = TorchEngine(config, world, comm, device)
     try:
         code = loop.train(config, world, engine, len(engine.train_images), PROG)
@@ -72,10 +72,11 @@ class TorchEngine(loop.Engine):
         else:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         # Rank 0's parameters reach every rank here; gradients are averaged in every step.
-        self.ddp, self.optimizer = comm.wrap(self.model, self.optimizer, device)
+        self.accumulate = config.train.accumulate_steps
+        self.ddp, self.optimizer = comm.wrap(self.model, self.optimizer, device, self.accumulate)
         self.autocast = _autocast(config.train.precision, device)
         self.scaler = torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None
-        self.batch = self.batch_per_rank = config.train.batch_size
+        self.batch_per_rank = config.train.batch_size * self.accumulate  # one optimizer step's images
         self.outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.writer = None
 
@@ -92,22 +93,28 @@ class TorchEngine(loop.Engine):
         self.ddp.train()
 
     def train_step(self, batch: int) -> int:
-        x = self.xs[batch * self.batch:(batch + 1) * self.batch].float().div_(255)  # uint8 -> [0, 1] on the device
-        y = self.ys[batch * self.batch:(batch + 1) * self.batch]
-        with self.autocast:
-            logits = self.ddp(x)
-            loss = F.cross_entropy(logits, y)
+        step = slice(batch * self.batch_per_rank, (batch + 1) * self.batch_per_rank)
+        xs, ys = self.xs[step], self.ys[step]
         self.optimizer.zero_grad()  # sets grads to None by default (torch >= 2.0; Horovod takes no argument)
+        # accumulate_steps micro-batches (always that many, so Horovod's count holds; the short last
+        # step of an epoch splits evenly); only the last one's backward all-reduces.
+        micro = list(zip(xs.tensor_split(self.accumulate), ys.tensor_split(self.accumulate)))
+        for i, (x, y) in enumerate(micro):
+            with contextlib.nullcontext() if i == len(micro) - 1 else self.comm.no_sync(self.ddp):
+                with self.autocast:
+                    logits = self.ddp(x.float().div_(255))  # uint8 -> [0, 1] on the device
+                    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+                # Each micro-batch's share of the mean over the step's images: one big batch's gradient.
+                loss = loss_sum / len(ys)
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            # Kept on the device and reduced once per interval: no host sync and no extra kernels per step.
+            self.outputs.append((loss_sum.detach() / max(len(y), 1), logits.detach(), y))
         if self.scaler:
-            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
-        # Kept on the device and reduced once per interval: no host sync and no extra kernels per step.
-        self.outputs.append((loss.detach(), logits.detach(), y))
-        return len(y)
+        return len(ys)
 
     def take_outputs(self) -> tuple[float, float]:
         losses, logits, labels = zip(*self.outputs)
