@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_DIR = Path("/run/mnist-dist-testbed")
+# Network profiles: the rate each host's link is shaped to (bandwidth only; loopback: unshaped veth).
+PROFILES = {"loopback": None, "10g": "10gbit", "1g": "1gbit"}
 SUBNETS = [f"10.78.{k}.0/24" for k in range(256)]
 # Run the command as the host: its hostname, its hosts file. $1 = name, $2 = hosts file, then the command.
 _AS_HOST = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
@@ -116,8 +118,10 @@ class Testbed:
                 prefix = ["ip", "netns", "exec", ns] if ns else []
                 subprocess.run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=30)
                 if rate:
+                    # tbf passes at most one burst per timer tick: at 10gbit 256kb would cap it near 2gbit
+                    burst = "4mb" if rate.startswith("10g") else "256kb"
                     subprocess.run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                                    "burst", "256kb", "latency", "50ms"], check=True, capture_output=True, timeout=30)
+                                    "burst", burst, "latency", "50ms"], check=True, capture_output=True, timeout=30)
 
     def down(self) -> None:
         """End every process on every host, delete namespaces, links and the bridge; never raises."""
@@ -226,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="make N hosts; prints the tag")
     up.add_argument("n", type=int)
     up.add_argument("--rate", help="limit each host's link, e.g. 1gbit or 10gbit")
+    up.add_argument("--profile", choices=PROFILES, help="a network profile: its rate (loopback: unshaped)")
     ex = sub.add_parser("exec", help="run a command on a host")
     ex.add_argument("tag")
     ex.add_argument("host")
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         why = missing_tools()
         if why:
             raise SystemExit(f"testbed: {why}")
-        bed = Testbed.up(args.n, args.rate)
+        bed = Testbed.up(args.n, PROFILES[args.profile] if args.profile else args.rate)
         print(bed.tag)
         for h in bed.hosts:
             print(f"  {h.name} {h.address}  (python tests/testbed.py exec {bed.tag} {h.name} -- CMD)", file=sys.stderr)

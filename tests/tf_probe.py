@@ -19,9 +19,8 @@ config, _ = parse_trainer_args("tf_probe", sys.argv[2:])
 world = detect_world()
 engine = train(config, world)
 np.savez(out / f"weights-rank{world.rank}.npz", *[w.numpy() for w in engine.model.weights])
-(out / f"probe-rank{world.rank}.json").write_text(json.dumps({
-    "replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
-    "replicas": engine.strategy.num_replicas_in_sync,
-    # MultiWorkerMirroredStrategy's CommunicationOptions (dist.bucket_mb), as the strategy holds them
-    "bytes_per_pack": getattr(getattr(engine.strategy.extended, "_communication_options", None), "bytes_per_pack", None),
-}))
+info = {"replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
+        "replicas": engine.strategy.num_replicas_in_sync}
+if world.size > 1:  # MultiWorkerMirroredStrategy's CommunicationOptions (dist.bucket_mb), as it holds them
+    info["bytes_per_pack"] = engine.strategy.extended._communication_options.bytes_per_pack
+(out / f"probe-rank{world.rank}.json").write_text(json.dumps(info))

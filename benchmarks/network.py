@@ -1,0 +1,231 @@
+"""Scaling across two hosts on shaped links: `python benchmarks/network.py [--quick] [--out DIR]`.
+
+Needs root: it makes its own testbed of network namespaces (tests/testbed.py) and removes it. For
+each network profile (loopback: unshaped veth; 10g; 1g: tc tbf, bandwidth only), 2 hosts x 1 worker,
+MLP and CNN, torch and tf, each communication option: images/s, the step time, and the scaling
+efficiency against 1 worker of the same framework and model with no option (one worker uses no
+network, so one reference serves every profile). Then each option's test accuracy after --epochs
+epochs of Fashion-MNIST on 2 hosts (unshaped: a link changes time, not arithmetic); an option that
+costs more than 0.5 points against plain DDP / plain MultiWorkerMirroredStrategy is flagged.
+
+Both hosts share this machine's cores: compare ratios, never absolute figures, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from testbed import PROFILES, Testbed, missing_tools  # noqa: E402
+
+OPTIONS = {  # what each framework offers against a slow link (README: Slow links)
+    "torch": {"plain": [], "fp16": ["dist.compression=fp16"],
+              "powersgd": ["dist.compression=powersgd", "dist.powersgd_rank=2", "dist.powersgd_start=10"],
+              "accumulate 4": ["train.accumulate_steps=4"]},
+    "tf": {"plain": [], "accumulate 4": ["train.accumulate_steps=4"]},
+}
+HOSTS = ("node1", "node2")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps, 1 epoch (a smoke run)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of the accuracy runs (0: none)")
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--out", help="folder for network.csv and network.png (default: a temporary one)")
+    args = parser.parse_args()
+    why = missing_tools()
+    if why:
+        raise SystemExit(f"benchmarks/network.py: {why}")
+    out = Path(args.out or tempfile.mkdtemp(prefix="mnist-dist-network-"))
+    out.mkdir(parents=True, exist_ok=True)
+    models, profiles = args.models.split(","), args.profiles.split(",")
+    epochs = 1 if args.quick else args.epochs
+    bed = Testbed.up(2)
+    try:
+        rows, links = throughput(bed, out, models, profiles, args.quick)
+        accuracy = accuracies(bed, out, models, epochs) if epochs else {}
+    finally:
+        bed.down()
+    write_csv(out / "network.csv", rows)
+    plot(out / "network.png", rows)
+    print(report(rows, links, accuracy, epochs))
+    print(f"\n(CSV and plot in {out})")
+
+
+def throughput(bed: Testbed, out: Path, models: list[str], profiles: list[str], quick: bool):
+    rows, links = [], {}
+    for profile in profiles:
+        bed.shape(PROFILES[profile])
+        links[profile] = link_gbit(bed)
+        for model in models:
+            steps = (40 if quick else 100) if model == "cnn" else (150 if quick else 400)
+            common = [f"configs/{model}.yaml", "data.dataset=synthetic", "train.batch_size=128", "train.threads=1",
+                      "train.warmup_steps=20", f"train.max_steps={20 + steps}", "train.epochs=1000",
+                      "checkpoint.interval=0", "log.interval=100000"]
+            for framework, options in OPTIONS.items():
+                for option, overrides in options.items():
+                    name = f"{framework}-{model}-{option.replace(' ', '')}-{profile}"
+                    summary = two_hosts(bed, out, framework, name, [*common, *overrides])
+                    rows.append({"profile": profile, "model": model, "framework": framework, "option": option,
+                                 "workers": 2, "images_per_sec": summary["images_per_sec"],
+                                 "step_ms": summary["step_ms"]})
+    bed.shape(None)
+    for model in models:  # one worker: no network, so one reference for every profile
+        steps = 100 if model == "cnn" else 400
+        for framework in OPTIONS:
+            summary = one_host(bed, out, framework, f"{framework}-{model}-w1", [
+                f"configs/{model}.yaml", "data.dataset=synthetic", "train.batch_size=128", "train.threads=1",
+                "train.warmup_steps=20", f"train.max_steps={20 + steps}", "train.epochs=1000",
+                "checkpoint.interval=0", "log.interval=100000"])
+            for row in rows:
+                if (row["model"], row["framework"]) == (model, framework):
+                    row["one_worker_images_per_sec"] = summary["images_per_sec"]
+                    row["one_worker_step_ms"] = summary["step_ms"]
+                    row["efficiency"] = row["images_per_sec"] / (2 * summary["images_per_sec"])
+    return rows, links
+
+
+def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int) -> dict:
+    found = {}
+    for model in models:
+        for framework, options in OPTIONS.items():
+            for option, overrides in options.items():
+                summary = two_hosts(bed, out, framework, f"acc-{framework}-{model}-{option.replace(' ', '')}", [
+                    f"configs/{model}.yaml", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
+                    "train.threads=1", *overrides])
+                found[(model, framework, option)] = summary["final_eval_accuracy"]
+    return found
+
+
+def two_hosts(bed: Testbed, out: Path, framework: str, name: str, args: list[str]) -> dict:
+    config, *overrides = args
+    procs = []
+    for k, host in enumerate(HOSTS):
+        log = open(out / f"{name}-{host}.log", "w")
+        cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--hosts", ",".join(HOSTS),
+               "--node-rank", str(k), "--config", str(ROOT / config), *overrides, f"log.dir={out / 'runs'}",
+               f"log.run_name={name}", "log.progress=never"]
+        procs.append(bed.popen(host, cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT))
+    for proc, host in zip(procs, HOSTS):
+        if proc.wait(timeout=1800) != 0:
+            raise SystemExit(f"{name} failed on {host}; see {out / f'{name}-{host}.log'}")
+    return json.loads((out / "runs" / name / "summary.json").read_text())
+
+
+def one_host(bed: Testbed, out: Path, framework: str, name: str, args: list[str]) -> dict:
+    config, *overrides = args
+    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--config", str(ROOT / config),
+           *overrides, f"log.dir={out / 'runs'}", f"log.run_name={name}", "log.progress=never"]
+    with open(out / f"{name}.log", "w") as log:
+        if bed.popen("node1", cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT).wait(timeout=1800):
+            raise SystemExit(f"{name} failed; see {out / f'{name}.log'}")
+    return json.loads((out / "runs" / name / "summary.json").read_text())
+
+
+_RECEIVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 29999)); s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept(); n = 0; t0 = None
+while chunk := c.recv(1 << 20):
+    t0 = t0 or time.perf_counter(); n += len(chunk)
+print(n * 8 / (time.perf_counter() - t0) / 1e9)
+"""
+_SENDER = """
+import socket, sys
+c = socket.create_connection(("node2", 29999)); block = bytes(1 << 20)
+for _ in range(int(sys.argv[1])): c.sendall(block)
+c.close()
+"""
+
+
+def link_gbit(bed: Testbed) -> float:
+    """node1 -> node2 over TCP, as the shaped link carries it: Gbit/s."""
+    receiver = bed.popen("node2", [sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout.readline().strip() == "ready"
+        bed.run("node1", [sys.executable, "-c", _SENDER, "400"], timeout=120, check=True)
+        return float(receiver.communicate(timeout=60)[0])
+    finally:
+        receiver.kill()
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    """Efficiency per profile: one line per (model, framework, option)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    profiles = list(dict.fromkeys(r["profile"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for framework, options in OPTIONS.items():
+            for option in options:
+                points = {r["profile"]: r["efficiency"] for r in rows
+                          if (r["model"], r["framework"], r["option"]) == (model, framework, option)}
+                ax.plot(profiles, [points.get(p) for p in profiles], "o-" if framework == "torch" else "s--",
+                        label=f"{framework} {option}")
+        ax.set_title(f"{model}: 2 hosts x 1 worker")
+        ax.set_xlabel("network profile")
+        ax.set_ylabel("scaling efficiency vs 1 worker")
+        ax.set_ylim(0, max(1.0, max(r["efficiency"] for r in rows) * 1.1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(rows: list[dict], links: dict, accuracy: dict, epochs: int) -> str:
+    import tensorflow as tf
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    lines = ["### Scaling across two hosts on shaped links (2 hosts x 1 worker, 1 thread each)\n",
+             f"Hardware: {cpu}, {os.cpu_count()} cores, both hosts on this machine. torch {torch.__version__}, "
+             f"tensorflow {tf.__version__}. Measured TCP between the hosts: "
+             + ", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) + ".\n",
+             "Synthetic data, batch 128 per worker, warm-up excluded. Efficiency: 2-host img/s / (2 x one worker's, "
+             "same framework and model, no option). comm ms: 2-host step time minus one worker's.\n",
+             "| model | framework | option | profile | img/s | step ms | comm ms | efficiency |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['framework']} | {r['option']} | {r['profile']} | {r['images_per_sec']:,.0f} "
+                     f"| {r['step_ms']:.2f} | {r['step_ms'] - r['one_worker_step_ms']:.2f} | {r['efficiency']:.2f} |")
+    if accuracy:
+        lines += ["", f"Test accuracy after {epochs} epoch(s) of Fashion-MNIST, 2 hosts (unshaped):\n",
+                  "| model | framework | option | accuracy | vs plain (points) |", "|---|---|---|---:|---:|"]
+        for (model, framework, option), acc in accuracy.items():
+            delta = 100 * (acc - accuracy[(model, framework, "plain")])
+            flag = " **costs > 0.5**" if delta < -0.5 else ""
+            lines.append(f"| {model} | {framework} | {option} | {acc:.4f} | {delta:+.2f}{flag} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    started = time.time()
+    main()
+    print(f"({time.time() - started:.0f} s)")
