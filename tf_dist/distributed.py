@@ -22,7 +22,11 @@ _IMPLEMENTATIONS = {"auto": "AUTO", "gloo": "RING", "nccl": "NCCL"}
 
 def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
     """Threads, GPU visibility and logical CPUs: TensorFlow accepts these only before it starts."""
-    inter = max(2, threads)  # collectives need a spare inter-op thread
+    # train.threads is what a worker uses: a second inter-op thread let one CNN worker run on both
+    # cores here (23 ms a step against 30 ms with one), which made 2-worker efficiency look half of
+    # what it is (benchmarks/tf_profile.py). Collectives are asynchronous kernels and need no spare
+    # thread; several replicas in one process keep two, to run side by side as before.
+    inter = threads if cpu_devices == 1 else max(2, threads)
     if (tf.config.threading.get_intra_op_parallelism_threads(),
             tf.config.threading.get_inter_op_parallelism_threads()) != (threads, inter):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -65,7 +69,13 @@ def make_strategy(config, world: World, gpus: list, prog: str = "tf_dist.train")
         rendezvous.check_master(world, chief, int(port), config.dist.timeout)
         # TensorFlow's chief waits for missing workers without a bound: the deadline ends it.
         with rendezvous.deadline(world, prog, chief, int(port), config.dist.timeout):
-            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        if strategy.num_replicas_in_sync == world.size:
+            # One replica per worker, and launch.shard gives every worker as many batches: the
+            # distributed iterator's check that all workers still have data (an extra all-reduce in
+            # every step, ~40% of the MLP's 2-worker step here: benchmarks/tf_profile.py) is not needed.
+            strategy.extended.experimental_enable_get_next_as_optional = False
+        return strategy
     if world.size > 1:
         raise ConfigError(f"dist.strategy={requested} runs in one process, but {world.size} were started: "
                           "use dist.strategy=multi-worker (or auto)")
