@@ -14,10 +14,12 @@ Both hosts share this machine's cores: compare ratios, never absolute figures, a
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps, 1 epoch (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, 1 repeat, 1 epoch (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every point (medians)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the accuracy runs (0: none)")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--profiles", default=",".join(PROFILES))
@@ -52,10 +55,10 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="mnist-dist-network-"))
     out.mkdir(parents=True, exist_ok=True)
     models, profiles = args.models.split(","), args.profiles.split(",")
-    epochs = 1 if args.quick else args.epochs
+    epochs = min(args.epochs, 1) if args.quick else args.epochs
     bed = Testbed.up(2)
     try:
-        rows, links = throughput(bed, out, models, profiles, args.quick)
+        rows, links = throughput(bed, out, models, profiles, args.quick, 1 if args.quick else args.repeats)
         accuracy = accuracies(bed, out, models, epochs) if epochs else {}
     finally:
         bed.down()
@@ -65,37 +68,43 @@ def main() -> None:
     print(f"\n(CSV and plot in {out})")
 
 
-def throughput(bed: Testbed, out: Path, models: list[str], profiles: list[str], quick: bool):
-    rows, links = [], {}
-    for profile in profiles:
-        bed.shape(PROFILES[profile])
-        links[profile] = link_gbit(bed)
+def throughput(bed: Testbed, out: Path, models: list[str], profiles: list[str], quick: bool, repeats: int):
+    """Every point once per repeat, in turn (profiles inside repeats: a noisy minute hits them all);
+    medians. One worker uses no network, so one reference per framework and model serves every profile."""
+    runs, refs, links = collections.defaultdict(list), collections.defaultdict(list), collections.defaultdict(list)
+    for r in range(repeats):
+        for profile in profiles:
+            bed.shape(PROFILES[profile])
+            links[profile].append(link_gbit(bed))
+            for model in models:
+                for framework, options in OPTIONS.items():
+                    for option, overrides in options.items():
+                        name = f"{framework}-{model}-{option.replace(' ', '')}-{profile}-r{r}"
+                        runs[(profile, model, framework, option)].append(
+                            two_hosts(bed, out, framework, name, [*throughput_args(model, quick), *overrides]))
+        bed.shape(None)
         for model in models:
-            steps = (40 if quick else 100) if model == "cnn" else (150 if quick else 400)
-            common = [f"configs/{model}.yaml", "data.dataset=synthetic", "train.batch_size=128", "train.threads=1",
-                      "train.warmup_steps=20", f"train.max_steps={20 + steps}", "train.epochs=1000",
-                      "checkpoint.interval=0", "log.interval=100000"]
-            for framework, options in OPTIONS.items():
-                for option, overrides in options.items():
-                    name = f"{framework}-{model}-{option.replace(' ', '')}-{profile}"
-                    summary = two_hosts(bed, out, framework, name, [*common, *overrides])
-                    rows.append({"profile": profile, "model": model, "framework": framework, "option": option,
-                                 "workers": 2, "images_per_sec": summary["images_per_sec"],
-                                 "step_ms": summary["step_ms"]})
-    bed.shape(None)
-    for model in models:  # one worker: no network, so one reference for every profile
-        steps = 100 if model == "cnn" else 400
-        for framework in OPTIONS:
-            summary = one_host(bed, out, framework, f"{framework}-{model}-w1", [
-                f"configs/{model}.yaml", "data.dataset=synthetic", "train.batch_size=128", "train.threads=1",
-                "train.warmup_steps=20", f"train.max_steps={20 + steps}", "train.epochs=1000",
-                "checkpoint.interval=0", "log.interval=100000"])
-            for row in rows:
-                if (row["model"], row["framework"]) == (model, framework):
-                    row["one_worker_images_per_sec"] = summary["images_per_sec"]
-                    row["one_worker_step_ms"] = summary["step_ms"]
-                    row["efficiency"] = row["images_per_sec"] / (2 * summary["images_per_sec"])
-    return rows, links
+            for framework in OPTIONS:
+                refs[(model, framework)].append(
+                    one_host(bed, out, framework, f"{framework}-{model}-w1-r{r}", throughput_args(model, quick)))
+    rows = []
+    for (profile, model, framework, option), summaries in runs.items():
+        rate, step_ms = (statistics.median(s[key] for s in summaries) for key in ("images_per_sec", "step_ms"))
+        one_rate, one_step_ms = (statistics.median(s[key] for s in refs[(model, framework)])
+                                 for key in ("images_per_sec", "step_ms"))
+        accumulate = summaries[0]["accumulate_steps"]  # a step trains that many one-worker batches
+        rows.append({"profile": profile, "model": model, "framework": framework, "option": option,
+                     "images_per_sec": rate, "step_ms": step_ms, "one_worker_images_per_sec": one_rate,
+                     "one_worker_step_ms": one_step_ms, "comm_ms": step_ms - accumulate * one_step_ms,
+                     "efficiency": rate / (2 * one_rate), "repeats": len(summaries)})
+    return rows, {profile: statistics.median(gbit) for profile, gbit in links.items()}
+
+
+def throughput_args(model: str, quick: bool) -> list[str]:
+    steps = (40 if quick else 100) if model == "cnn" else (150 if quick else 400)
+    return [f"configs/{model}.yaml", "data.dataset=synthetic", "train.batch_size=128", "train.threads=1",
+            "train.warmup_steps=20", f"train.max_steps={20 + steps}", "train.epochs=1000", "checkpoint.interval=0",
+            "log.interval=100000"]
 
 
 def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int) -> dict:
@@ -208,13 +217,14 @@ def report(rows: list[dict], links: dict, accuracy: dict, epochs: int) -> str:
              f"Hardware: {cpu}, {os.cpu_count()} cores, both hosts on this machine. torch {torch.__version__}, "
              f"tensorflow {tf.__version__}. Measured TCP between the hosts: "
              + ", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) + ".\n",
-             "Synthetic data, batch 128 per worker, warm-up excluded. Efficiency: 2-host img/s / (2 x one worker's, "
-             "same framework and model, no option). comm ms: 2-host step time minus one worker's.\n",
+             f"Synthetic data, batch 128 per worker, warm-up excluded, medians of {rows[0]['repeats']} interleaved "
+             "repeats. Efficiency: 2-host img/s / (2 x one worker's, same framework and model, no option). comm ms: "
+             "2-host step time minus the one-worker compute it holds (accumulate 4: four batches).\n",
              "| model | framework | option | profile | img/s | step ms | comm ms | efficiency |",
              "|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['framework']} | {r['option']} | {r['profile']} | {r['images_per_sec']:,.0f} "
-                     f"| {r['step_ms']:.2f} | {r['step_ms'] - r['one_worker_step_ms']:.2f} | {r['efficiency']:.2f} |")
+                     f"| {r['step_ms']:.2f} | {r['comm_ms']:.2f} | {r['efficiency']:.2f} |")
     if accuracy:
         lines += ["", f"Test accuracy after {epochs} epoch(s) of Fashion-MNIST, 2 hosts (unshaped):\n",
                   "| model | framework | option | accuracy | vs plain (points) |", "|---|---|---|---:|---:|"]
