@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     world = detect_world()
     config = load_config(ROOT / "configs" / f"{args.model}.yaml", [
-        "data.dataset=synthetic", "data.limit=20000", "train.batch_size=128", "train.threads=1", *args.overrides])
+        "data.dataset=synthetic", "train.batch_size=128", "train.threads=1", *args.overrides])
     gpus = distributed.configure_devices(trainer.threads_per_worker(config, world), world, config.dist.cpu_devices)
     engine = TFEngine(config, world, distributed.make_strategy(config, world, gpus), "cpu")
     engine.start_epoch(shard_indices(engine.n_train, world.rank, world.size, 0, 0).indices)

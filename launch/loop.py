@@ -172,11 +172,15 @@ class _Loop:
         max_steps = self.config.train.max_steps
         return min(left, max_steps - self.step) if max_steps else left
 
-    def _progress(self) -> dict:
-        """What a checkpoint and the summary record of where training stands."""
+    def _world_size_history(self) -> list[dict]:
+        """Every start's world size and steps, this start's up to the current step."""
         self.world_sizes[-1]["steps"][1] = self.step
+        return self.world_sizes
+
+    def _progress(self) -> dict:
+        """What a checkpoint records of where training stands."""
         return {"epoch": self.epoch, "step": self.step, "sample": self.sample, "epoch_sums": self.epoch_sums.tolist(),
-                "history": trainer.history_to_dicts(self.history), "world_size_history": self.world_sizes}
+                "history": trainer.history_to_dicts(self.history), "world_size_history": self._world_size_history()}
 
     def _stop(self) -> int:
         """Every rank agreed to stop at this step: checkpoint it (mid-epoch) and leave."""
@@ -301,7 +305,7 @@ class _Loop:
             device=self.engine.device, global_batch_size=self.engine.batch_per_rank * self.world.size, final_rows=rows, steps=self.step, history=self.history,
             model_size_bytes=model_file.stat().st_size,
             first_step_at=self.first_step_at or time.time(), dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
-            restarts=self.world.restarts, world_size_history=self._progress()["world_size_history"],
+            restarts=self.world.restarts, world_size_history=self._world_size_history(),
             framework_versions=self.engine.versions)
         write_summary(self.run_dir, summary)
         write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": trainer.history_to_dicts(self.history)})
