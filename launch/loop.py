@@ -203,6 +203,9 @@ class _Loop:
             if self.world.is_chief:
                 print(f"{self.prog}: no checkpoint in {self.ckpt_dir}; starting from scratch", flush=True)
             return False
+        if "sample" not in state:  # the engines pass the progress on as this loop saved it
+            raise UserError(f"{state['path']}: written by an older mnist-dist, without the training position it "
+                            "needs to resume; start a new run (another log.run_name)")
         self.epoch, self.step, self.sample = state["epoch"], state["step"], state["sample"]
         self.epoch_sums = np.array(state["epoch_sums"])
         self.history = trainer.history_from_dicts(state["history"])

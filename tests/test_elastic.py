@@ -54,7 +54,9 @@ def trained_lineage(folder: Path) -> dict[int, list[dict]]:
     return dict(sorted(lineage.items()))
 
 
-def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int]) -> None:
+def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int], n: int = N) -> None:
+    """Steps 1..steps each trained once by every rank of its attempt; epoch e's samples unique, all but
+    dropped[e] of the n trained."""
     lineage = trained_lineage(folder)
     assert list(lineage) == list(range(1, steps + 1))  # every step once, none missing
     for step, batch in lineage.items():
@@ -62,7 +64,7 @@ def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int]) -
     for epoch, expected_dropped in dropped.items():
         indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
         assert len(set(indices)) == len(indices), f"epoch {epoch}: a sample was trained twice"
-        assert set(indices) <= set(range(N)) and N - len(indices) == expected_dropped, f"epoch {epoch}"
+        assert set(indices) <= set(range(n)) and n - len(indices) == expected_dropped, f"epoch {epoch}"
 
 
 CASES = [(2, 1, True), (1, 2, False), (2, 3, True), (3, 2, False)]

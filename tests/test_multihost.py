@@ -297,7 +297,7 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
     """An elastic job (--nodes 1:2, sbatch --nodes=1-2) starts on both nodes; node2 is drained and the
     job preempted: its requeue gets node1 only, and resumes there with one worker, sample-exact."""
     from slurm_cluster import _wait_for
-    from test_elastic import trained_lineage
+    from test_elastic import check_every_sample_once
     from test_slurm import job_of, run_dir_of, submit
 
     cluster, samples = slurm_two_nodes, tmp_path / "samples"
@@ -323,11 +323,7 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
     assert (summary["world_size"], summary["num_nodes"], summary["restarts"], summary["epochs"]) == (1, 1, 1, 3)
     assert [h["world_size"] for h in history] == [2, 1] and history[1]["steps"] == [history[0]["steps"][1],
                                                                                      summary["steps"]]
-    lineage = trained_lineage(samples)
-    assert list(lineage) == list(range(1, summary["steps"] + 1))
-    for epoch in range(3):
-        indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
-        assert sorted(indices) == list(range(12000)), f"epoch {epoch}: lost or repeated samples"
+    check_every_sample_once(samples, summary["steps"], {0: 0, 1: 0, 2: 0}, n=12000)
 
 
 # --- node-loss drills -------------------------------------------------------------------------
@@ -405,7 +401,7 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     The sample log shows what the final model trained on: each epoch's samples once (the 10 steps
     the lost attempt trained past the checkpoint are not in the model; the restart trains them)."""
     from slurm_cluster import _wait_for
-    from test_elastic import trained_lineage
+    from test_elastic import check_every_sample_once
 
     samples = tmp_path / "samples"
     procs = start_job(testbed, tmp_path, "torch", "elastic", "data.limit=8000", "dist.timeout=60",
@@ -426,10 +422,6 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     steps = per_epoch[2] + 2 * per_epoch[1]
     assert (summary["world_size"], summary["num_nodes"], summary["restarts"], summary["steps"]) == (1, 1, 1, steps)
     assert [(h["world_size"], h["steps"]) for h in summary["world_size_history"]] == [(2, [0, 32]), (1, [32, steps])]
-    lineage = trained_lineage(samples)
-    assert list(lineage) == list(range(1, steps + 1))
-    for epoch in range(3):
-        indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
-        assert sorted(indices) == list(range(8000)), f"epoch {epoch}: lost or repeated samples"
+    check_every_sample_once(samples, steps, {0: 0, 1: 0, 2: 0}, n=8000)
     first_attempt = [json.loads(line) for line in (samples / "rank1.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in first_attempt) >= 42  # node2 trained into epoch 2 before it was lost

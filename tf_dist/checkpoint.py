@@ -42,7 +42,4 @@ class Checkpoints:
         if info.get("framework") != "tf" or info.get("model_name") != self.model_name:
             raise UserError(f"{path}: holds {info.get('framework')} model {info.get('model_name')!r}, not tf "
                             f"{self.model_name!r}; resume with the same model.name or use another checkpoint.dir")
-        if "progress" not in info:
-            raise UserError(f"{path}: written by an older mnist-dist, without the training position it needs to "
-                            "resume; start a new run (another log.run_name)")
-        return {**info["progress"], "path": path}
+        return {**info.get("progress", {}), "path": path}

@@ -58,9 +58,6 @@ def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
                         f"{str(exc).splitlines()[0]}); remove it or point checkpoint.dir elsewhere") from None
     if not isinstance(state, dict) or state.get("framework") != "torch":
         raise UserError(f"{path}: not a torch_dist checkpoint; point checkpoint.dir at this run's checkpoints")
-    if "progress" not in state:
-        raise UserError(f"{path}: written by an older mnist-dist, without the training position it needs to "
-                        "resume; start a new run (another log.run_name)")
     if state.get("model_name") != model_name:
         raise UserError(f"{path}: holds model {state.get('model_name')!r}, not {model_name!r}; "
                         "resume with the same model.name or use another checkpoint.dir")

@@ -162,7 +162,7 @@ class TorchEngine(loop.Engine):
             group["lr"] = self.config.scaled_lr(self.world.size)
         restore_rng(state)
         self.comm.after_restore(self.model, self.optimizer)
-        return {**state["progress"], "path": latest}
+        return {**state.get("progress", {}), "path": latest}
 
     def open_writer(self, run_dir: Path) -> None:
         keep_tensorflow_out()  # torch's writer would import TensorFlow when installed: seconds of startup
