@@ -1,12 +1,13 @@
 """Scaling across two hosts on shaped links: `python benchmarks/network.py [--quick] [--out DIR]`.
 
-Needs root: it makes its own testbed of network namespaces (tests/testbed.py) and removes it. For
+Needs root: it makes its own testbed of network namespaces (launch/testbed.py) and removes it. For
 each network profile (loopback: unshaped veth; 10g; 1g: tc tbf, bandwidth only), 2 hosts x 1 worker,
 MLP and CNN, torch and tf, each communication option: images/s, the step time, and the scaling
 efficiency against 1 worker of the same framework and model with no option (one worker uses no
 network, so one reference serves every profile). Then each option's test accuracy after --epochs
-epochs of Fashion-MNIST on 2 hosts (unshaped: a link changes time, not arithmetic); an option that
-costs more than 0.5 points against plain DDP / plain MultiWorkerMirroredStrategy is flagged.
+epochs of Fashion-MNIST on 2 hosts (unshaped: a link changes time, not arithmetic), the mean over
+--seeds seeds (one run's accuracy moves by ~0.5 points with the seed alone); an option that costs
+more than 0.5 points against plain DDP / plain MultiWorkerMirroredStrategy is flagged.
 
 Both hosts share this machine's cores: compare ratios, never absolute figures, across machines.
 """
@@ -26,15 +27,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from launch.config import load_config
+from launch.testbed import PROFILES, Testbed, missing_tools
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from testbed import PROFILES, Testbed, missing_tools  # noqa: E402
+
+
+def accumulate(k: int) -> list[str]:
+    """k micro-batches per optimizer step, with the lr raised k-fold as the global batch was (the linear
+    rule; both configs train at the same lr): with the configs' lr, k-fold fewer steps cost accuracy."""
+    return [f"train.accumulate_steps={k}", f"train.lr={k * load_config(str(ROOT / 'configs/mlp.yaml')).train.lr:g}"]
+
 
 OPTIONS = {  # what each framework offers against a slow link (README: Slow links)
     "torch": {"plain": [], "fp16": ["dist.compression=fp16"],
               "powersgd": ["dist.compression=powersgd", "dist.powersgd_rank=2", "dist.powersgd_start=10"],
-              "accumulate 4": ["train.accumulate_steps=4"]},
-    "tf": {"plain": [], "accumulate 4": ["train.accumulate_steps=4"]},
+              "accumulate 2": accumulate(2), "accumulate 4": accumulate(4)},
+    "tf": {"plain": [], "accumulate 4": accumulate(4)},
 }
 HOSTS = ("node1", "node2")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -45,6 +54,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps, 1 repeat, 1 epoch (a smoke run)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every point (medians)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the accuracy runs (0: none)")
+    parser.add_argument("--seeds", type=int, default=3, help="accuracy runs per option (train.seed 0..N-1): the mean")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--out", help="folder for network.csv and network.png (default: a temporary one)")
@@ -59,7 +69,7 @@ def main() -> None:
     bed = Testbed.up(2)
     try:
         rows, links = throughput(bed, out, models, profiles, args.quick, 1 if args.quick else args.repeats)
-        accuracy = accuracies(bed, out, models, epochs) if epochs else {}
+        accuracy = accuracies(bed, out, models, epochs, 1 if args.quick else args.seeds) if epochs else {}
     finally:
         bed.down()
     write_csv(out / "network.csv", rows)
@@ -75,7 +85,7 @@ def throughput(bed: Testbed, out: Path, models: list[str], profiles: list[str], 
     for r in range(repeats):
         for profile in profiles:
             bed.shape(PROFILES[profile])
-            links[profile].append(link_gbit(bed))
+            links[profile].append(bed.link_gbit())
             for model in models:
                 for framework, options in OPTIONS.items():
                     for option, overrides in options.items():
@@ -107,15 +117,18 @@ def throughput_args(model: str, quick: bool) -> list[str]:
             "log.interval=100000"]
 
 
-def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int) -> dict:
-    found = {}
-    for model in models:
-        for framework, options in OPTIONS.items():
-            for option, overrides in options.items():
-                summary = two_hosts(bed, out, framework, f"acc-{framework}-{model}-{option.replace(' ', '')}", [
-                    f"configs/{model}.yaml", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
-                    "train.threads=1", *overrides])
-                found[(model, framework, option)] = summary["final_eval_accuracy"]
+def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int, seeds: int) -> dict:
+    """(model, framework, option) -> the test accuracy of each seed."""
+    found = collections.defaultdict(list)
+    for seed in range(seeds):
+        for model in models:
+            for framework, options in OPTIONS.items():
+                for option, overrides in options.items():
+                    name = f"acc-{framework}-{model}-{option.replace(' ', '')}-s{seed}"
+                    summary = two_hosts(bed, out, framework, name, [
+                        f"configs/{model}.yaml", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
+                        "train.threads=1", f"train.seed={seed}", *overrides])
+                    found[(model, framework, option)].append(summary["final_eval_accuracy"])
     return found
 
 
@@ -142,34 +155,6 @@ def one_host(bed: Testbed, out: Path, framework: str, name: str, args: list[str]
         if bed.popen("node1", cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT).wait(timeout=1800):
             raise SystemExit(f"{name} failed; see {out / f'{name}.log'}")
     return json.loads((out / "runs" / name / "summary.json").read_text())
-
-
-_RECEIVER = """
-import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 29999)); s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept(); n = 0; t0 = None
-while chunk := c.recv(1 << 20):
-    t0 = t0 or time.perf_counter(); n += len(chunk)
-print(n * 8 / (time.perf_counter() - t0) / 1e9)
-"""
-_SENDER = """
-import socket, sys
-c = socket.create_connection(("node2", 29999)); block = bytes(1 << 20)
-for _ in range(int(sys.argv[1])): c.sendall(block)
-c.close()
-"""
-
-
-def link_gbit(bed: Testbed) -> float:
-    """node1 -> node2 over TCP, as the shaped link carries it: Gbit/s."""
-    receiver = bed.popen("node2", [sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
-    try:
-        assert receiver.stdout.readline().strip() == "ready"
-        bed.run("node1", [sys.executable, "-c", _SENDER, "400"], timeout=120, check=True)
-        return float(receiver.communicate(timeout=60)[0])
-    finally:
-        receiver.kill()
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -219,19 +204,26 @@ def report(rows: list[dict], links: dict, accuracy: dict, epochs: int) -> str:
              + ", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) + ".\n",
              f"Synthetic data, batch 128 per worker, warm-up excluded, medians of {rows[0]['repeats']} interleaved "
              "repeats. Efficiency: 2-host img/s / (2 x one worker's, same framework and model, no option). comm ms: "
-             "2-host step time minus the one-worker compute it holds (accumulate 4: four batches).\n",
-             "| model | framework | option | profile | img/s | step ms | comm ms | efficiency |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+             "2-host step time minus the one-worker compute it holds (accumulate k: k batches). vs plain: the "
+             "efficiency over plain's, same framework, model and profile.\n",
+             "| model | framework | option | profile | img/s | step ms | comm ms | efficiency | vs plain |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    plain = {(r["profile"], r["model"], r["framework"]): r["efficiency"] for r in rows if r["option"] == "plain"}
     for r in rows:
         lines.append(f"| {r['model']} | {r['framework']} | {r['option']} | {r['profile']} | {r['images_per_sec']:,.0f} "
-                     f"| {r['step_ms']:.2f} | {r['comm_ms']:.2f} | {r['efficiency']:.2f} |")
+                     f"| {r['step_ms']:.2f} | {r['comm_ms']:.2f} | {r['efficiency']:.2f} "
+                     f"| {r['efficiency'] / plain[(r['profile'], r['model'], r['framework'])]:.2f}x |")
     if accuracy:
-        lines += ["", f"Test accuracy after {epochs} epoch(s) of Fashion-MNIST, 2 hosts (unshaped):\n",
+        seeds = len(next(iter(accuracy.values())))
+        lines += ["", f"Test accuracy after {epochs} epoch(s) of Fashion-MNIST, 2 hosts (unshaped), mean ± sd over "
+                  f"{seeds} seed(s):\n",
                   "| model | framework | option | accuracy | vs plain (points) |", "|---|---|---|---:|---:|"]
-        for (model, framework, option), acc in accuracy.items():
-            delta = 100 * (acc - accuracy[(model, framework, "plain")])
+        for (model, framework, option), accs in accuracy.items():
+            mean = statistics.fmean(accs)
+            delta = 100 * (mean - statistics.fmean(accuracy[(model, framework, "plain")]))
             flag = " **costs > 0.5**" if delta < -0.5 else ""
-            lines.append(f"| {model} | {framework} | {option} | {acc:.4f} | {delta:+.2f}{flag} |")
+            sd = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else ""
+            lines.append(f"| {model} | {framework} | {option} | {mean:.4f}{sd} | {delta:+.2f}{flag} |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from launch import __version__
-from launch import launchers, slurm
+from launch import launchers, slurm, testbed
 from launch.config import Config, load_config
 from launch.data import MIRRORS, load_files, locate
 from launch.errors import UserError, report_and_exit
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="throughput and scaling efficiency per framework and world size",
         description="Run each (framework, workers) point through `mnist-dist run` for warm-up + a fixed "
         "number of measured steps, R times, and write scaling.md/.csv/.png and TensorBoard scalars "
-        "scaling/images_per_sec and scaling/efficiency (step = workers, one run per framework).")
+        "scaling/images_per_sec and scaling/efficiency (step = workers; one TensorBoard run per framework, "
+        "per framework and network profile with --testbed, e.g. torch-1g).")
     sweep_cmd.add_argument("--framework", default="torch,tf",
                            help="comma-separated: torch, tf, horovod (torch_dist with Horovod)")
     sweep_cmd.add_argument("--workers", default="1,2", help="comma-separated world sizes, e.g. 1,2,4")
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd.add_argument("--out", help="sweep folder (default: <log.dir>/sweep-<time>)")
     sweep_cmd.add_argument("--run-option", action="append", default=[], metavar="OPTION",
                            help="passed to every `mnist-dist run`, e.g. --run-option=--partition=gpu")
+    sweep_cmd.add_argument("--testbed", metavar="PROFILE[,PROFILE]",
+                           help="run across hosts of a testbed on this machine (root; network namespaces), one "
+                           "worker per host, under each network profile: loopback (unshaped), 10g, 1g")
     sweep_cmd.add_argument("--gpus", action="store_true",
                            help="slurm: give each point one GPU per worker (--gpus-per-node = workers)")
     add_config_arguments(sweep_cmd)
@@ -97,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = slurm_sub.add_parser("status", help="print a job's state, exit code and log file")
     status.add_argument("job_id")
     status.set_defaults(func=cmd_slurm_status)
+    bed = commands.add_parser(
+        "testbed", help="hosts on this machine (network namespaces) to try multi-host runs; needs root",
+        description="Make N hosts on this machine, each a network namespace with its own address, hostname "
+        "and hosts file on a private bridge, optionally with shaped links; run commands on them; remove "
+        "them. `sweep --testbed` makes its own.")
+    testbed.add_arguments(bed)
+    bed.set_defaults(func=testbed.command)
     return parser
 
 
@@ -243,12 +254,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError("--workers, --repeats and --steps must be positive")
     for n in workers:
         sweep.per_worker_batch(config, args.mode, n)  # refuse an indivisible strong-scaling batch up front
+    profiles = sweep.parse_list(args.testbed) if args.testbed is not None else []
+    problem = profiles and sweep.testbed_problem(profiles, frameworks, args.launcher, args.gpus)
+    if problem:
+        raise UserError(problem)
     out = Path(args.out or Path(config.log.dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     _ensure_data(config)
+    links = {}
     points = sweep.sweep(config, _abs(args.config), args.overrides, frameworks, workers, args.mode, args.repeats,
-                         args.steps, args.warmup, args.launcher, out, args.run_option, args.gpus)
+                         args.steps, args.warmup, args.launcher, out, args.run_option, args.gpus, profiles, links)
     rows = report.scaling_rows(points, args.mode)
-    report.write_scaling(rows, points, out)
+    report.write_scaling(rows, points, out, links)
     print((out / "scaling.md").read_text())
     print(f"{PROG}: sweep written to {out} (tensorboard --logdir {out / 'tensorboard'})")
     return 0 if any(p.ok for p in points) else 1

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.summary import Summary
-from launch.sweep import Point
+from launch.sweep import Point, series_name
 from launch.tensorboard import ScalarWriter
 
 MIB = 1024 * 1024
 COLORS = {"torch": "tab:blue", "tf": "tab:orange", "horovod": "tab:green"}  # the same in every figure
+LINESTYLES, MARKERS = ("-", "--", "-.", ":"), ("o", "s", "^", "D")  # per network profile, in sweep order
 
 
 def hardware() -> str:
@@ -44,6 +45,7 @@ def versions_line(summaries: list[Summary]) -> str:
 @dataclass
 class ScalingRow:
     framework: str
+    profile: str  # network profile of a testbed sweep, "" otherwise
     mode: str
     workers: int
     runs: int  # that finished
@@ -56,35 +58,45 @@ class ScalingRow:
     step_ms: float
 
 
+    @property
+    def series(self) -> str:
+        return series_name(self.framework, self.profile)
+
+
 def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
+    """One row per (series, workers): a series is a framework, or a framework under a network profile,
+    and its efficiency is against its own 1-worker point."""
     rows = []
-    for framework in dict.fromkeys(p.framework for p in points):
+    for series in dict.fromkeys(p.series for p in points):
+        mine = [p for p in points if p.series == series]
         base = None
-        for n in sorted({p.workers for p in points if p.framework == framework}):
-            done = [p.summary for p in points if p.framework == framework and p.workers == n and p.ok]
-            failed = sum(1 for p in points if p.framework == framework and p.workers == n and not p.ok)
+        for n in sorted({p.workers for p in mine}):
+            done = [p.summary for p in mine if p.workers == n and p.ok]
+            failed = sum(1 for p in mine if p.workers == n and not p.ok)
             rates = [s.images_per_sec for s in done]
             mean = statistics.fmean(rates) if rates else math.nan
             if n == 1:
                 base = mean
             rows.append(ScalingRow(
-                framework, mode, n, len(done), failed, mean, statistics.stdev(rates) if len(rates) > 1 else 0.0,
+                mine[0].framework, mine[0].profile, mode, n, len(done), failed, mean,
+                statistics.stdev(rates) if len(rates) > 1 else 0.0,
                 mean / n, mean / (n * base) if base else math.nan,
                 max((s.peak_rss_bytes_max for s in done), default=math.nan) / MIB,
                 statistics.fmean(s.step_ms for s in done) if done else math.nan))
     return rows
 
 
-def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path) -> None:
-    """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<framework>."""
+def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None) -> None:
+    """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>;
+    `links`: a testbed sweep's measured Gbit/s per network profile."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scaling.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["framework", "mode", "workers", "runs", "failed", "images_per_sec_mean",
+        writer.writerow(["framework", "profile", "mode", "workers", "runs", "failed", "images_per_sec_mean",
                          "images_per_sec_std", "images_per_sec_per_worker", "efficiency", "peak_rss_mib_per_worker",
                          "step_ms"])
         for r in rows:
-            writer.writerow([r.framework, r.mode, r.workers, r.runs, r.failed, f"{r.images_per_sec:.1f}",
+            writer.writerow([r.framework, r.profile, r.mode, r.workers, r.runs, r.failed, f"{r.images_per_sec:.1f}",
                              f"{r.spread:.1f}", f"{r.per_worker:.1f}", f"{r.efficiency:.3f}", f"{r.peak_rss_mib:.0f}",
                              f"{r.step_ms:.2f}"])
     summaries = [p.summary for p in points if p.ok]
@@ -97,20 +109,28 @@ def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path) -> Non
                   f"{'global' if rows[0].mode == 'strong' else 'per-worker'} batch "
                   f"{s.global_batch_size if rows[0].mode == 'strong' else s.batch_size_per_worker}; "
                   "throughput excludes warm-up; mean ± standard deviation over repeats.", ""]
-    lines += ["| framework | mode | workers | img/s (mean ± sd) | img/s per worker | efficiency | "
-              "peak RSS per worker | step ms | runs ok/failed |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    profiled = any(r.profile for r in rows)
+    if profiled:
+        lines += ["Network: a testbed of hosts on this machine (network namespaces), one worker per host, every "
+                  "link shaped to the profile (tc tbf; loopback: unshaped); efficiency against 1 worker under the "
+                  "same profile. Measured TCP node1 -> node2: "
+                  + (", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) if links else "-") + ".", ""]
+    lines += [f"| framework |{' network |' if profiled else ''} mode | workers | img/s (mean ± sd) | img/s per worker | "
+              "efficiency | peak RSS per worker | step ms | runs ok/failed |",
+              f"|---|{'---|' if profiled else ''}---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.framework} | {r.mode} | {r.workers} | {_num(r.images_per_sec)} ± {_num(r.spread)} | "
+        lines.append(f"| {r.framework} |{f' {r.profile} |' if profiled else ''} {r.mode} | {r.workers} | "
+                     f"{_num(r.images_per_sec)} ± {_num(r.spread)} | "
                      f"{_num(r.per_worker)} | {_num(r.efficiency, 2)} | {_num(r.peak_rss_mib)} MiB | "
                      f"{_num(r.step_ms, 2)} | {r.runs}/{r.failed} |")
     if failed:
         lines += ["", "Failed points: " + ", ".join(f"{p.run_name} (exit code {p.exit_code})" for p in failed)]
     (out / "scaling.md").write_text("\n".join(lines) + "\n")
     _plot_scaling(rows, out / "scaling.png")
-    for framework in dict.fromkeys(r.framework for r in rows):
-        writer = ScalarWriter(out / "tensorboard" / framework)  # one run per framework: the curves overlay
+    for series in dict.fromkeys(r.series for r in rows):
+        writer = ScalarWriter(out / "tensorboard" / series)  # one run per series: the curves overlay
         for r in rows:
-            if r.framework == framework and r.runs:
+            if r.series == series and r.runs:
                 writer.scalar("scaling/images_per_sec", r.images_per_sec, r.workers)
                 writer.scalar("scaling/images_per_sec_per_worker", r.per_worker, r.workers)
                 if not math.isnan(r.efficiency):
@@ -119,20 +139,24 @@ def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path) -> Non
 
 
 def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
+    """One curve per series: colour by framework, line style and marker by network profile."""
     plt = _pyplot()
     fig, (thr, eff) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for framework in dict.fromkeys(r.framework for r in rows):
-        mine = [r for r in rows if r.framework == framework and r.runs]
+    profiles = list(dict.fromkeys(r.profile for r in rows))
+    for series in dict.fromkeys(r.series for r in rows):
+        mine = [r for r in rows if r.series == series and r.runs]
         if not mine:
             continue
         n = [r.workers for r in mine]
-        color = COLORS.get(framework)
-        thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], marker="o",
-                     capsize=3, label=framework, color=color)
+        color = COLORS.get(mine[0].framework)
+        i = profiles.index(mine[0].profile)
+        style = dict(color=color, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)])
+        thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], capsize=3, label=series,
+                     **style)
         base = next((r.images_per_sec for r in mine if r.workers == 1), None)
-        if base:
-            thr.plot(n, [base * k for k in n], ":", color=color, label=f"{framework} ideal")
-        eff.plot(n, [r.efficiency for r in mine], "o-", label=framework, color=color)
+        if base and len(profiles) == 1:  # with profiles, the efficiency panel shows what ideal would be
+            thr.plot(n, [base * k for k in n], ":", color=color, label=f"{series} ideal")
+        eff.plot(n, [r.efficiency for r in mine], label=series, **style)
     eff.axhline(1.0, color="gray", linestyle=":", label="ideal")
     for ax, label in ((thr, "images/sec (all workers)"), (eff, "efficiency = T(N) / (N T(1))")):
         ax.set_xlabel("workers")

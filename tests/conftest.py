@@ -53,7 +53,7 @@ def slurm_cluster():
 
 
 def _testbed(hosts: int):
-    from testbed import Testbed, missing_tools
+    from launch.testbed import Testbed, missing_tools
 
     why = missing_tools()
     if why:
@@ -72,7 +72,7 @@ def testbed_session():
 
 @pytest.fixture
 def testbed(testbed_session):
-    """Two hosts, node1 and node2 (tests/testbed.py). After each test every process on them is
+    """Two hosts, node1 and node2 (launch/testbed.py). After each test every process on them is
     ended and their links are up and unshaped again, also when the test failed."""
     yield testbed_session
     for host in testbed_session.hosts:

@@ -48,7 +48,7 @@ def _wait_for(check, timeout: float, what: str, poll: float = 0.1):
 
 
 class LocalSlurm:
-    """One node on this machine by default. With a testbed (tests/testbed.py), one slurmd per host
+    """One node on this machine by default. With a testbed (launch/testbed.py), one slurmd per host
     namespace (NodeAddr = its address) and slurmctld on the bridge's address."""
 
     def __init__(self, root: Path, cpus: int = 4, testbed=None):

@@ -1,5 +1,5 @@
 """Ranks on different hosts: every launcher and both frameworks across two testbed hosts (node1 and
-node2: network namespaces with their own address, hostname and hosts file; tests/testbed.py).
+node2: network namespaces with their own address, hostname and hosts file; launch/testbed.py).
 
 Each training reads back summary.json (world size, node count) and the TensorBoard tags. The
 `testbed` fixture ends every process on both hosts after each test, also after a failure.
@@ -125,7 +125,7 @@ def test_tf_across_hosts_without_their_names_is_refused_before_starting(testbed,
 
 def mpirun_env(bed) -> dict[str, str]:
     """OpenMPI's own MCA variables: start node2's daemon through the testbed, talk over its subnet."""
-    return {"OMPI_MCA_plm_rsh_agent": f"{sys.executable} {ROOT / 'tests/testbed.py'} rsh {bed.tag}",
+    return {"OMPI_MCA_plm_rsh_agent": f"{sys.executable} -m launch.testbed rsh {bed.tag}",
             "OMPI_MCA_oob_tcp_if_include": bed.subnet, "OMPI_MCA_btl_tcp_if_include": bed.subnet}
 
 

@@ -7,11 +7,12 @@ over real TCP between distinct addresses, by name. Links can be shaped with `tc 
 this kernel has no netem). The namespaces get no default route, so traffic reaches only the testbed's
 own addresses and loopback.
 
-By hand (as root):
-    python tests/testbed.py up 2 [--rate 1gbit]   # prints the testbed's tag
-    python tests/testbed.py exec TAG node1 -- hostname -I
-    python tests/testbed.py down TAG
-    mpirun --host node1:1,node2:1 --mca plm_rsh_agent "python tests/testbed.py rsh TAG" ...   (run on node1)
+By hand (as root; `mnist-dist testbed` or `python -m launch.testbed`):
+    mnist-dist testbed up 2 [--profile 1g]   # prints the testbed's tag
+    mnist-dist testbed exec TAG node1 -- hostname -I
+    mnist-dist testbed down TAG
+    mpirun --host node1:1,node2:1 --mca plm_rsh_agent "mnist-dist testbed rsh TAG" ...   (run on node1)
+`mnist-dist sweep --testbed PROFILES` makes one for its points; the test suite's multi-host tests too.
 
 Processes are started on a host with `nsenter --net` plus `unshare --uts --mount` rather than
 `ip netns exec`, which remounts /sys and so hides /sys/fs/cgroup from daemons such as slurmd.
@@ -34,6 +35,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from launch.errors import UserError, report_and_exit
 
 STATE_DIR = Path("/run/mnist-dist-testbed")
 # Network profiles: the rate each host's link is shaped to (bandwidth only; loopback: unshaped veth).
@@ -111,6 +114,15 @@ class Testbed:
             raise
         return bed
 
+    def __enter__(self) -> "Testbed":
+        # SIGTERM (a job's end, `kill`) ends the block as SystemExit does, so the testbed still comes down
+        self._sigterm = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self._sigterm)
+        self.down()
+
     def shape(self, rate: str | None) -> None:
         """Limit every host's link to `rate` (e.g. 1gbit) in both directions; None removes the limit."""
         for h in self.hosts:
@@ -176,6 +188,18 @@ class Testbed:
         """Take a host's link down (a partition) or bring it back, from inside the host."""
         _ip("-n", self.host(name).netns, "link", "set", "eth0", "up" if up else "down")
 
+    def link_gbit(self, src: str = "node1", dst: str = "node2", megabytes: int = 400) -> float:
+        """TCP throughput from host `src` to host `dst`, as their (shaped) links carry it: Gbit/s."""
+        receiver = self.popen(dst, [sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
+        try:
+            if receiver.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"testbed: the TCP receiver on {dst} did not start")
+            self.run(src, [sys.executable, "-c", _SENDER, dst, str(megabytes)], timeout=120, check=True)
+            return float(receiver.communicate(timeout=60)[0])
+        finally:
+            receiver.kill()
+            receiver.wait()
+
     # --- state, for `down` from another process -----------------------------------------------
 
     def hosts_file(self, name: str) -> str:
@@ -210,9 +234,26 @@ class Testbed:
         try:
             raw = json.loads((STATE_DIR / f"{tag}.json").read_text())
         except FileNotFoundError:
-            raise SystemExit(f"testbed: no testbed {tag!r} (see {STATE_DIR})") from None
+            raise UserError(f"no testbed {tag!r}: `ls {STATE_DIR}` lists the testbeds that are up") from None
         raw["hosts"] = [Host(**h) for h in raw["hosts"]]
         return cls(**raw)
+
+
+_RECEIVER = """
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 29999)); s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept(); n = 0; t0 = None
+while chunk := c.recv(1 << 20):
+    t0 = t0 or time.perf_counter(); n += len(chunk)
+print(n * 8 / (time.perf_counter() - t0) / 1e9)
+"""
+_SENDER = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], 29999)); block = bytes(1 << 20)
+for _ in range(int(sys.argv[2])): c.sendall(block)
+c.close()
+"""
 
 
 def _free_subnet() -> str:
@@ -224,9 +265,8 @@ def _free_subnet() -> str:
     raise RuntimeError("testbed: no free 10.78.x.0/24 subnet")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = sub.add_parser("up", help="make N hosts; prints the tag")
     up.add_argument("n", type=int)
     up.add_argument("--rate", help="limit each host's link, e.g. 1gbit or 10gbit")
@@ -235,26 +275,28 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("tag")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
-    rsh = sub.add_parser("rsh", help="OpenMPI's rsh agent: `--mca plm_rsh_agent 'python testbed.py rsh TAG'`")
+    rsh = sub.add_parser("rsh", help="OpenMPI's rsh agent: `--mca plm_rsh_agent 'mnist-dist testbed rsh TAG'`")
     rsh.add_argument("tag")
     rsh.add_argument("words", nargs=argparse.REMAINDER, help="ssh-style options, the host, the remote command")
     down = sub.add_parser("down", help="end every process and remove the testbed")
     down.add_argument("tag")
-    args = parser.parse_args(argv)
-    if args.command == "up":
+
+
+def command(args: argparse.Namespace) -> int:
+    if args.action == "up":
         why = missing_tools()
         if why:
-            raise SystemExit(f"testbed: {why}")
+            raise UserError(why)
         bed = Testbed.up(args.n, PROFILES[args.profile] if args.profile else args.rate)
         print(bed.tag)
         for h in bed.hosts:
-            print(f"  {h.name} {h.address}  (python tests/testbed.py exec {bed.tag} {h.name} -- CMD)", file=sys.stderr)
+            print(f"  {h.name} {h.address}  (mnist-dist testbed exec {bed.tag} {h.name} -- CMD)", file=sys.stderr)
         return 0
     bed = Testbed.load(args.tag)
-    if args.command == "exec":
+    if args.action == "exec":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         return subprocess.run(bed.command(args.host, cmd)).returncode
-    if args.command == "rsh":
+    if args.action == "rsh":
         # As ssh would: skip options (OpenMPI passes -x and the like), then the host, then a shell
         # command line, run by the host's shell.
         words = list(args.words)
@@ -264,6 +306,15 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(bed.command(host, ["sh", "-c", remote])).returncode
     bed.down()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    try:
+        return command(parser.parse_args(argv))
+    except UserError as exc:
+        report_and_exit("testbed", exc)
 
 
 if __name__ == "__main__":
