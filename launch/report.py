@@ -86,7 +86,8 @@ def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
     return rows
 
 
-def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None) -> None:
+def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path,
+                  links: dict[str, float] | None = None) -> None:
     """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>;
     `links`: a testbed sweep's measured Gbit/s per network profile."""
     out.mkdir(parents=True, exist_ok=True)
@@ -115,8 +116,8 @@ def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path, links:
                   "link shaped to the profile (tc tbf; loopback: unshaped); efficiency against 1 worker under the "
                   "same profile. Measured TCP node1 -> node2: "
                   + (", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) if links else "-") + ".", ""]
-    lines += [f"| framework |{' network |' if profiled else ''} mode | workers | img/s (mean ± sd) | img/s per worker | "
-              "efficiency | peak RSS per worker | step ms | runs ok/failed |",
+    lines += [f"| framework |{' network |' if profiled else ''} mode | workers | img/s (mean ± sd) | "
+              "img/s per worker | efficiency | peak RSS per worker | step ms | runs ok/failed |",
               f"|---|{'---|' if profiled else ''}---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.framework} |{f' {r.profile} |' if profiled else ''} {r.mode} | {r.workers} | "

@@ -166,31 +166,32 @@ def sweep(config: Config, config_path: str | None, overrides: list[str], framewo
     and so do profiles inside a repeat (a noisy minute hits them all). With profiles the points run on a
     testbed of max(workers) hosts, made here and removed at the end; `links` gets each profile's
     measured node1 -> node2 Gbit/s."""
-    def points_of(repeat: int, run) -> list[Point]:
-        found = []
-        for framework in frameworks:
-            for n in workers:
-                point = run(framework, n, [*overrides, f"train.batch_size={per_worker_batch(config, mode, n)}",
-                                           f"train.warmup_steps={warmup}", f"train.max_steps={warmup + steps}",
-                                           "train.epochs=1000000", "checkpoint.interval=0"])
-                point.repeat = repeat
-                found.append(point)
-        return found
+    def measured(n: int) -> list[str]:  # a point's overrides: warm-up + steps, no checkpoints
+        return [*overrides, f"train.batch_size={per_worker_batch(config, mode, n)}", f"train.warmup_steps={warmup}",
+                f"train.max_steps={warmup + steps}", "train.epochs=1000000", "checkpoint.interval=0"]
 
+    points = []
     if not profiles:
-        return [point for repeat in range(repeats) for point in points_of(repeat, lambda framework, n, args: run_point(
-            framework, n, f"{framework}-w{n}-r{repeat}", out / "runs", launcher, config_path, args,
-            [*run_options, *([f"--gpus-per-node={n}"] if gpus else [])]))]
-    points, gbit = [], {}
+        for repeat in range(repeats):
+            for framework in frameworks:
+                for n in workers:
+                    points.append(run_point(framework, n, f"{framework}-w{n}-r{repeat}", out / "runs", launcher,
+                                            config_path, measured(n),
+                                            [*run_options, *([f"--gpus-per-node={n}"] if gpus else [])]))
+                    points[-1].repeat = repeat
+        return points
+    gbit = {}
     with Testbed.up(max(workers)) as bed:
         for repeat in range(repeats):
             for profile in profiles:
                 bed.shape(PROFILES[profile])
                 if len(bed.hosts) > 1:
                     gbit.setdefault(profile, []).append(bed.link_gbit())
-                points += points_of(repeat, lambda framework, n, args: run_on_hosts(
-                    bed, profile, framework, n, f"{framework}-{profile}-w{n}-r{repeat}", out / "runs", launcher,
-                    config_path, args, run_options))
+                for framework in frameworks:
+                    for n in workers:
+                        points.append(run_on_hosts(bed, profile, framework, n, f"{framework}-{profile}-w{n}-r{repeat}",
+                                                   out / "runs", launcher, config_path, measured(n), run_options))
+                        points[-1].repeat = repeat
     if links is not None:
         links.update({profile: statistics.median(values) for profile, values in gbit.items()})
     return points

@@ -2,6 +2,7 @@
 
 import csv
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,3 +98,69 @@ def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
     assert "Hardware:" in report and "torch 2." in report and "tensorflow 2." in report
     assert (tmp_path / "c" / "compare.png").stat().st_size > 1000
     assert read_scalars(next((tmp_path / "c" / "runs").glob("tf*")))["eval/accuracy"]
+
+
+def test_testbed_sweep_refuses_what_it_cannot_run(tmp_path):
+    for args, message in ((["--testbed", "2g"], "unknown network profile(s) ['2g']: use loopback, 10g, 1g"),
+                          (["--testbed", "1g", "--launcher", "mpirun"], "use --launcher local or torchrun"),
+                          (["--testbed", "1g", "--framework", "horovod"], "--testbed runs torch and tf")):
+        out = mnist_dist("sweep", *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
+        assert out.returncode == 1 and message in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+@pytest.fixture
+def testbeds_removed():
+    """Whatever testbed a test's sweep leaves up (a sweep killed by the timeout cannot clean up) goes."""
+    from launch.testbed import STATE_DIR, Testbed, missing_tools
+
+    why = missing_tools()
+    if why:
+        pytest.skip(f"MULTI-HOST TESTBED UNAVAILABLE: {why}")
+    before = set(STATE_DIR.glob("*.json"))
+    yield
+    for state in set(STATE_DIR.glob("*.json")) - before:
+        Testbed.load(state.stem).down()
+
+
+def _netns_and_bridges() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout
+    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()) | {
+        line.split(":")[1].strip() for line in out.splitlines()}
+
+
+@pytest.mark.multihost
+def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile(tmp_path, testbeds_removed):
+    before = _netns_and_bridges()
+    out = mnist_dist("sweep", "--testbed", "loopback,1g", "--framework", "torch,tf", "--workers", "1,2",
+                     "--repeats", "1", "--steps", "6", "--warmup", "2", "--out", str(tmp_path / "s"), "--config",
+                     str(ROOT / "configs/mlp.yaml"), "data.dataset=synthetic", "data.limit=4000", "train.threads=1",
+                     "train.batch_size=64", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    assert _netns_and_bridges() == before  # the sweep's hosts, links and bridge are gone
+    sweep = tmp_path / "s"
+    rows = list(csv.DictReader(open(sweep / "scaling.csv")))
+    assert [(r["framework"], r["profile"], r["workers"]) for r in rows] == [
+        (f, p, n) for p in ("loopback", "1g") for f in ("torch", "tf") for n in ("1", "2")]
+    for r in rows:
+        run_dir = sweep / "runs" / f"{r['framework']}-{r['profile']}-w{r['workers']}-r0"
+        summary = read_json(run_dir / "summary.json")
+        assert (summary["framework"], summary["world_size"], summary["num_nodes"], summary["steps"]) == (
+            r["framework"], int(r["workers"]), int(r["workers"]), 8)
+        # rank 0 ran on node1 (its hostname names the event file); rank 1 on node2, whose output has its own log
+        assert [p.name.split(".")[4] for p in run_dir.glob("events.out.tfevents.*")] == ["node1"]
+        assert (sweep / "runs" / f"{run_dir.name}-node2.log").exists() == (r["workers"] == "2")
+        base = next(float(b["images_per_sec_mean"]) for b in rows
+                    if (b["framework"], b["profile"], b["workers"]) == (r["framework"], r["profile"], "1"))
+        assert float(r["efficiency"]) == pytest.approx(summary["images_per_sec"] / (int(r["workers"]) * base), abs=1e-3)
+        scalars = read_scalars(sweep / "tensorboard" / f"{r['framework']}-{r['profile']}")
+        assert dict(scalars["scaling/efficiency"])[int(r["workers"])] == pytest.approx(float(r["efficiency"]), abs=1e-3)
+        assert dict(scalars["scaling/images_per_sec"])[int(r["workers"])] == pytest.approx(
+            summary["images_per_sec"], rel=1e-4)
+    table = (sweep / "scaling.md").read_text()
+    assert "| torch | 1g | weak | 2 |" in table and "| tf | loopback | weak | 1 |" in table
+    links = dict((p, float(g)) for p, g in re.findall(r"(\w+) ([\d.]+) Gbit/s", table))
+    assert set(links) == {"loopback", "1g"} and links["1g"] < 1.05 < links["loopback"]  # tbf rate 1gbit, measured
+    import matplotlib.image
+
+    assert matplotlib.image.imread(sweep / "scaling.png").shape[1] > 400
