@@ -18,16 +18,18 @@ from benchmarks.common import arguments, interleave, report, summary_rate, temp_
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(2, args.threads))  # as tf_dist sets them
     import keras
     import numpy as np
 
     from launch.data import synthetic
     from launch.world import World
+    from tf_dist.distributed import configure_devices
     from tf_dist.models import build_model
     from tf_dist.train import train
+
+    # Every loop gets tf_dist's threads; TensorFlow takes them only before it starts (the trainer's
+    # own call then finds them set).
+    configure_devices(args.threads, World(), cpu_devices=1)
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if args.precision == "bf16" else "float32")
     data = synthetic(seed=0)
