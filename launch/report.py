@@ -57,7 +57,6 @@ class ScalingRow:
     peak_rss_mib: float  # per worker, the largest seen
     step_ms: float
 
-
     @property
     def series(self) -> str:
         return series_name(self.framework, self.profile)
