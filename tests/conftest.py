@@ -52,12 +52,18 @@ def slurm_cluster():
     yield from _slurm()
 
 
-def _testbed(hosts: int):
-    from launch.testbed import Testbed, missing_tools
+def _skip_without_testbed() -> None:
+    from launch.testbed import missing_tools
 
     why = missing_tools()
     if why:
         pytest.skip(f"MULTI-HOST TESTBED UNAVAILABLE: {why}")
+
+
+def _testbed(hosts: int):
+    from launch.testbed import Testbed
+
+    _skip_without_testbed()
     bed = Testbed.up(hosts)
     try:
         yield bed
@@ -79,6 +85,19 @@ def testbed(testbed_session):
         testbed_session.kill_host(host.name)
         testbed_session.link(host.name, up=True)
     testbed_session.shape(None)
+
+
+@pytest.fixture
+def testbeds_removed():
+    """For tests that make testbeds themselves (sweep --testbed, `mnist-dist testbed up`): whatever
+    testbed they leave up, say when killed by the timeout, is removed."""
+    from launch.testbed import STATE_DIR, Testbed
+
+    _skip_without_testbed()
+    before = set(STATE_DIR.glob("*.json"))
+    yield
+    for state in set(STATE_DIR.glob("*.json")) - before:
+        Testbed.load(state.stem).down()
 
 
 @pytest.fixture(scope="session")

@@ -427,23 +427,19 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     assert max(r["step"] for r in first_attempt) >= 42  # node2 trained into epoch 2 before it was lost
 
 
-def test_testbed_command_makes_shaped_hosts_and_removes_them():
-    from launch.testbed import STATE_DIR, missing_tools
+def test_testbed_command_makes_shaped_hosts_and_removes_them(testbeds_removed):
+    from launch.testbed import STATE_DIR
 
-    if missing_tools():
-        pytest.skip(f"MULTI-HOST TESTBED UNAVAILABLE: {missing_tools()}")
     cli = [sys.executable, "-m", "launch", "testbed"]
     up = subprocess.run([*cli, "up", "2", "--profile", "1g"], capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stderr
     tag = up.stdout.strip()
-    try:
-        on_node2 = subprocess.run([*cli, "exec", tag, "node2", "--", "hostname"], capture_output=True, text=True,
-                                  timeout=60)
-        assert on_node2.stdout.strip() == "node2"
-        qdisc = subprocess.run([*cli, "exec", tag, "node1", "--", "tc", "qdisc", "show", "dev", "eth0"],
-                               capture_output=True, text=True, timeout=60).stdout
-        assert "tbf" in qdisc and "rate 1Gbit" in qdisc, qdisc
-    finally:
-        down = subprocess.run([*cli, "down", tag], capture_output=True, text=True, timeout=120)
+    on_node2 = subprocess.run([*cli, "exec", tag, "node2", "--", "hostname"], capture_output=True, text=True,
+                              timeout=60)
+    assert on_node2.stdout.strip() == "node2"
+    qdisc = subprocess.run([*cli, "exec", tag, "node1", "--", "tc", "qdisc", "show", "dev", "eth0"],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert "tbf" in qdisc and "rate 1Gbit" in qdisc, qdisc
+    down = subprocess.run([*cli, "down", tag], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0 and not (STATE_DIR / f"{tag}.json").exists()
     assert f"mnistdist-{tag}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -109,20 +109,6 @@ def test_testbed_sweep_refuses_what_it_cannot_run(tmp_path):
         assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
 
 
-@pytest.fixture
-def testbeds_removed():
-    """Whatever testbed a test's sweep leaves up (a sweep killed by the timeout cannot clean up) goes."""
-    from launch.testbed import STATE_DIR, Testbed, missing_tools
-
-    why = missing_tools()
-    if why:
-        pytest.skip(f"MULTI-HOST TESTBED UNAVAILABLE: {why}")
-    before = set(STATE_DIR.glob("*.json"))
-    yield
-    for state in set(STATE_DIR.glob("*.json")) - before:
-        Testbed.load(state.stem).down()
-
-
 def _netns_and_bridges() -> set[str]:
     out = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout
     return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()) | {
