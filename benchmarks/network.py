@@ -17,17 +17,16 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from launch.config import load_config
+from launch.summary import Summary
+from launch.sweep import run_on_hosts
 from launch.testbed import PROFILES, Testbed, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +44,6 @@ OPTIONS = {  # what each framework offers against a slow link (README: Slow link
               "accumulate 2": accumulate(2), "accumulate 4": accumulate(4)},
     "tf": {"plain": [], "accumulate 4": accumulate(4)},
 }
-HOSTS = ("node1", "node2")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def main() -> None:
@@ -62,6 +59,7 @@ def main() -> None:
     why = missing_tools()
     if why:
         raise SystemExit(f"benchmarks/network.py: {why}")
+    os.environ.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")  # for every run on the hosts
     out = Path(args.out or tempfile.mkdtemp(prefix="mnist-dist-network-"))
     out.mkdir(parents=True, exist_ok=True)
     models, profiles = args.models.split(","), args.profiles.split(",")
@@ -90,19 +88,19 @@ def throughput(bed: Testbed, out: Path, models: list[str], profiles: list[str], 
                 for framework, options in OPTIONS.items():
                     for option, overrides in options.items():
                         name = f"{framework}-{model}-{option.replace(' ', '')}-{profile}-r{r}"
-                        runs[(profile, model, framework, option)].append(
-                            two_hosts(bed, out, framework, name, [*throughput_args(model, quick), *overrides]))
+                        runs[(profile, model, framework, option)].append(on_hosts(
+                            bed, out, 2, profile, framework, name, [*throughput_args(model, quick), *overrides]))
         bed.shape(None)
         for model in models:
             for framework in OPTIONS:
-                refs[(model, framework)].append(
-                    one_host(bed, out, framework, f"{framework}-{model}-w1-r{r}", throughput_args(model, quick)))
+                refs[(model, framework)].append(on_hosts(bed, out, 1, "loopback", framework,
+                                                         f"{framework}-{model}-w1-r{r}", throughput_args(model, quick)))
     rows = []
     for (profile, model, framework, option), summaries in runs.items():
-        rate, step_ms = (statistics.median(s[key] for s in summaries) for key in ("images_per_sec", "step_ms"))
-        one_rate, one_step_ms = (statistics.median(s[key] for s in refs[(model, framework)])
+        rate, step_ms = (statistics.median(getattr(s, key) for s in summaries) for key in ("images_per_sec", "step_ms"))
+        one_rate, one_step_ms = (statistics.median(getattr(s, key) for s in refs[(model, framework)])
                                  for key in ("images_per_sec", "step_ms"))
-        accumulate = summaries[0]["accumulate_steps"]  # a step trains that many one-worker batches
+        accumulate = summaries[0].accumulate_steps  # a step trains that many one-worker batches
         rows.append({"profile": profile, "model": model, "framework": framework, "option": option,
                      "images_per_sec": rate, "step_ms": step_ms, "one_worker_images_per_sec": one_rate,
                      "one_worker_step_ms": one_step_ms, "comm_ms": step_ms - accumulate * one_step_ms,
@@ -125,36 +123,21 @@ def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int, seeds: i
             for framework, options in OPTIONS.items():
                 for option, overrides in options.items():
                     name = f"acc-{framework}-{model}-{option.replace(' ', '')}-s{seed}"
-                    summary = two_hosts(bed, out, framework, name, [
+                    summary = on_hosts(bed, out, 2, "loopback", framework, name, [
                         f"configs/{model}.yaml", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
                         "train.threads=1", f"train.seed={seed}", *overrides])
-                    found[(model, framework, option)].append(summary["final_eval_accuracy"])
+                    found[(model, framework, option)].append(summary.final_eval_accuracy)
     return found
 
 
-def two_hosts(bed: Testbed, out: Path, framework: str, name: str, args: list[str]) -> dict:
+def on_hosts(bed: Testbed, out: Path, hosts: int, profile: str, framework: str, name: str,
+             args: list[str]) -> Summary:
+    """One training on the first `hosts` hosts, one worker each (as `sweep --testbed` runs its points)."""
     config, *overrides = args
-    procs = []
-    for k, host in enumerate(HOSTS):
-        log = open(out / f"{name}-{host}.log", "w")
-        cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--hosts", ",".join(HOSTS),
-               "--node-rank", str(k), "--config", str(ROOT / config), *overrides, f"log.dir={out / 'runs'}",
-               f"log.run_name={name}", "log.progress=never"]
-        procs.append(bed.popen(host, cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT))
-    for proc, host in zip(procs, HOSTS):
-        if proc.wait(timeout=1800) != 0:
-            raise SystemExit(f"{name} failed on {host}; see {out / f'{name}-{host}.log'}")
-    return json.loads((out / "runs" / name / "summary.json").read_text())
-
-
-def one_host(bed: Testbed, out: Path, framework: str, name: str, args: list[str]) -> dict:
-    config, *overrides = args
-    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--config", str(ROOT / config),
-           *overrides, f"log.dir={out / 'runs'}", f"log.run_name={name}", "log.progress=never"]
-    with open(out / f"{name}.log", "w") as log:
-        if bed.popen("node1", cmd, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT).wait(timeout=1800):
-            raise SystemExit(f"{name} failed; see {out / f'{name}.log'}")
-    return json.loads((out / "runs" / name / "summary.json").read_text())
+    point = run_on_hosts(bed, profile, framework, hosts, name, out / "runs", "local", str(ROOT / config), overrides)
+    if not point.ok:
+        raise SystemExit(f"{name} failed (exit code {point.exit_code}); its logs: {out / 'runs'}")
+    return point.summary
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
