@@ -17,13 +17,12 @@ from benchmarks.common import arguments, interleave, report, summary_rate, temp_
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
-    import tensorflow as tf
-    import keras
     import numpy as np
 
     from launch.data import synthetic
     from launch.world import World
     from tf_dist.distributed import configure_devices
+    from tf_dist.loading import keras, tf
     from tf_dist.models import build_model
     from tf_dist.train import train
 

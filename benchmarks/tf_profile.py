@@ -21,15 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from launch import trainer  # noqa: E402,I001 -- before TensorFlow, as the trainer does
-
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from launch.config import load_config  # noqa: E402
 from launch.shard import shard_indices  # noqa: E402
+from launch.worker import threads_per_worker  # noqa: E402
 from launch.world import detect_world  # noqa: E402
 from tf_dist import distributed  # noqa: E402
+from tf_dist.loading import tf  # noqa: E402
 from tf_dist.train import TFEngine  # noqa: E402
 
 
@@ -43,13 +42,13 @@ def main() -> None:
     world = detect_world()
     config = load_config(ROOT / "configs" / f"{args.model}.yaml", [
         "data.dataset=synthetic", "train.batch_size=128", "train.threads=1", *args.overrides])
-    gpus = distributed.configure_devices(trainer.threads_per_worker(config, world), world, config.dist.cpu_devices)
+    gpus = distributed.configure_devices(threads_per_worker(config, world), world, config.dist.cpu_devices)
     engine = TFEngine(config, world, distributed.make_strategy(config, world, gpus), "cpu")
     engine.start_epoch(shard_indices(engine.n_train, world.rank, world.size, 0, 0).indices)
     for i in range(20):  # warm-up: tracing, the collectives' first group resolution
         engine.train_step(i)
     engine.take_outputs()
-    engine.gather_rows([0.0])
+    engine.comm.barrier()
     logdir = tempfile.mkdtemp(prefix="tf-profile-")
     tf.profiler.experimental.start(logdir)
     began = time.perf_counter()
@@ -58,7 +57,7 @@ def main() -> None:
     engine.take_outputs()  # the host sync that ends the last step
     wall = time.perf_counter() - began
     tf.profiler.experimental.stop()
-    engine.gather_rows([0.0])
+    engine.comm.barrier()
     if world.rank == 0:
         print(report(args, world.size, wall, next(Path(logdir).rglob("*.xplane.pb"))))
 

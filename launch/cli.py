@@ -7,16 +7,19 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from launch import __version__
-from launch import launchers, slurm, testbed
-from launch.config import Config, load_config
+from launch import __version__, launchers, log, slurm, testbed
+from launch.clock import stamp
+from launch.config import Config, add_config_arguments, load_config
 from launch.data import MIRRORS, load_files, locate
 from launch.errors import UserError, report_and_exit
+from launch.frameworks import FRAMEWORKS, LAUNCHERS, VARIANTS, Placement, check
+from launch.jobspec import JobSpec, SlurmOptions, default_run_prefix
+from launch.worker import threads_per_worker
+from launch.world import World
 
 PROG = "mnist-dist"
 
@@ -27,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
         "launch, prepare data, measure scaling.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_data, _add_config, _add_run, _add_sweep, _add_compare, _add_slurm, _add_testbed):
+        add(commands)
+    return parser
 
+
+def _add_data(commands) -> None:
     data = commands.add_parser(
         "data", help="find or download a dataset, verify it, print where it is",
         description="Prepare a dataset once (say on a login node with internet) so that compute "
@@ -38,21 +46,31 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     data.set_defaults(func=cmd_data)
 
+
+def _add_config(commands) -> None:
     config = commands.add_parser(
         "config", help="validate a config with overrides and print it resolved",
-        description="Print the config a run would use: defaults, then --config, then overrides.")
+        description="Print the config a run would use: defaults, then --config, then overrides. With "
+        "--framework (and --launcher, --nproc), also check that the framework can run it that way.")
+    config.add_argument("--framework", choices=sorted(FRAMEWORKS))
+    config.add_argument("--launcher", choices=LAUNCHERS)
+    config.add_argument("--nproc", type=int, default=1, help="workers in all (default 1)")
     add_config_arguments(config)
     config.set_defaults(func=cmd_config)
 
+
+def _add_run(commands) -> None:
     run = commands.add_parser(
         "run", help="start N workers of either framework: local processes, torchrun, mpirun or Slurm",
         description="Start a training. local/torchrun/mpirun start this node's workers and stream their "
         "output (rank 0 as is, other ranks prefixed); slurm renders an sbatch script from slurm/ and "
         "submits it. --dry-run prints the command or script and the per-rank plan, starting nothing.")
     add_run_arguments(run)
-    run.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
+    run.add_argument("--launcher", choices=LAUNCHERS, default="local")
     run.set_defaults(func=cmd_run)
 
+
+def _add_sweep(commands) -> None:
     sweep_cmd = commands.add_parser(
         "sweep", help="throughput and scaling efficiency per framework and world size",
         description="Run each (framework, workers) point through `mnist-dist run` for warm-up + a fixed "
@@ -67,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_cmd.add_argument("--repeats", type=int, default=3)
     sweep_cmd.add_argument("--steps", type=int, default=200, help="measured steps per run")
     sweep_cmd.add_argument("--warmup", type=int, default=20)
-    sweep_cmd.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
+    sweep_cmd.add_argument("--launcher", choices=LAUNCHERS, default="local")
     sweep_cmd.add_argument("--out", help="sweep folder (default: <log.dir>/sweep-<time>)")
     sweep_cmd.add_argument("--run-option", action="append", default=[], metavar="OPTION",
                            help="passed to every `mnist-dist run`, e.g. --run-option=--partition=gpu")
@@ -79,13 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(sweep_cmd)
     sweep_cmd.set_defaults(func=cmd_sweep)
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare", help="TensorFlow vs PyTorch on the same model, data, batch, epochs and threads",
         description="Train the same config in both frameworks and write compare.md and compare.png: "
         "throughput, time to a target accuracy, final accuracy, peak RSS, model size, startup time, and "
         "a verdict from the numbers on each classic claim.")
     compare.add_argument("--nproc", type=int, default=1, help="workers per framework (default 1)")
-    compare.add_argument("--launcher", choices=launchers.LAUNCHERS, default="local")
+    compare.add_argument("--launcher", choices=LAUNCHERS, default="local")
     compare.add_argument("--target-accuracy", type=float, default=0.85)
     compare.add_argument("--out", help="comparison folder (default: <log.dir>/compare-<time>)")
     compare.add_argument("--run-option", action="append", default=[], metavar="OPTION",
@@ -93,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(compare)
     compare.set_defaults(func=cmd_compare)
 
+
+def _add_slurm(commands) -> None:
     slurm_cmd = commands.add_parser("slurm", help="submit to Slurm, or show a job's state")
     slurm_sub = slurm_cmd.add_subparsers(dest="slurm_command", required=True, metavar="SUBCOMMAND")
     submit = slurm_sub.add_parser("submit", help="the same as `run --launcher slurm`")
@@ -101,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = slurm_sub.add_parser("status", help="print a job's state, exit code and log file")
     status.add_argument("job_id")
     status.set_defaults(func=cmd_slurm_status)
+
+
+def _add_testbed(commands) -> None:
     bed = commands.add_parser(
         "testbed", help="hosts on this machine (network namespaces) to try multi-host runs; needs root",
         description="Make N hosts on this machine, each a network namespace with its own address, hostname "
@@ -108,11 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         "them. `sweep --testbed` makes its own.")
     testbed.add_arguments(bed)
     bed.set_defaults(func=testbed.command)
-    return parser
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--framework", choices=sorted(slurm.MODULES), required=True)
+    parser.add_argument("--framework", choices=sorted(FRAMEWORKS), required=True)
     parser.add_argument("--nproc", type=int, default=1, help="workers per node (default 1)")
     parser.add_argument("--nodes", type=_node_count, metavar="N|MIN:MAX",
                         help="nodes (default: as many as --hosts names, else 1); a range MIN:MAX runs elastic "
@@ -149,72 +173,73 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
 
 
+def job_spec(args: argparse.Namespace, config: Config) -> JobSpec:
+    """The job the run arguments ask for (the arguments themselves stay as parsed)."""
+    min_nodes, nodes = args.nodes or (len(args.hosts) or 1,) * 2
+    overrides = [*args.overrides, *(["checkpoint.resume=true"] if args.max_restarts else [])]
+    log_dir = str(Path(config.log.dir).resolve()) if args.launcher == "slurm" else config.log.dir
+    if args.launcher == "slurm":
+        overrides.append(f"log.dir={log_dir}")
+    slurm_options = SlurmOptions(
+        template=args.template, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, time=args.time,
+        partition=args.partition, account=args.account, job_name=args.job_name,
+        output=args.output or str(Path(log_dir) / "slurm-%j.out"), extra_sbatch=tuple(args.sbatch),
+        setup=tuple(args.setup), mpi_launcher=args.mpi_launcher, preempt_signal=args.preempt_signal)
+    return JobSpec(
+        framework=args.framework, launcher=args.launcher, nproc=args.nproc, nodes=nodes, min_nodes=min_nodes,
+        node_rank=args.node_rank, hosts=tuple(args.hosts),
+        master_addr=args.master_addr or (args.hosts[0] if args.hosts else "127.0.0.1"),
+        master_port=args.master_port, config_path=_abs(args.config), overrides=tuple(overrides),
+        max_restarts=args.max_restarts, threads=threads_per_worker(config, World(local_size=args.nproc)),
+        log_dir=log_dir, slurm=slurm_options)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)  # a bad config fails here, before anything starts
-    args.min_nodes, args.nodes = args.nodes or (len(args.hosts) or 1,) * 2
-    args.master_addr = args.master_addr or (args.hosts[0] if args.hosts else "127.0.0.1")
-    config_path = str(Path(args.config).resolve()) if args.config else None
-    if args.launcher == "slurm":
-        return _submit(args, config, config_path)
-    if args.max_restarts and args.launcher not in ("local", "torchrun"):
-        raise UserError(f"--max-restarts works with the local and torchrun launchers; under {args.launcher} "
+    spec = job_spec(args, config)
+    check(config, spec.framework, spec.placement())
+    if spec.launcher == "slurm":
+        return _submit(spec, config, args)
+    if spec.max_restarts and spec.launcher not in ("local", "torchrun"):
+        raise UserError(f"--max-restarts works with the local and torchrun launchers; under {spec.launcher} "
                         "restart the job (Slurm jobs requeue themselves on preemption)")
-    if args.max_restarts and args.nodes > 1 and not config.log.run_name:
+    if spec.max_restarts and spec.nodes > 1 and not config.log.run_name:
         raise UserError("--max-restarts across nodes needs log.run_name=NAME, the same on every node: restarted "
                         "workers find the run's checkpoints by it")
-    overrides = list(args.overrides) + (["checkpoint.resume=true"] if args.max_restarts else [])
-    result = launchers.plan(args.framework, args.launcher, args.nproc, args.nodes, args.node_rank, args.master_addr,
-                            args.master_port, config_path, overrides, log_dir=config.log.dir,
-                            max_restarts=args.max_restarts, hosts=args.hosts, min_nodes=args.min_nodes)
+    result = launchers.plan(spec)
     if args.dry_run:
         lines = [(result.command, result.env)] if result.command else result.per_rank
         _print_plan("\n".join(_shell_line(cmd, env) for cmd, env in lines), result)
         return 0
-    launchers.preflight(args.launcher, args.framework)
+    launchers.preflight(spec.launcher, spec.framework)
     _ensure_data(config)
     for note in result.notes:
-        print(f"{PROG}: {note}", flush=True)
-    return launchers.run_plan(result, args.max_restarts)
+        log.get().info(note)
+    return launchers.run_plan(result, spec.max_restarts)
 
 
-def _submit(args: argparse.Namespace, config: Config, config_path: str | None) -> int:
-    gpus = args.gpus_per_node
-    if gpus and (config.dist.backend == "nccl" or config.dist.backend == "auto") and args.nproc != gpus:
-        raise UserError(f"--nproc {args.nproc} tasks per node but --gpus-per-node {gpus}: with nccl every rank "
-                        "needs its own GPU; make them equal")
-    if config.dist.backend == "nccl" and not gpus:
-        raise UserError("dist.backend=nccl needs GPUs: pass --gpus-per-node equal to --nproc")
-    log_dir = Path(config.log.dir).resolve()
-    options = slurm.SbatchOptions(
-        nodes=args.nodes, min_nodes=args.min_nodes, tasks_per_node=args.nproc, gpus_per_node=gpus, cpus_per_task=args.cpus_per_task,
-        time=args.time, partition=args.partition, account=args.account, job_name=args.job_name,
-        output=args.output or str(log_dir / "slurm-%j.out"), extra_sbatch=args.sbatch, setup=args.setup,
-        mpi_launcher=args.mpi_launcher, preempt_signal=args.preempt_signal)
-    prefix = config.log.run_name or "-".join(
-        [args.framework, config.model.name, config.data.dataset, _workers(args.min_nodes, args.nodes, args.nproc)])
-    overrides = list(args.overrides) + [f"log.dir={log_dir}"]
-    script = slurm.render(args.template or args.framework, args.framework, options,
-                          launchers.train_args(config_path, overrides), prefix, log_dir)
+def _submit(spec: JobSpec, config: Config, args: argparse.Namespace) -> int:
+    prefix = default_run_prefix(spec, config)
+    script = slurm.render(spec, prefix, Path(spec.log_dir))
     if args.dry_run:
-        result = launchers.Plan(args.framework, launchers.slurm_worlds(args.nodes, args.nproc))
-        result.notes.append("nodes are shown as node0..; the port is 20000 + job id mod 10000 (shown for job id 0)")
+        result = launchers.Plan(spec.framework, launchers.slurm_worlds(spec))
+        result.notes.append("nodes are shown as node0..; the port is derived from the job id (shown for job id 0)")
         _print_plan(script, result)
         return 0
-    launchers.preflight("slurm", args.framework)
+    launchers.preflight("slurm", spec.framework)
     _ensure_data(config)
-    folder = log_dir / "slurm"
+    folder = Path(spec.log_dir) / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
-    script_path = folder / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    script_path = folder / f"{prefix}-{stamp()}.sbatch"
     script_path.write_text(script)
     job = slurm.submit(script_path)
-    print(f"submitted job {job}\n  script:  {script_path}\n  log:     {options.output.replace('%j', job)}\n"
-          f"  run dir: {log_dir / f'{prefix}-{job}'}", flush=True)
+    print(f"submitted job {job}\n  script:  {script_path}\n  log:     {spec.slurm.output.replace('%j', job)}\n"
+          f"  run dir: {Path(spec.log_dir) / f'{prefix}-{job}'}", flush=True)
     if not args.wait:
         return 0
     info = slurm.wait(job)
-    code = slurm.exit_code(info)
     print(f"job {job} {info.get('JobState')} with exit code {info.get('ExitCode')}", flush=True)
-    return code
+    return slurm.exit_code(info)
 
 
 def _node_count(text: str) -> tuple[int, int]:
@@ -229,11 +254,6 @@ def _node_count(text: str) -> tuple[int, int]:
     return bounds
 
 
-def _workers(min_nodes: int, nodes: int, nproc: int) -> str:
-    """The w<N> part of a run name: w8, or w4-8 for an elastic job."""
-    return f"w{nodes * nproc}" if min_nodes == nodes else f"w{min_nodes * nproc}-{nodes * nproc}"
-
-
 def cmd_slurm_status(args: argparse.Namespace) -> int:
     info = slurm.job_info(args.job_id)
     for key in ("JobId", "JobName", "JobState", "ExitCode", "RunTime", "NodeList", "StdOut"):
@@ -241,50 +261,66 @@ def cmd_slurm_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_spec(args: argparse.Namespace, config: Config):
+    """The sweep the arguments ask for, checked before any point runs."""
+    from launch import sweep
+
+    frameworks = tuple(sweep.parse_list(args.framework))
+    known = (*FRAMEWORKS, *VARIANTS)
+    unknown = set(frameworks) - set(known)
+    if unknown:
+        raise UserError(f"unknown framework(s) {sorted(unknown)}: use {', '.join(known)}")
+    workers = tuple(sweep.parse_list(args.workers, int))
+    if min(workers) < 1 or args.repeats < 1 or args.steps < 1:
+        raise UserError("--workers, --repeats and --steps must be positive")
+    out = Path(args.out or Path(config.log.dir) / f"sweep-{stamp()}").resolve()
+    spec = sweep.SweepSpec(
+        frameworks=frameworks, workers=workers, out=out, mode=args.mode, repeats=args.repeats, steps=args.steps,
+        warmup=args.warmup, launcher=args.launcher, run_options=tuple(args.run_option), gpus=args.gpus,
+        profiles=tuple(sweep.parse_list(args.testbed)) if args.testbed is not None else ())
+    for n in workers:
+        sweep.per_worker_batch(config, args.mode, n)  # refuse an indivisible strong-scaling batch up front
+    problem = spec.profiles and sweep.testbed_problem(spec)
+    if problem:
+        raise UserError(problem)
+    for name in frameworks:
+        framework, extra = VARIANTS.get(name, (name, ()))
+        launcher = "horovodrun" if extra and args.launcher in ("local", "torchrun") else args.launcher
+        check(load_config(args.config, [*args.overrides, *extra]), framework,
+              Placement(launcher=launcher, workers=max(workers), gpus_per_node=max(workers) if args.gpus else None))
+    return spec
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from launch import report, sweep
 
     config = load_config(args.config, args.overrides)
-    frameworks = sweep.parse_list(args.framework)
-    unknown = set(frameworks) - set(sweep.VARIANTS)
-    if unknown:
-        raise UserError(f"unknown framework(s) {sorted(unknown)}: use {', '.join(sweep.VARIANTS)}")
-    workers = sweep.parse_list(args.workers, int)
-    if min(workers) < 1 or args.repeats < 1 or args.steps < 1:
-        raise UserError("--workers, --repeats and --steps must be positive")
-    for n in workers:
-        sweep.per_worker_batch(config, args.mode, n)  # refuse an indivisible strong-scaling batch up front
-    profiles = sweep.parse_list(args.testbed) if args.testbed is not None else []
-    problem = profiles and sweep.testbed_problem(profiles, frameworks, args.launcher, args.gpus)
-    if problem:
-        raise UserError(problem)
-    out = Path(args.out or Path(config.log.dir) / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    spec = sweep_spec(args, config)
     _ensure_data(config)
-    links = {}
-    points = sweep.sweep(config, _abs(args.config), args.overrides, frameworks, workers, args.mode, args.repeats,
-                         args.steps, args.warmup, args.launcher, out, args.run_option, args.gpus, profiles, links)
+    points, links = sweep.sweep(config, spec, _abs(args.config), tuple(args.overrides))
     rows = report.scaling_rows(points, args.mode)
-    report.write_scaling(rows, points, out, links)
-    print((out / "scaling.md").read_text())
-    print(f"{PROG}: sweep written to {out} (tensorboard --logdir {out / 'tensorboard'})")
+    report.write_scaling(rows, points, spec.out, links)
+    print((spec.out / "scaling.md").read_text())
+    log.get().info(f"sweep written to {spec.out} (tensorboard --logdir {spec.out / 'tensorboard'})")
     return 0 if any(p.ok for p in points) else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from launch import report, sweep
     from launch.rundir import HISTORY_FILE
-    from launch.trainer import threads_per_worker
-    from launch.world import World
 
     config = load_config(args.config, args.overrides)
-    out = Path(args.out or Path(config.log.dir) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out = Path(args.out or Path(config.log.dir) / f"compare-{stamp()}").resolve()
+    for framework in FRAMEWORKS:
+        check(config, framework, Placement(launcher=args.launcher, workers=args.nproc))
     # the same threads in both, written down rather than left to each framework's default
     threads = threads_per_worker(config, World(size=args.nproc, local_size=args.nproc))
     _ensure_data(config)
     runs, histories, reloaded = {}, {}, {}
-    for framework in ("torch", "tf"):
-        point = sweep.run_point(framework, args.nproc, framework, out / "runs", args.launcher, _abs(args.config),
-                                [*args.overrides, f"train.threads={threads}"], args.run_option)
+    for framework in FRAMEWORKS:
+        point = sweep.run_point(sweep.PointJob(framework, args.nproc, framework, out / "runs", args.launcher,
+                                               _abs(args.config), (*args.overrides, f"train.threads={threads}"),
+                                               tuple(args.run_option)))
         if point.ok:
             run_dir = next(p.parent for p in (out / "runs").glob(f"{framework}*/{HISTORY_FILE}"))
             runs[framework] = point.summary
@@ -293,7 +329,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         reloaded[framework] = _reload(framework, next((out / "runs").glob(f"{framework}*/model.*")))
     found = report.write_comparison(runs, histories, reloaded, args.target_accuracy, args.launcher, out)
     print((out / "compare.md").read_text())
-    print(f"{PROG}: comparison written to {out} (tensorboard --logdir {out / 'runs'})")
+    log.get().info(f"comparison written to {out} (tensorboard --logdir {out / 'runs'})")
     return 0 if found else 1
 
 
@@ -333,20 +369,16 @@ def _ensure_data(config: Config) -> None:
     if config.data.dataset != "synthetic":
         files = locate(config.data.dataset, config.data.dir)
         where = files["train_images"].parent if isinstance(files, dict) else files
-        print(f"{PROG}: {config.data.dataset} data at {where}", flush=True)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config FILE and dotted overrides, the same for every command and both trainers."""
-    parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. train.epochs=3 data.dataset=fashion-mnist")
+        log.get().info(f"{config.data.dataset} data at {where}")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    config = load_config(args.config, args.overrides)
+    if args.framework:
+        check(config, args.framework, Placement(launcher=args.launcher, workers=args.nproc))
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
     return 0
 
 
@@ -366,8 +398,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    log.setup(PROG)
     try:
         code = args.func(args)
     except UserError as exc:
-        report_and_exit(PROG, exc)
+        report_and_exit(exc)
     sys.exit(code)

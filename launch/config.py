@@ -6,6 +6,7 @@ problem becomes a ConfigError with one line that names the key and how to fix it
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import difflib
@@ -122,6 +123,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
     return _build(Config, raw, prefix="")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config FILE and dotted overrides, the same for every command and both trainers."""
+    parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. train.epochs=3 data.dataset=fashion-mnist")
 
 
 def write_config(config: Config, path: Path) -> None:

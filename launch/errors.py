@@ -27,12 +27,12 @@ class WorldError(UserError):
     exit_code = 4
 
 
-def report_and_exit(prog: str, exc: UserError, where: str = "") -> None:
-    """Print a user error as one line on stderr and exit with its code (no traceback). `where`
-    ("rank 1 on node2: ") says which rank of several failed."""
-    import sys
+def report_and_exit(exc: UserError) -> None:
+    """Log a user error as one line on stderr and exit with its code (no traceback); the logger's
+    prefix says which program, and which rank of several, failed (launch.log)."""
+    from launch import log
 
-    print(f"{prog}: error: {where}{exc}", file=sys.stderr)
+    log.get().error(str(exc))
     raise SystemExit(exc.exit_code)
 
 

@@ -1,11 +1,12 @@
-"""Command lines for starting N workers: local processes, torchrun, mpirun; and the per-rank plan.
+"""Command lines for starting N workers: local processes, torchrun, mpirun, horovodrun; the per-rank
+plan; and running it.
 
 What each launcher prints while workers run:
-  local     rank 0's lines as they are, every other rank's lines prefixed "[rank r] ";
-  torchrun  torchrun's own: `--tee 3` prefixes every line "[default<r>]:" and writes per-rank
-            files under <log.dir>/torchrun-logs/;
-  mpirun    OpenMPI's own: `--tag-output` prefixes every line "[job,rank]<stdout>:";
-  horovodrun  Horovod's own: every line prefixed "[rank]<stdout>:".
+  local       rank 0's lines as they are, every other rank's lines prefixed "[rank r] ";
+  torchrun    torchrun's own: `--tee 3` prefixes every line "[default<r>]:" and writes per-rank
+              files under <log.dir>/torchrun-logs/;
+  mpirun      OpenMPI's own: `--tag-output` prefixes every line "[job,rank]<stdout>:";
+  horovodrun  Horovod's own: every line prefixed "[job,rank]<stdout>:" (it runs OpenMPI's mpirun).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
+from launch import log
 from launch.errors import UserError
-from launch.slurm import MODULES
-from launch.world import World, tf_config
+from launch.jobspec import JobSpec
+from launch.world import DEFAULT_PORT, World, port_for_job, tf_config
 
-LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
 _LOOPBACK = ("127.", "localhost", "::1")
 
 
@@ -54,109 +55,99 @@ class Plan:
         return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in [head] + rows)
 
 
-def train_args(config: str | None, overrides: list[str]) -> list[str]:
-    return (["--config", config] if config else []) + list(overrides)
-
-
-def slurm_worlds(nodes: int, nproc: int) -> list[World]:
+def slurm_worlds(spec: JobSpec) -> list[World]:
     """How the ranks of an sbatch job will see themselves, with placeholder node names, and the port
-    derived as for job id 0 (the job uses 20000 + job id mod 10000)."""
-    hosts = tuple(f"node{i}" for i in range(nodes))
-    return [World(rank=r, size=nodes * nproc, local_rank=r % nproc, local_size=nproc, node_rank=r // nproc,
-                  num_nodes=nodes, master_addr=hosts[0], master_port=20000, source="slurm", hosts=hosts)
-            for r in range(nodes * nproc)]
+    derived as for job id 0 (the job's is derived from its id the same way)."""
+    hosts = tuple(f"node{i}" for i in range(spec.nodes))
+    return [World(rank=r, size=spec.workers, local_rank=r % spec.nproc, local_size=spec.nproc,
+                  node_rank=r // spec.nproc, num_nodes=spec.nodes, master_addr=hosts[0], master_port=port_for_job("0"),
+                  source="slurm", hosts=hosts)
+            for r in range(spec.workers)]
 
 
-def plan(framework: str, launcher: str, nproc: int, nodes: int = 1, node_rank: int = 0,
-         master_addr: str = "127.0.0.1", master_port: int | None = None, config: str | None = None,
-         overrides: list[str] = (), python: str = sys.executable, log_dir: str = "runs",
-         max_restarts: int = 0, hosts: list[str] = (), min_nodes: int | None = None) -> Plan:
-    """The plan for a local, torchrun or mpirun start of nodes x nproc workers (this node's part).
-    `hosts` names every node in node-rank order: TensorFlow needs them all, mpirun starts ranks there.
-    `min_nodes` below `nodes` makes a torchrun job elastic: it goes on while that many nodes are left."""
-    if nproc < 1 or nodes < 1 or not 0 <= node_rank < nodes:
+def validate(spec: JobSpec) -> None:
+    """Refuse a placement that cannot be started (launch.frameworks.check refuses what cannot run)."""
+    if spec.nproc < 1 or spec.nodes < 1 or not 0 <= spec.node_rank < spec.nodes:
         raise UserError("--nproc and --nodes must be at least 1, and --node-rank in 0..nodes-1")
-    min_nodes = min_nodes or nodes
-    if min_nodes != nodes and (launcher, framework) != ("torchrun", "torch"):
-        raise UserError(f"a node range ({min_nodes}:{nodes}) needs an elastic launcher: --launcher torchrun for torch, "
-                        "or --launcher slurm (a requeued job resumes at the size it gets); TensorFlow's workers "
-                        "are fixed while they run, so restart tf at the new size with checkpoint.resume=true")
-    if hosts and len(hosts) != nodes:
-        raise UserError(f"--hosts names {len(hosts)} node(s) but --nodes is {nodes}: list every node once")
-    if framework == "tf" and nodes > 1 and not hosts and launcher in ("local", "torchrun"):
-        raise UserError("TensorFlow needs every worker's address: pass --hosts node1,node2,... (the same list, in "
-                        "node-rank order, on every node), or set TF_CONFIG yourself")
-    if nodes > 1 and master_addr.startswith(_LOOPBACK):
-        raise UserError(f"master address {master_addr} is a loopback address, which other nodes cannot reach: "
+    if spec.hosts and len(spec.hosts) != spec.nodes:
+        raise UserError(f"--hosts names {len(spec.hosts)} node(s) but --nodes is {spec.nodes}: list every node once")
+    if spec.nodes > 1 and spec.master_addr.startswith(_LOOPBACK):
+        raise UserError(f"master address {spec.master_addr} is a loopback address, which other nodes cannot reach: "
                         "pass --master-addr <the first node's hostname or IP>")
-    port = master_port or (free_port() if nodes == 1 else 29500)
-    if nodes == 1 and master_port and not port_is_free(master_port):
-        raise UserError(f"port {master_port} is already in use on this machine: pass another --master-port, "
+    if spec.nodes == 1 and spec.master_port and not port_is_free(spec.master_port):
+        raise UserError(f"port {spec.master_port} is already in use on this machine: pass another --master-port, "
                         "or leave it out to pick a free one")
-    module = MODULES[framework]
-    args = train_args(config, list(overrides))
-    size = nodes * nproc
-    worlds = [World(rank=node_rank * nproc + r, size=size, local_rank=r, local_size=nproc, node_rank=node_rank,
-                    num_nodes=nodes, master_addr=master_addr, master_port=port, source=launcher, hosts=tuple(hosts))
-              for r in range(nproc)]
-    result = Plan(framework, worlds)
-    if launcher == "torchrun" and framework == "torch":
-        rdzv = (["--standalone"] if nodes == 1 else
-                ["--rdzv-backend=c10d", f"--rdzv-endpoint={master_addr}:{port}", f"--node-rank={node_rank}"])
-        nnodes = f"{min_nodes}:{nodes}" if min_nodes != nodes else str(nodes)
-        result.command = [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc-per-node={nproc}",
-                          *rdzv, f"--max-restarts={max_restarts}", "--tee=3",
-                          f"--log-dir={os.path.join(log_dir, 'torchrun-logs')}", "-m", module, *args]
-        if max_restarts:
-            result.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-            result.notes.append("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: each restart gets a fresh store; torchrun's "
-                                "shared one hands restarted workers the dead attempt's addresses (pytorch#135712)")
-        if nodes == 1:
-            result.worlds = [dataclasses.replace(w, master_port=0) for w in worlds]
-            result.notes.append("torchrun --standalone picks its own free rendezvous port (shown as 0)")
-    elif launcher in ("local", "torchrun"):
-        if launcher == "torchrun":
-            result.notes.append("TensorFlow needs no torchrun agent: local processes get torchrun's environment")
-        for w in worlds:
-            # Across nodes TensorFlow gets its own convention too: every worker's address in TF_CONFIG.
-            tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if framework == "tf" and nodes > 1 else {}
-            result.per_rank.append(([python, "-m", module, *args], {**w.torch_env(), **tf_env}))
-    elif launcher == "mpirun":
-        result.command, notes = mpirun_command(size, nproc, nodes, master_addr, port, python, module, args, hosts)
-        result.notes += notes
-        if framework == "tf" and hosts:
-            # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
-            result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(worlds[0])["cluster"]})
-            result.command[1:1] = ["-x", "TF_CONFIG"]
-    elif launcher == "horovodrun":
-        if framework != "torch":
-            raise UserError("horovodrun runs torch_dist only: Horovod's TensorFlow part does not build against "
-                            "TensorFlow >= 2.16; use --launcher local, mpirun or slurm for tf")
-        if nodes > 1:
-            raise UserError("horovodrun here starts one node; for several use --launcher slurm --template mpi "
-                            "with dist.backend=horovod")
-        result.command = [horovodrun(python), "-np", str(nproc), "-H", f"localhost:{nproc}", python, "-m", module,
-                          *args, "dist.backend=horovod"]
+
+
+def plan(spec: JobSpec) -> Plan:
+    """The plan for a local, torchrun, mpirun or horovodrun start of this node's part of the job."""
+    validate(spec)
+    port = spec.master_port or (free_port() if spec.nodes == 1 else DEFAULT_PORT)
+    worlds = [World(rank=spec.node_rank * spec.nproc + r, size=spec.workers, local_rank=r, local_size=spec.nproc,
+                    node_rank=spec.node_rank, num_nodes=spec.nodes, master_addr=spec.master_addr, master_port=port,
+                    source=spec.launcher, hosts=spec.hosts)
+              for r in range(spec.nproc)]
+    result = Plan(spec.framework, worlds)
+    if spec.launcher == "torchrun" and spec.framework == "torch":
+        _torchrun(spec, port, result)
+    elif spec.launcher in ("local", "torchrun"):
+        _local(spec, result)
+    elif spec.launcher == "mpirun":
+        _mpirun(spec, port, result)
+    elif spec.launcher == "horovodrun":
+        result.command = [horovodrun(spec.python), "-np", str(spec.nproc), "-H", f"localhost:{spec.nproc}",
+                          spec.python, "-m", spec.module, *spec.train_args("dist.backend=horovod")]
         result.notes.append("horovodrun: dist.backend=horovod added")
     else:
-        raise UserError(f"launcher {launcher!r} is not one of local, torchrun, mpirun (slurm has its own plan)")
+        raise UserError(f"launcher {spec.launcher!r} is not one of local, torchrun, mpirun (slurm has its own plan)")
     return result
 
 
-def mpirun_command(size: int, nproc: int, nodes: int, master_addr: str, port: int, python: str, module: str,
-                   args: list[str], hosts: list[str] = ()) -> tuple[list[str], list[str]]:
-    cmd, notes = ["mpirun", "-np", str(size), "--tag-output"], []
-    if nproc > (os.cpu_count() or 1):
+def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
+    rdzv = (["--standalone"] if spec.nodes == 1 else
+            ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.master_addr}:{port}", f"--node-rank={spec.node_rank}"])
+    nnodes = f"{spec.lowest_nodes}:{spec.nodes}" if spec.elastic else str(spec.nodes)
+    result.command = [spec.python, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
+                      f"--nproc-per-node={spec.nproc}", *rdzv, f"--max-restarts={spec.max_restarts}", "--tee=3",
+                      f"--log-dir={os.path.join(spec.log_dir, 'torchrun-logs')}", "-m", spec.module, *spec.train_args()]
+    if spec.max_restarts:
+        result.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        result.notes.append("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: each restart gets a fresh store; torchrun's "
+                            "shared one hands restarted workers the dead attempt's addresses (pytorch#135712)")
+    if spec.threads and "OMP_NUM_THREADS" not in os.environ:
+        # torchrun sets 1 with a four-line banner unless told; the trainer sets its own thread count anyway
+        result.env["OMP_NUM_THREADS"] = str(spec.threads)
+    if spec.nodes == 1:
+        result.worlds = [dataclasses.replace(w, master_port=0) for w in result.worlds]
+        result.notes.append("torchrun --standalone picks its own free rendezvous port (shown as 0)")
+
+
+def _local(spec: JobSpec, result: Plan) -> None:
+    if spec.launcher == "torchrun":
+        result.notes.append("TensorFlow needs no torchrun agent: local processes get torchrun's environment")
+    for w in result.worlds:
+        # Across nodes TensorFlow gets its own convention too: every worker's address in TF_CONFIG.
+        tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if spec.framework == "tf" and spec.nodes > 1 else {}
+        result.per_rank.append(([spec.python, "-m", spec.module, *spec.train_args()], {**w.torch_env(), **tf_env}))
+
+
+def _mpirun(spec: JobSpec, port: int, result: Plan) -> None:
+    cmd = ["mpirun", "-np", str(spec.workers), "--tag-output"]
+    if spec.nproc > (os.cpu_count() or 1):
         cmd.append("--oversubscribe")
-        notes.append(f"--oversubscribe: {nproc} ranks per node but {os.cpu_count()} cores here")
+        result.notes.append(f"--oversubscribe: {spec.nproc} ranks per node but {os.cpu_count()} cores here")
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
-        notes.append("--allow-run-as-root: running as root")
-    if hosts:
-        cmd += ["--host", ",".join(f"{h}:{nproc}" for h in hosts)]
-    if nodes > 1:
-        cmd += ["--map-by", f"ppr:{nproc}:node", "-x", f"MASTER_ADDR={master_addr}", "-x", f"MASTER_PORT={port}"]
-    return cmd + [python, "-m", module, *args], notes
+        result.notes.append("--allow-run-as-root: running as root")
+    if spec.hosts:
+        cmd += ["--host", ",".join(f"{h}:{spec.nproc}" for h in spec.hosts)]
+    if spec.nodes > 1:
+        cmd += ["--map-by", f"ppr:{spec.nproc}:node", "-x", f"MASTER_ADDR={spec.master_addr}", "-x", f"MASTER_PORT={port}"]
+    if spec.framework == "tf" and spec.hosts:
+        # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
+        result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(result.worlds[0])["cluster"]})
+        cmd[1:1] = ["-x", "TF_CONFIG"]
+    result.command = cmd + [spec.python, "-m", spec.module, *spec.train_args()]
 
 
 def horovodrun(python: str) -> str:
@@ -219,8 +210,7 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
             t.join(timeout=10)
         if code == 0 or attempt == max_restarts:
             return code
-        print(f"mnist-dist: restarting every rank from the latest checkpoint ({attempt + 1} of {max_restarts})",
-              flush=True)
+        log.get().info(f"restarting every rank from the latest checkpoint ({attempt + 1} of {max_restarts})")
     return code
 
 
@@ -244,14 +234,18 @@ def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
         if proc.returncode != 0:
             how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                    else f"exited with code {proc.returncode}")
-            print(f"mnist-dist: rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks", flush=True)
-            for other in running.values():
-                other.terminate()
-            for other in running.values():
-                try:
-                    other.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    other.kill()
-                    other.wait()
+            log.get().info(f"rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks")
+            _stop(running.values())
             return proc.returncode
     return 0
+
+
+def _stop(procs) -> None:
+    for other in procs:
+        other.terminate()
+    for other in procs:
+        try:
+            other.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            other.kill()
+            other.wait()

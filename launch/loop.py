@@ -1,6 +1,7 @@
-"""The training loop both trainers share: epochs, shards, timing, logging, evaluation, checkpoints,
-summary. Everything that needs a framework is behind `Engine`, which `torch_dist` and `tf_dist`
-implement; so the two trainers differ only where their frameworks differ.
+"""The training loop both trainers share: epochs, shards, timing, TensorBoard, evaluation,
+checkpoints, records and the summary. What needs a framework is behind `Engine` (the step, its
+device and its files) and `launch.comm.Communicator` (the collectives the loop needs), which
+`torch_dist` and `tf_dist` implement; so the two trainers differ only where their frameworks differ.
 
 Progress is counted so that a run can continue on another number of workers (launch.shard):
 `step` counts optimizer steps across the whole run, whatever the world size was when each was
@@ -19,35 +20,38 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
-from launch import trainer
+from launch import checkpoints, log
+from launch.clock import process_start, stamp
+from launch.comm import Communicator, Rows, gather
 from launch.config import Config
 from launch.errors import UserError
-from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, TRAIN_LOSS, IMAGES_PER_SEC, ThroughputMeter, interval_scalars
+from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, IMAGES_PER_SEC, TRAIN_LOSS, ThroughputMeter, interval_scalars
+from launch.records import FINAL_ROW, EpochRecord, RunFacts, history_from_dicts, history_to_dicts, make_summary, plot_history
 from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for, write_json_atomic
 from launch.shard import shard_indices, shard_size, steps_per_epoch
 from launch.summary import peak_rss_bytes, write_summary
+from launch.tensorboard import ScalarWriter
 from launch.world import World
 
 
 class Engine(ABC):
-    """What a framework provides to the loop. All ranks call every method in the same order, since
-    some of them are collectives; methods documented 'chief' are called on rank 0 only."""
+    """A framework's training step, its device and its files. All ranks call every method in the same
+    order, since some are collectives; `save_model` is called on the chief only."""
 
-    framework: str  # torch | tf
-    batch_per_rank: int  # images one rank takes per step (train.batch_size x its local replicas)
-    backend: str  # shown in summary.json: gloo, nccl, the TF strategy
+    framework: str  # a key of launch.frameworks.FRAMEWORKS
+    batch_per_rank: int  # images one rank takes per step (train.batch_size x accumulation x local replicas)
+    backend: str  # shown in summary.json: gloo, nccl, horovod, the TF strategy
     device: str  # cpu | cuda | gpu
     versions: dict  # framework versions for summary.json
-
-    @abstractmethod
-    def gather_rows(self, row: list[float]) -> np.ndarray:
-        """Every rank's row of numbers as a (world size, len(row)) array, on every rank."""
+    n_train: int  # training set size
+    comm: Communicator
 
     @abstractmethod
     def start_epoch(self, indices: np.ndarray) -> None:
@@ -67,99 +71,93 @@ class Engine(ABC):
         """Wait until the device has finished the work queued so far."""
 
     @abstractmethod
-    def evaluate(self, world: World) -> tuple[float, float]:
-        """Loss and accuracy over the whole test set, every rank taking its part, combined."""
+    def evaluate(self, rank: int, size: int) -> tuple[float, float, int]:
+        """This rank's part of the test set (every size-th sample from `rank`): loss sum, correct, count."""
 
     @abstractmethod
-    def save_checkpoint(self, folder: Path, progress: dict) -> None:
-        """Save model, optimizer and the loop's `progress` (JSON-able; progress["step"] numbers the
-        checkpoint) into `folder` (the chief writes there)."""
+    def save_checkpoint(self, folder: Path, step: int, progress: dict) -> None:
+        """Save model, optimizer and the loop's `progress` (JSON-able) as the checkpoint of `step` in
+        `folder` (the chief writes there; under TensorFlow saving is collective)."""
 
     @abstractmethod
-    def restore_checkpoint(self, folder: Path) -> dict | None:
-        """Load the latest checkpoint in `folder` and return its progress with its "path", or None.
-        The learning rate stays this world's (the checkpoint's may be for another world size)."""
-
-    @abstractmethod
-    def open_writer(self, run_dir: Path) -> None:
-        """Chief: start TensorBoard logging into `run_dir`."""
-
-    @abstractmethod
-    def write_scalars(self, scalars: dict[str, float], step: int) -> None:
-        """Chief: log scalars at `step`."""
+    def restore_checkpoint(self, path: Path, lr: float) -> dict:
+        """Load the checkpoint file `path` on this rank and return its progress; set the learning rate
+        to `lr` (the checkpoint's may be for another world size)."""
 
     @abstractmethod
     def save_model(self, run_dir: Path) -> Path:
         """Chief: save the trained model for use and size measurement; return the file."""
 
-    @abstractmethod
-    def close(self) -> None:
-        """Flush and close what the engine opened."""
 
-
-CHECKPOINT_FILES = {"torch": "step-*.pt", "tf": "ckpt-*.index"}  # what each engine's checkpoints look like
 PREEMPTED = 75  # exit code of a run stopped early by a preemption signal, checkpointed to resume
 STOP_FILE = "PREEMPT"  # a file of this name in the run directory asks every rank to stop and checkpoint
+INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct", "stop")
 
 
-def train(config: Config, world: World, engine: Engine, n_train: int, prog: str) -> int:
-    """Run the configured training on this rank. `n_train` is the training set's size. Returns 0
-    when the run finished, PREEMPTED when a stop was requested and every rank checkpointed."""
-    return _Loop(config, world, engine, n_train, prog).run()
+def train(config: Config, world: World, engine: Engine) -> int:
+    """Run the configured training on this rank. Returns 0 when the run finished (or had finished),
+    PREEMPTED when a stop was requested and every rank checkpointed."""
+    return _Loop(config, world, engine).run()
 
 
 class _Loop:
-    def __init__(self, config: Config, world: World, engine: Engine, n_train: int, prog: str):
-        self.config, self.world, self.engine, self.prog = config, world, engine, prog
+    def __init__(self, config: Config, world: World, engine: Engine):
+        self.config, self.world, self.engine, self.comm = config, world, engine, engine.comm
         # A default run name needs one time stamp on every rank: rank 0's.
-        self.started = float(engine.gather_rows([time.time()])[0, 0])  # also names this start in the sample log
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.started))
-        self.run_dir = run_dir_for(config, engine.framework, world, stamp)
+        self.started = float(engine.comm.gather_rows([time.time()])[0, 0])  # also names this start in the sample log
+        self.run_dir = run_dir_for(config, engine.framework, world, stamp(self.started))
         self.ckpt_dir = Path(config.checkpoint.dir) if config.checkpoint.dir else self.run_dir / "checkpoints"
-        self.n_train = n_train
-        self.shard_size = shard_size(n_train, world.size)
+        self.n_train = engine.n_train
+        self.shard_size = shard_size(self.n_train, world.size)
         self.per_epoch = steps_per_epoch(self.shard_size, engine.batch_per_rank)
         self.epoch, self.step, self.sample, self.history = 0, 0, 0, []
         self.epoch_sums = np.zeros(3)  # this epoch's images, loss sum, correct, all ranks: the epoch's train figures
         self.world_sizes: list[dict] = []  # one entry per start of the run: its world size and steps
         self.first_step_at: float | None = None
-        log_dir = os.environ.get("MNIST_DIST_SAMPLE_LOG")
-        if log_dir:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-        self.sample_log = open(Path(log_dir) / f"rank{world.rank}.jsonl", "a") if log_dir else None
+        self.sample_log = _open_sample_log(world.rank)
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.stop_requested = self.stopping = False
+        self.writer: ScalarWriter | None = None
+        self.log = log.get()
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True  # acted on at the next interval, by every rank at the same step
 
     def run(self) -> int:
-        cfg, engine = self.config, self.engine
         # Slurm's preemption warning (sbatch --signal=USR1@60); under Slurm also SIGTERM. torchrun does
         # not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also write STOP_FILE.
         signals = [signal.SIGUSR1] + ([signal.SIGTERM] if os.environ.get("SLURM_JOB_ID") else [])
         for sig in signals:
             signal.signal(sig, self._request_stop)
-        if cfg.checkpoint.resume and self._resume_finished_run():
-            engine.gather_rows([0.0])  # leave together, as _finish does
-            engine.close()
+        if self.config.checkpoint.resume and self._resume_finished_run():
+            self.comm.barrier()  # leave together, as _finish does
             return 0
+        self._start()
+        try:
+            with _progress_bar(self.step + self._steps_left(), self.config, self.world, self.step) as bar:
+                while not self._done():
+                    self._train_epoch(bar)
+                    if self.stopping:
+                        return self._stop()
+                    self._end_epoch()
+            self._finish()
+        finally:
+            if self.writer:
+                self.writer.close()
+            if self.sample_log:
+                self.sample_log.close()
+        return 0
+
+    def _start(self) -> None:
+        cfg, engine = self.config, self.engine
         lr, global_batch = cfg.scaled_lr(self.world.size), engine.batch_per_rank * self.world.size
         self.world_sizes.append({"world_size": self.world.size, "global_batch_size": global_batch, "lr": lr,
                                  "steps": [self.step, self.step], "epoch": self.epoch, "sample": self.sample})
         if self.world.is_chief:
             create_run_dir(cfg, self.run_dir)
-            engine.open_writer(self.run_dir)
-            print(f"{self.prog}: {self.world.size} worker(s) via {self.world.source}, {engine.backend} on "
-                  f"{engine.device}, global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}", flush=True)
-        with trainer.progress_bar(self.step + self._steps_left(), cfg, self.world, initial=self.step) as bar:
-            while not self._done():
-                self._train_epoch(bar)
-                if self.stopping:
-                    return self._stop()
-                self._end_epoch()
-        self._finish()
-        return 0
+            self.writer = ScalarWriter(self.run_dir)
+            self.log.info(f"{self.world.size} worker(s) via {self.world.source}, {engine.backend} on {engine.device}, "
+                          f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}")
 
     def _done(self) -> bool:
         max_steps = self.config.train.max_steps
@@ -180,47 +178,45 @@ class _Loop:
     def _progress(self) -> dict:
         """What a checkpoint records of where training stands."""
         return {"epoch": self.epoch, "step": self.step, "sample": self.sample, "epoch_sums": self.epoch_sums.tolist(),
-                "history": trainer.history_to_dicts(self.history), "world_size_history": self._world_size_history()}
+                "history": history_to_dicts(self.history), "world_size_history": self._world_size_history()}
 
     def _stop(self) -> int:
         """Every rank agreed to stop at this step: checkpoint it (mid-epoch) and leave."""
-        self.engine.save_checkpoint(self.ckpt_dir, self._progress())
+        self.engine.save_checkpoint(self.ckpt_dir, self.step, self._progress())
         if self.world.is_chief:
             (self.run_dir / STOP_FILE).unlink(missing_ok=True)
-            print(f"{self.prog}: stop requested: checkpointed step {self.step} in {self.ckpt_dir}; "
-                  "resume with checkpoint.resume=true", flush=True)
-        self.engine.close()
+            self.log.info(f"stop requested: checkpointed step {self.step} in {self.ckpt_dir}; "
+                          "resume with checkpoint.resume=true")
         return PREEMPTED
 
     def _resume_finished_run(self) -> bool:
         """Continue from the latest checkpoint, at this world size; True if the run had already finished."""
-        for framework, pattern in CHECKPOINT_FILES.items():
-            if framework != self.engine.framework and any(self.ckpt_dir.glob(pattern)):
-                raise UserError(f"{self.ckpt_dir} holds {framework} checkpoints, which {self.engine.framework} cannot "
-                                "resume: point checkpoint.dir (or log.run_name) at this framework's run")
-        state = self.engine.restore_checkpoint(self.ckpt_dir)
-        if state is None:
+        framework = self.engine.framework
+        checkpoints.refuse_other_frameworks(self.ckpt_dir, framework)
+        path = checkpoints.latest(self.ckpt_dir, framework)
+        if path is None:
             if self.world.is_chief:
-                print(f"{self.prog}: no checkpoint in {self.ckpt_dir}; starting from scratch", flush=True)
+                self.log.info(f"no checkpoint in {self.ckpt_dir}; starting from scratch")
             return False
+        state = self.engine.restore_checkpoint(path, self.config.scaled_lr(self.world.size))
         if "sample" not in state:  # the engines pass the progress on as this loop saved it
-            raise UserError(f"{state['path']}: written by an older mnist-dist, without the training position it "
+            raise UserError(f"{path}: written by an older mnist-dist, without the training position it "
                             "needs to resume; start a new run (another log.run_name)")
         self.epoch, self.step, self.sample = state["epoch"], state["step"], state["sample"]
         self.epoch_sums = np.array(state["epoch_sums"])
-        self.history = trainer.history_from_dicts(state["history"])
+        self.history = history_from_dicts(state["history"])
         self.world_sizes = state["world_size_history"]
         if self._done():
             if self.world.is_chief:
-                print(f"{self.prog}: {self.run_dir} already finished ({self.epoch} of {self.config.train.epochs} "
-                      f"epochs, step {self.step}; {state['path']}): nothing to do, its results stay as they are; "
-                      "raise train.epochs to train it further", flush=True)
+                self.log.info(f"{self.run_dir} already finished ({self.epoch} of {self.config.train.epochs} epochs, "
+                              f"step {self.step}; {path}): nothing to do, its results stay as they are; "
+                              "raise train.epochs to train it further")
             return True
         if self.world.is_chief:
             before = self.world_sizes[-1]["world_size"]
-            print(f"{self.prog}: resuming from {state['path']} (epoch {self.epoch}, step {self.step}, sample "
-                  f"{self.sample} of {self.n_train} in this epoch) on {self.world.size} worker(s)"
-                  + (f", not {before}" if before != self.world.size else ""), flush=True)
+            self.log.info(f"resuming from {path} (epoch {self.epoch}, step {self.step}, sample {self.sample} of "
+                          f"{self.n_train} in this epoch) on {self.world.size} worker(s)"
+                          + (f", not {before}" if before != self.world.size else ""))
         return False
 
     def _train_epoch(self, bar) -> None:
@@ -261,60 +257,91 @@ class _Loop:
         images, seconds, steps = self.meter.take_interval()
         loss_sum, correct = self.engine.take_outputs()
         stop = self.stop_requested or (self.world.is_chief and (self.run_dir / STOP_FILE).exists())
-        rows = self.engine.gather_rows([images, seconds, steps, loss_sum, correct, float(stop)])
-        self.stopping = bool(rows[:, 5].max())  # one rank's request stops every rank at this step
-        if not np.isfinite(rows[:, 3]).all():
+        rows = gather(self.comm, dict(zip(INTERVAL_ROW, (images, seconds, steps, loss_sum, correct, float(stop)))))
+        self.stopping = bool(rows["stop"].max())  # one rank's request stops every rank at this step
+        if not np.isfinite(rows["loss_sum"]).all():
             raise UserError(f"the training loss became NaN or infinite between steps {self.step - int(steps)} and "
                             f"{self.step}: lower train.lr (now {self.config.scaled_lr(self.world.size):g}) "
                             "or train in fp32")
-        self.epoch_sums += rows.sum(axis=0)[[0, 3, 4]]
+        self.epoch_sums += [rows.total("images"), rows.total("loss_sum"), rows.total("correct")]
         if self.world.is_chief:
             scalars = interval_scalars(rows)
-            self.engine.write_scalars(scalars, self.step)
+            self._write_scalars(scalars)
             bar.set_postfix(loss=f"{scalars[TRAIN_LOSS]:.3f}", img_s=f"{scalars[IMAGES_PER_SEC]:,.0f}")
 
+    def _write_scalars(self, scalars: dict[str, float]) -> None:
+        for tag, value in scalars.items():
+            self.writer.scalar(tag, value, self.step)
+
+    def _evaluate(self) -> tuple[float, float]:
+        loss_sum, correct, count = self.engine.evaluate(self.world.rank, self.world.size)
+        rows = gather(self.comm, {"loss_sum": loss_sum, "correct": correct, "count": count})
+        return rows.total("loss_sum") / rows.total("count"), rows.total("correct") / rows.total("count")
+
     def _end_epoch(self) -> None:
-        eval_loss, eval_acc = self.engine.evaluate(self.world)
+        eval_loss, eval_acc = self._evaluate()
         self.epoch, self.sample = self.epoch + 1, 0
         images, loss_sum, correct = (float(v) for v in self.epoch_sums)
         self.epoch_sums = np.zeros(3)
-        record = trainer.EpochRecord(self.epoch, self.step, loss_sum / images, correct / images,
-                                     float(eval_loss), float(eval_acc), time.time() - trainer.PROCESS_START)
+        record = EpochRecord(self.epoch, self.step, loss_sum / images, correct / images, eval_loss, eval_acc,
+                             time.time() - process_start())
         self.history.append(record)
         interval = self.config.checkpoint.interval
         if interval and (self.epoch % interval == 0 or self._done()):
-            self.engine.save_checkpoint(self.ckpt_dir, self._progress())
+            self.engine.save_checkpoint(self.ckpt_dir, self.step, self._progress())
         if self.world.is_chief:
-            self.engine.write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy}, self.step)
+            self._write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy})
             rate = self.meter.measured_images * self.world.size / max(self.meter.measured_seconds, 1e-9)
-            trainer.log_epoch(record, self.config.train.epochs, rate)
+            self.log.info(f"epoch {record.epoch}/{self.config.train.epochs} step {record.step}: train loss "
+                          f"{record.train_loss:.4f} acc {record.train_accuracy:.4f} | eval loss {record.eval_loss:.4f} "
+                          f"acc {record.eval_accuracy:.4f} | {rate:,.0f} img/s")
 
     def _finish(self) -> None:
         m = self.meter
-        rows = self.engine.gather_rows([m.measured_images, m.measured_seconds, m.measured_steps, peak_rss_bytes()])
+        final = gather(self.comm, dict(zip(FINAL_ROW, (m.measured_images, m.measured_seconds, m.measured_steps,
+                                                      peak_rss_bytes()))))
         if self.world.is_chief:
-            self._write_results(rows)
+            self._write_results(final)
         # Every rank leaves together: a worker that exits while the chief still writes looks to
         # TensorFlow's coordination service like a crashed task, and it logs an error saying so.
-        self.engine.gather_rows([0.0])
-        self.engine.close()
-        if self.sample_log:
-            self.sample_log.close()
+        self.comm.barrier()
 
-    def _write_results(self, rows: np.ndarray) -> None:
-        model_file = self.engine.save_model(self.run_dir)
-        summary = trainer.make_summary(
-            self.config, self.world, framework=self.engine.framework, backend=self.engine.backend,
-            device=self.engine.device, global_batch_size=self.engine.batch_per_rank * self.world.size, final_rows=rows, steps=self.step, history=self.history,
-            model_size_bytes=model_file.stat().st_size,
-            first_step_at=self.first_step_at or time.time(), dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
-            restarts=self.world.restarts, world_size_history=self._world_size_history(),
-            framework_versions=self.engine.versions)
+    def _write_results(self, final: Rows) -> None:
+        engine = self.engine
+        model_file = engine.save_model(self.run_dir)
+        facts = RunFacts(
+            framework=engine.framework, backend=engine.backend, device=engine.device,
+            global_batch_size=engine.batch_per_rank * self.world.size, steps=self.step, history=self.history,
+            first_step_at=self.first_step_at or time.time(),
+            dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
+            world_size_history=self._world_size_history(), framework_versions=engine.versions)
+        summary = make_summary(self.config, self.world, facts, final, model_file.stat().st_size)
         write_summary(self.run_dir, summary)
-        write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": trainer.history_to_dicts(self.history)})
-        trainer.plot_history(self.history, self.run_dir / "history.png",
-                             f"{self.engine.framework} {self.config.model.name} on {self.config.data.dataset}, "
-                             f"{self.world.size} worker(s)")
-        print(f"{self.prog}: done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
-              f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
-              f"{self.run_dir}", flush=True)
+        write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": history_to_dicts(self.history)})
+        plot_history(self.history, self.run_dir / "history.png", f"{engine.framework} {self.config.model.name} on "
+                     f"{self.config.data.dataset}, {self.world.size} worker(s)")
+        self.log.info(f"done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
+                      f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
+                      f"{self.run_dir}")
+
+
+def _open_sample_log(rank: int):
+    folder = os.environ.get("MNIST_DIST_SAMPLE_LOG")
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return open(Path(folder) / f"rank{rank}.jsonl", "a")
+
+
+def _progress_bar(total: int, config: Config, world: World, initial: int):
+    """A tqdm bar on the chief only, shown on a terminal (log.progress=auto) or when forced on.
+
+    OpenMPI hands every rank a pseudo-terminal even when mpirun's output goes to a file, so under
+    mpirun `auto` means off.
+    """
+    from tqdm import tqdm
+
+    terminal = sys.stdout.isatty() and world.source != "openmpi"
+    wanted = {"always": True, "never": False, "auto": terminal}[config.log.progress]
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
+                disable=not (wanted and world.is_chief))

@@ -14,7 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-# TensorBoard scalar tags (design.md's output contract).
+from launch.comm import Rows
+
+# TensorBoard scalar tags: what sweeps, comparisons and tests read back.
 IMAGES_PER_SEC = "throughput/images_per_sec"
 IMAGES_PER_SEC_PER_WORKER = "throughput/images_per_sec_per_worker"
 STEP_MS = "time/step_ms"
@@ -22,9 +24,6 @@ TRAIN_LOSS, TRAIN_ACCURACY = "train/loss", "train/accuracy"
 EVAL_LOSS, EVAL_ACCURACY = "eval/loss", "eval/accuracy"
 TRAINING_TAGS = (IMAGES_PER_SEC, IMAGES_PER_SEC_PER_WORKER, STEP_MS, TRAIN_LOSS, TRAIN_ACCURACY)
 ALL_TAGS = TRAINING_TAGS + (EVAL_LOSS, EVAL_ACCURACY)
-
-# Columns of the row each rank contributes at a logging interval.
-INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct", "stop")
 
 
 class ThroughputMeter:
@@ -86,15 +85,15 @@ def combine_rates(images: np.ndarray, seconds: np.ndarray, steps: np.ndarray) ->
     return Rates(total, total / world, 1000.0 * slowest / float(np.max(steps)))
 
 
-def interval_scalars(rows: np.ndarray) -> dict[str, float]:
-    """TensorBoard scalars for one logging interval from every rank's INTERVAL_ROW."""
-    images, seconds, steps, loss_sum, correct = (rows[:, i] for i in range(5))
-    rates = combine_rates(images, seconds, steps)
-    seen = float(images.sum())
+def interval_scalars(rows: Rows) -> dict[str, float]:
+    """TensorBoard scalars for one logging interval from every rank's images, seconds, steps, loss sum
+    and correct predictions."""
+    rates = combine_rates(rows["images"], rows["seconds"], rows["steps"])
+    seen = rows.total("images")
     return {
         IMAGES_PER_SEC: rates.images_per_sec,
         IMAGES_PER_SEC_PER_WORKER: rates.images_per_sec_per_worker,
         STEP_MS: rates.step_ms,
-        TRAIN_LOSS: float(loss_sum.sum()) / seen,
-        TRAIN_ACCURACY: float(correct.sum()) / seen,
+        TRAIN_LOSS: rows.total("loss_sum") / seen,
+        TRAIN_ACCURACY: rows.total("correct") / seen,
     }

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from launch import log
 from launch.errors import WorldError, describe
 from launch.world import World
 
@@ -94,15 +95,15 @@ if not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:
 
 
 @contextlib.contextmanager
-def deadline(world: World, prog: str, host: str, port: int, timeout: float):
+def deadline(world: World, host: str, port: int, timeout: float):
     """Run the framework's rendezvous; if it has not finished after `timeout` seconds, say so in one
     line and end this process."""
     if world.size == 1:
         yield
         return
     fix = "check that every rank started, and that every host resolves and reaches the others' names and ports"
-    message = (f"{prog}: error: rank {world.rank} on {world.host}: the {world.size} ranks did not all join within "
-               f"{timeout:g}s (dist.timeout) at {host}:{port}: {fix}")
+    message = log.error_line(f"the {world.size} ranks did not all join within {timeout:g}s (dist.timeout) at "
+                             f"{host}:{port}: {fix}")
     watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
                                 stdin=subprocess.PIPE)
     try:

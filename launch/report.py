@@ -11,12 +11,12 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from launch.frameworks import color as framework_color
 from launch.summary import Summary
 from launch.sweep import Point, series_name
 from launch.tensorboard import ScalarWriter
 
 MIB = 1024 * 1024
-COLORS = {"torch": "tab:blue", "tf": "tab:orange", "horovod": "tab:green"}  # the same in every figure
 LINESTYLES, MARKERS = ("-", "--", "-.", ":"), ("o", "s", "^", "D")  # per network profile, in sweep order
 
 
@@ -148,7 +148,7 @@ def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
         if not mine:
             continue
         n = [r.workers for r in mine]
-        color = COLORS.get(mine[0].framework)
+        color = framework_color(mine[0].framework)
         i = profiles.index(mine[0].profile)
         style = dict(color=color, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)])
         thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], capsize=3, label=series,
@@ -260,12 +260,12 @@ def _plot_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]],
     bars = [("img/s", lambda s: s.images_per_sec), ("peak RSS MiB", lambda s: s.peak_rss_bytes_max / MIB),
             ("model bytes", lambda s: s.model_size_bytes)]
     for ax, (label, value) in zip(axes, bars):
-        ax.bar(names, [value(runs[fw]) for fw in names], color=[COLORS[fw] for fw in names])
+        ax.bar(names, [value(runs[fw]) for fw in names], color=[framework_color(fw) for fw in names])
         ax.set_title(label)
     for fw in names:
         rows = histories[fw]
         axes[3].plot([r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw,
-                     color=COLORS[fw])
+                     color=framework_color(fw))
     axes[3].set_title("test accuracy vs seconds from start")
     axes[3].legend()
     fig.suptitle(hardware(), fontsize=9)

@@ -6,19 +6,20 @@ is quoted with shlex.quote: a hostile job name or override cannot run anything.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import string
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.errors import UserError
+from launch.frameworks import FRAMEWORKS
+from launch.jobspec import JobSpec
 
 TEMPLATES = ("torch", "tf", "mpi")
-MODULES = {"torch": "torch_dist.train", "tf": "tf_dist.train"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}|\d+")  # Slurm's [days-]hours[:minutes[:seconds]] or minutes
 _TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
@@ -35,100 +36,79 @@ def template_dir() -> Path:
     return here if here.is_dir() else Path(sys.prefix) / "share" / "mnist-dist" / "slurm"
 
 
-@dataclass
-class SbatchOptions:
-    nodes: int = 1
-    min_nodes: int | None = None  # below nodes: an elastic job (sbatch --nodes=MIN-MAX)
-    tasks_per_node: int = 1  # workers per node
-    gpus_per_node: int = 0
-    cpus_per_task: int | None = None
-    time: str = "01:00:00"
-    partition: str | None = None
-    account: str | None = None
-    job_name: str = "mnist-dist"
-    output: str = "slurm-%j.out"
-    extra_sbatch: list[str] = field(default_factory=list)  # e.g. "--qos=high", "--constraint=a100"
-    setup: list[str] = field(default_factory=list)  # shell lines run first: module load ..., source venv
-    mpi_launcher: str = "mpirun"  # mpi template: mpirun | srun (srun --mpi=pmix)
-    preempt_signal: str = "USR1@60"  # Slurm's warning before preemption or the time limit: SIG@seconds
-
-    @property
-    def elastic(self) -> bool:
-        return self.min_nodes is not None and self.min_nodes != self.nodes
-
-    def validate(self, template: str) -> None:
-        for name in ("nodes", "tasks_per_node"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.elastic and template != "torch":
-            raise UserError(f"a node range ({self.min_nodes}:{self.nodes}) needs the torch template (one torchrun "
-                            f"agent per node); the {template} template takes a fixed --nodes, and a requeued job "
-                            "gets as many again")
-        if self.gpus_per_node < 0 or (self.cpus_per_task is not None and self.cpus_per_task < 1):
-            raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
-        if not _TIME.fullmatch(self.time):
-            raise UserError(f"--time {self.time!r} is not a Slurm time: use minutes, HH:MM:SS or D-HH:MM:SS")
-        for name in ("partition", "account", "job_name"):
-            value = getattr(self, name)
-            if value is not None and not _NAME.fullmatch(value):
-                raise UserError(f"--{name.replace('_', '-')} {value!r} may hold only letters, digits, '.', '_' "
-                                "and '-' (starting with a letter or digit)")
-        if not self.output or re.search(r"[\s'\"`$\\;]", self.output):
-            raise UserError(f"--output {self.output!r} must be a path without spaces, quotes or shell characters")
-        for line in self.extra_sbatch:
-            if not re.fullmatch(r"--[A-Za-z][\w-]*(=[^\s'\"`$\\;]+)?", line):
-                raise UserError(f"extra #SBATCH option {line!r} must look like --name or --name=value "
-                                "(no spaces or shell characters)")
-        for line in self.setup:
-            if "\n" in line:
-                raise UserError("each --setup line must be one line")
-        if not re.fullmatch(r"(USR1|USR2|URG|HUP|INT|QUIT|ALRM)@\d+", self.preempt_signal):
-            raise UserError(f"--preempt-signal {self.preempt_signal!r} must look like USR1@60 (signal@seconds)")
-        if self.mpi_launcher not in ("mpirun", "srun"):
-            raise UserError("--mpi-launcher must be mpirun or srun")
-
-    def sbatch_lines(self, template: str) -> list[str]:
-        per_node_tasks = 1 if template == "torch" else self.tasks_per_node  # torch: one torchrun agent per node
-        cpus = self.cpus_per_task or (self.tasks_per_node if template == "torch" else 1)
-        if self.elastic:
-            # --ntasks-per-node would make Slurm count the tasks for the smallest size and give it that
-            # many nodes; without it, a job gets one task (here: one torchrun agent) per node it gets.
-            tasks = [f"--nodes={self.min_nodes}-{self.nodes}"]
-        else:
-            tasks = [f"--nodes={self.nodes}", f"--ntasks-per-node={per_node_tasks}"]
-        lines = [f"--job-name={self.job_name}", *tasks, f"--cpus-per-task={cpus}", f"--time={self.time}", f"--output={self.output}",
-                 "--requeue", f"--signal=B:{self.preempt_signal}", "--open-mode=append"]  # a requeue keeps the log
-        if self.gpus_per_node:
-            lines.append(f"--gpus-per-node={self.gpus_per_node}")
-        lines += [f"--{name}={value}" for name in ("partition", "account") if (value := getattr(self, name))]
-        return ["#SBATCH " + line for line in lines + self.extra_sbatch]
+def validate(spec: JobSpec) -> None:
+    """Refuse Slurm options that sbatch would reject, or that could inject shell into the script."""
+    opts = spec.slurm
+    if spec.nodes < 1 or spec.nproc < 1:
+        raise UserError("--nodes and --nproc must be at least 1")
+    if opts.gpus_per_node < 0 or (opts.cpus_per_task is not None and opts.cpus_per_task < 1):
+        raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
+    if not _TIME.fullmatch(opts.time):
+        raise UserError(f"--time {opts.time!r} is not a Slurm time: use minutes, HH:MM:SS or D-HH:MM:SS")
+    for name in ("partition", "account", "job_name"):
+        value = getattr(opts, name)
+        if value is not None and not _NAME.fullmatch(value):
+            raise UserError(f"--{name.replace('_', '-')} {value!r} may hold only letters, digits, '.', '_' "
+                            "and '-' (starting with a letter or digit)")
+    if not opts.output or re.search(r"[\s'\"`$\\;]", opts.output):
+        raise UserError(f"--output {opts.output!r} must be a path without spaces, quotes or shell characters")
+    for line in opts.extra_sbatch:
+        if not re.fullmatch(r"--[A-Za-z][\w-]*(=[^\s'\"`$\\;]+)?", line):
+            raise UserError(f"extra #SBATCH option {line!r} must look like --name or --name=value "
+                            "(no spaces or shell characters)")
+    if any("\n" in line for line in opts.setup):
+        raise UserError("each --setup line must be one line")
+    if not re.fullmatch(r"(USR1|USR2|URG|HUP|INT|QUIT|ALRM)@\d+", opts.preempt_signal):
+        raise UserError(f"--preempt-signal {opts.preempt_signal!r} must look like USR1@60 (signal@seconds)")
+    if opts.mpi_launcher not in ("mpirun", "srun"):
+        raise UserError("--mpi-launcher must be mpirun or srun")
 
 
-def render(template: str, framework: str, options: SbatchOptions, train_args: list[str], run_prefix: str,
-           log_dir: Path, python: str = sys.executable) -> str:
-    """The sbatch script for `framework` from slurm/<template>.sbatch."""
+def sbatch_lines(spec: JobSpec) -> list[str]:
+    opts, torch_template = spec.slurm, spec.template == "torch"
+    per_node_tasks = 1 if torch_template else spec.nproc  # torch: one torchrun agent per node
+    cpus = opts.cpus_per_task or (spec.nproc if torch_template else 1)
+    if spec.elastic:
+        # --ntasks-per-node would make Slurm count the tasks for the smallest size and give it that
+        # many nodes; without it, a job gets one task (here: one torchrun agent) per node it gets.
+        tasks = [f"--nodes={spec.lowest_nodes}-{spec.nodes}"]
+    else:
+        tasks = [f"--nodes={spec.nodes}", f"--ntasks-per-node={per_node_tasks}"]
+    lines = [f"--job-name={opts.job_name}", *tasks, f"--cpus-per-task={cpus}", f"--time={opts.time}",
+             f"--output={opts.output}", "--requeue", f"--signal=B:{opts.preempt_signal}",
+             "--open-mode=append"]  # a requeue keeps the log
+    if opts.gpus_per_node:
+        lines.append(f"--gpus-per-node={opts.gpus_per_node}")
+    lines += [f"--{name}={value}" for name in ("partition", "account") if (value := getattr(opts, name))]
+    return ["#SBATCH " + line for line in lines + list(opts.extra_sbatch)]
+
+
+def render(spec: JobSpec, run_prefix: str, log_dir: Path) -> str:
+    """The sbatch script for the spec's framework from slurm/<template>.sbatch."""
+    template, module = spec.template, spec.module
     if template not in TEMPLATES:
         raise UserError(f"unknown Slurm template {template!r}: use one of {', '.join(TEMPLATES)}")
-    if template in MODULES and template != framework:
-        raise UserError(f"the {template} template runs {MODULES[template]}; use --framework {template} or the mpi template")
-    options.validate(template)
+    if template in FRAMEWORKS and template != spec.framework:
+        raise UserError(f"the {template} template runs {FRAMEWORKS[template].module}; use --framework {template} "
+                        "or the mpi template")
+    validate(spec)
     if not _NAME.fullmatch(run_prefix):
         raise UserError(f"run name {run_prefix!r} may hold only letters, digits, '.', '_' and '-'")
-    mpi_command = ("srun --kill-on-bad-exit=1 --mpi=pmix" if options.mpi_launcher == "srun"
-                   else 'mpirun -np "$SLURM_NTASKS"' + (" --allow-run-as-root" if _is_root() else ""))
-    text = (template_dir() / f"{template}.sbatch").read_text()
+    opts = spec.slurm
+    mpi_command = ("srun --kill-on-bad-exit=1 --mpi=pmix" if opts.mpi_launcher == "srun"
+                   else 'mpirun -np "$SLURM_NTASKS"' + (" --allow-run-as-root" if os.geteuid() == 0 else ""))
     preemption = _Template((template_dir() / "preemption.sh").read_text()).substitute(
-        signal=options.preempt_signal.split("@")[0], run_dir=shlex.quote(str(Path(log_dir) / run_prefix)))
-    return _Template(text).substitute(
+        signal=opts.preempt_signal.split("@")[0], run_dir=shlex.quote(str(Path(log_dir) / run_prefix)))
+    return _Template((template_dir() / f"{template}.sbatch").read_text()).substitute(
         preemption=preemption.rstrip("\n"),
-        sbatch_lines="\n".join(options.sbatch_lines(template)),
-        setup_lines="\n".join(options.setup),
-        python=shlex.quote(python),
-        nproc=options.tasks_per_node,
-        module=MODULES[framework],
-        mpi_launcher=options.mpi_launcher,
+        sbatch_lines="\n".join(sbatch_lines(spec)),
+        setup_lines="\n".join(opts.setup),
+        python=shlex.quote(spec.python),
+        nproc=spec.nproc,
+        module=module,
+        mpi_launcher=opts.mpi_launcher,
         mpi_command=mpi_command,
-        train_args=" ".join(shlex.quote(arg) for arg in train_args),
+        train_args=" ".join(shlex.quote(arg) for arg in spec.train_args()),
         run_prefix=shlex.quote(run_prefix),
     )
 
@@ -173,9 +153,3 @@ def _slurm(*cmd: str) -> str:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"{' '.join(cmd[:2])} failed: {last}")
     return result.stdout
-
-
-def _is_root() -> bool:
-    import os
-
-    return os.geteuid() == 0

@@ -12,11 +12,13 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from launch import log
 from launch.config import Config
 from launch.errors import UserError
+from launch.frameworks import VARIANTS
 from launch.rundir import SUMMARY_FILE
 from launch.summary import Summary, read_summary
 from launch.testbed import PROFILES, Testbed, missing_tools
@@ -66,40 +68,68 @@ def per_worker_batch(config: Config, mode: str, workers: int) -> int:
     return config.train.batch_size // workers
 
 
-VARIANTS = ("torch", "tf", "horovod")  # horovod: torch_dist with dist.backend=horovod
+@dataclass(frozen=True)
+class PointJob:
+    """One training of a sweep or comparison, run through `mnist-dist run`."""
+
+    framework: str  # torch, tf, or a variant (launch.frameworks.VARIANTS): horovod
+    workers: int
+    run_name: str
+    log_dir: Path
+    launcher: str = "local"
+    config_path: str | None = None
+    overrides: tuple[str, ...] = ()
+    run_options: tuple[str, ...] = ()  # passed to `mnist-dist run`
+
+    def command(self, *placement: str) -> list[str]:
+        """`mnist-dist run` for this point (a variant as its framework run its way)."""
+        framework, launcher, overrides, options = _variant(self)
+        return [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, *placement,
+                *options, *(["--config", self.config_path] if self.config_path else []),
+                *overrides, f"log.dir={self.log_dir}", f"log.run_name={self.run_name}", "log.progress=never"]
 
 
-def testbed_problem(profiles: list[str], frameworks: list[str], launcher: str, gpus: bool) -> str | None:
+@dataclass(frozen=True)
+class SweepSpec:
+    frameworks: tuple[str, ...]
+    workers: tuple[int, ...]
+    out: Path
+    mode: str = "weak"  # strong keeps the global batch, weak the per-worker batch
+    repeats: int = 3
+    steps: int = 200  # measured steps per run
+    warmup: int = 20
+    launcher: str = "local"
+    run_options: tuple[str, ...] = ()
+    gpus: bool = False  # slurm: one GPU per worker
+    profiles: tuple[str, ...] = ()  # testbed network profiles; none: this host alone
+
+
+def testbed_problem(spec: SweepSpec) -> str | None:
     """Why a sweep cannot run these points on a testbed, or None."""
-    unknown = [p for p in profiles if p not in PROFILES]
+    unknown = [p for p in spec.profiles if p not in PROFILES]
     if unknown:
         return f"unknown network profile(s) {unknown}: use {', '.join(PROFILES)}"
-    if launcher not in ("local", "torchrun"):
-        return f"--testbed starts one `mnist-dist run` per host: use --launcher local or torchrun, not {launcher}"
-    if "horovod" in frameworks:
+    if spec.launcher not in ("local", "torchrun"):
+        return f"--testbed starts one `mnist-dist run` per host: use --launcher local or torchrun, not {spec.launcher}"
+    if "horovod" in spec.frameworks:
         return "--testbed runs torch and tf; horovod's launcher starts hosts over ssh, which testbed hosts lack"
-    if gpus:
+    if spec.gpus:
         return "--testbed hosts share this machine's CPUs: drop --gpus"
     return missing_tools()
 
 
-def _variant(framework: str, launcher: str, overrides: list[str], run_options: list[str]):
-    """horovod is torch_dist with dist.backend=horovod, under a launcher that starts Horovod's ranks."""
-    if framework != "horovod":
-        return framework, launcher, overrides, list(run_options)
-    overrides = [*overrides, "dist.backend=horovod"]
-    if launcher in ("local", "torchrun"):
-        return "torch", "horovodrun", overrides, list(run_options)  # Horovod's own rendezvous
-    if launcher == "slurm":
-        return "torch", launcher, overrides, ["--template", "mpi", *run_options]
-    return "torch", launcher, overrides, list(run_options)  # mpirun works as it is
-
-
-def _run_command(framework: str, launcher: str, run_options: list[str], config_path: str | None,
-                 overrides: list[str], log_dir: Path, run_name: str) -> list[str]:
-    return [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, *run_options,
-            *(["--config", config_path] if config_path else []),
-            *overrides, f"log.dir={log_dir}", f"log.run_name={run_name}", "log.progress=never"]
+def _variant(job: PointJob) -> tuple[str, str, list[str], list[str]]:
+    """A variant is its framework with overrides, under a launcher that starts its ranks: Horovod's
+    own rendezvous for a local start, the mpi template under Slurm; mpirun works as it is."""
+    if job.framework not in VARIANTS:
+        return job.framework, job.launcher, list(job.overrides), list(job.run_options)
+    framework, extra = VARIANTS[job.framework]
+    overrides = [*job.overrides, *extra]
+    if job.launcher in ("local", "torchrun"):
+        return framework, "horovodrun", overrides, list(job.run_options)
+    if job.launcher == "slurm":
+        return framework, job.launcher, overrides, ["--template", "mpi", *job.run_options]
+    return framework, job.launcher, overrides, list(job.run_options)
 
 
 def _summary(log_dir: Path, run_name: str, code: int) -> Summary | None:
@@ -107,91 +137,96 @@ def _summary(log_dir: Path, run_name: str, code: int) -> Summary | None:
     found = sorted(log_dir.glob(f"{run_name}/{SUMMARY_FILE}")) + sorted(log_dir.glob(f"{run_name}-*/{SUMMARY_FILE}"))
     summary = read_summary(found[0]) if code == 0 and found else None
     if summary is None:
-        print(f"mnist-dist: {run_name} failed (exit code {code}); the sweep goes on", flush=True)
+        log.get().info(f"{run_name} failed (exit code {code}); the sweep goes on")
     return summary
 
 
-def run_point(framework: str, workers: int, run_name: str, log_dir: Path, launcher: str, config_path: str | None,
-              overrides: list[str], run_options: list[str] = ()) -> Point:
+def run_point(job: PointJob) -> Point:
     """One training through `mnist-dist run`; its output streams through, its summary is read back."""
-    label = framework
-    framework, launcher, overrides, run_options = _variant(framework, launcher, overrides, run_options)
-    cmd = _run_command(framework, launcher, ["--nproc", str(workers), *run_options,
-                                             *(["--wait"] if launcher == "slurm" else [])],
-                       config_path, overrides, log_dir, run_name)
-    print(f"mnist-dist: {label} x{workers}: {run_name}", flush=True)
-    code = subprocess.run(cmd).returncode
-    return Point(label, workers, 0, run_name, code, _summary(log_dir, run_name, code))
+    placement = ["--nproc", str(job.workers), *(["--wait"] if job.launcher == "slurm" else [])]
+    log.get().info(f"{job.framework} x{job.workers}: {job.run_name}")
+    code = subprocess.run(job.command(*placement)).returncode
+    return Point(job.framework, job.workers, 0, job.run_name, code, _summary(job.log_dir, job.run_name, code))
 
 
-def run_on_hosts(bed: Testbed, profile: str, framework: str, workers: int, run_name: str, log_dir: Path,
-                 launcher: str, config_path: str | None, overrides: list[str], run_options: list[str] = ()) -> Point:
-    """One training across the testbed's first `workers` hosts, one worker each. Host node1's output
+def run_on_hosts(bed: Testbed, profile: str, job: PointJob) -> Point:
+    """One training across the testbed's first `job.workers` hosts, one worker each. Host node1's output
     streams through; the others' goes to <log_dir>/<run_name>-<host>.log. When one host's run fails the
     others are stopped, and no process outlives the point."""
-    hosts = [h.name for h in bed.hosts[:workers]]
-    print(f"mnist-dist: {framework} on {workers} host(s), {profile}: {run_name}", flush=True)
-    log_dir.mkdir(parents=True, exist_ok=True)
+    hosts = [h.name for h in bed.hosts[:job.workers]]
+    log.get().info(f"{job.framework} on {job.workers} host(s), {profile}: {job.run_name}")
+    job.log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
     try:
         for rank, host in enumerate(hosts):
-            placement = ["--hosts", ",".join(hosts), "--node-rank", str(rank)] if workers > 1 else []
-            cmd = _run_command(framework, launcher, [*placement, *run_options], config_path, overrides, log_dir,
-                               run_name)
+            placement = ["--hosts", ",".join(hosts), "--node-rank", str(rank)] if job.workers > 1 else []
             if rank == 0:
-                procs.append(bed.popen(host, cmd))
+                procs.append(bed.popen(host, job.command(*placement)))
             else:
-                with open(log_dir / f"{run_name}-{host}.log", "w") as log:
-                    procs.append(bed.popen(host, cmd, stdout=log, stderr=subprocess.STDOUT))
-        code = 0
-        for proc, host in zip(procs, hosts):
-            code = proc.wait()
-            if code:
-                print(f"mnist-dist: {run_name}: the run on {host} exited with code {code}"
-                      + (f" (its log: {log_dir / f'{run_name}-{host}.log'})" if host != hosts[0] else ""), flush=True)
-                break
+                with open(_host_log(job, host), "w") as out:
+                    procs.append(bed.popen(host, job.command(*placement), stdout=out, stderr=subprocess.STDOUT))
+        code = _wait_for_hosts(job, procs, hosts)
     finally:
         for host in hosts:
             bed.kill_host(host)
         for proc in procs:
             proc.wait()
-    return Point(framework, workers, 0, run_name, code, _summary(log_dir, run_name, code), profile)
+    return Point(job.framework, job.workers, 0, job.run_name, code, _summary(job.log_dir, job.run_name, code), profile)
 
 
-def sweep(config: Config, config_path: str | None, overrides: list[str], frameworks: list[str], workers: list[int],
-          mode: str, repeats: int, steps: int, warmup: int, launcher: str, out: Path,
-          run_options: list[str] = (), gpus: bool = False, profiles: list[str] = (),
-          links: dict[str, float] | None = None) -> list[Point]:
-    """Every (profile, framework, world size, repeat), each for `warmup` + `steps` steps; repeats interleave,
+def _host_log(job: PointJob, host: str) -> Path:
+    return job.log_dir / f"{job.run_name}-{host}.log"
+
+
+def _wait_for_hosts(job: PointJob, procs: list[subprocess.Popen], hosts: list[str]) -> int:
+    """0 when every host's run succeeded, else the first failure's code (said with its log)."""
+    for proc, host in zip(procs, hosts):
+        code = proc.wait()
+        if code:
+            where = f" (its log: {_host_log(job, host)})" if host != hosts[0] else ""
+            log.get().info(f"{job.run_name}: the run on {host} exited with code {code}{where}")
+            return code
+    return 0
+
+
+def _measured(config: Config, spec: SweepSpec, overrides: tuple[str, ...], workers: int) -> tuple[str, ...]:
+    """A point's overrides: warm-up + steps, no checkpoints."""
+    return (*overrides, f"train.batch_size={per_worker_batch(config, spec.mode, workers)}",
+            f"train.warmup_steps={spec.warmup}", f"train.max_steps={spec.warmup + spec.steps}",
+            "train.epochs=1000000", "checkpoint.interval=0")
+
+
+def sweep(config: Config, spec: SweepSpec, config_path: str | None, overrides: tuple[str, ...]
+          ) -> tuple[list[Point], dict[str, float]]:
+    """Every (profile, framework, world size, repeat), each for warm-up + steps steps; repeats interleave,
     and so do profiles inside a repeat (a noisy minute hits them all). With profiles the points run on a
-    testbed of max(workers) hosts, made here and removed at the end; `links` gets each profile's
-    measured node1 -> node2 Gbit/s."""
-    def measured(n: int) -> list[str]:  # a point's overrides: warm-up + steps, no checkpoints
-        return [*overrides, f"train.batch_size={per_worker_batch(config, mode, n)}", f"train.warmup_steps={warmup}",
-                f"train.max_steps={warmup + steps}", "train.epochs=1000000", "checkpoint.interval=0"]
+    testbed of max(workers) hosts, made here and removed at the end. Returns the points and each
+    profile's measured node1 -> node2 Gbit/s."""
+    def job(framework: str, n: int, name: str) -> PointJob:
+        options = [*spec.run_options, *([f"--gpus-per-node={n}"] if spec.gpus and not spec.profiles else [])]
+        return PointJob(framework, n, name, spec.out / "runs", spec.launcher, config_path,
+                        _measured(config, spec, overrides, n), tuple(options))
 
     points = []
-    if not profiles:
-        for repeat in range(repeats):
-            for framework in frameworks:
-                for n in workers:
-                    points.append(run_point(framework, n, f"{framework}-w{n}-r{repeat}", out / "runs", launcher,
-                                            config_path, measured(n),
-                                            [*run_options, *([f"--gpus-per-node={n}"] if gpus else [])]))
-                    points[-1].repeat = repeat
-        return points
-    gbit = {}
-    with Testbed.up(max(workers)) as bed:
-        for repeat in range(repeats):
-            for profile in profiles:
+    if not spec.profiles:
+        for repeat, framework, n in _grid(spec):
+            points.append(replace(run_point(job(framework, n, f"{framework}-w{n}-r{repeat}")), repeat=repeat))
+        return points, {}
+    gbit: dict[str, list[float]] = {}
+    with Testbed.up(max(spec.workers)) as bed:
+        for repeat in range(spec.repeats):
+            for profile in spec.profiles:
                 bed.shape(PROFILES[profile])
                 if len(bed.hosts) > 1:
                     gbit.setdefault(profile, []).append(bed.link_gbit())
-                for framework in frameworks:
-                    for n in workers:
-                        points.append(run_on_hosts(bed, profile, framework, n, f"{framework}-{profile}-w{n}-r{repeat}",
-                                                   out / "runs", launcher, config_path, measured(n), run_options))
-                        points[-1].repeat = repeat
-    if links is not None:
-        links.update({profile: statistics.median(values) for profile, values in gbit.items()})
-    return points
+                for _, framework, n in _grid(replace(spec, repeats=1)):
+                    point = run_on_hosts(bed, profile, job(framework, n, f"{framework}-{profile}-w{n}-r{repeat}"))
+                    points.append(replace(point, repeat=repeat))
+    return points, {profile: statistics.median(values) for profile, values in gbit.items()}
+
+
+def _grid(spec: SweepSpec):
+    for repeat in range(spec.repeats):
+        for framework in spec.frameworks:
+            for n in spec.workers:
+                yield repeat, framework, n

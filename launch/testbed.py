@@ -36,6 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from launch import log
 from launch.errors import UserError, report_and_exit
 
 STATE_DIR = Path("/run/mnist-dist-testbed")
@@ -311,10 +312,11 @@ def command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
+    log.setup("testbed")
     try:
         return command(parser.parse_args(argv))
     except UserError as exc:
-        report_and_exit("testbed", exc)
+        report_and_exit(exc)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def engine_factory(tmp_path):
     def make(*overrides: str):
         config = load_config(MLP, ["data.dataset=synthetic", "data.limit=512", "train.batch_size=32",
                                    "dist.backend=gloo", f"log.dir={tmp_path}", *SGD, *overrides])
-        comm, device = distributed.connect(config.dist, World(), "test")
+        comm, device = distributed.connect(config.dist, World(), gpus=0)
         comms.append(comm)
         return TorchEngine(config, World(), comm, device), comm
 

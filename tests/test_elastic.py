@@ -103,9 +103,9 @@ def optimizer_lr(folder: Path, module: str) -> float:
     if module == "torch_dist.train":
         import torch
 
-        from torch_dist.checkpoint import latest_checkpoint
+        from launch.checkpoints import latest
 
-        state = torch.load(latest_checkpoint(folder), weights_only=True)
+        state = torch.load(latest(folder, "torch"), weights_only=True)
         return state["optimizer"]["param_groups"][0]["lr"]
     import tensorflow as tf
 

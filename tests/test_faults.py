@@ -142,7 +142,8 @@ def test_a_mid_epoch_stop_resumes_at_the_next_batch(tmp_path, module):
 
 
 def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
-    from torch_dist.checkpoint import latest_checkpoint, load_checkpoint
+    from launch.checkpoints import latest as latest_checkpoint
+    from torch_dist.checkpoint import load_checkpoint
 
     writer = (
         "import sys, torch\n"
@@ -165,7 +166,7 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
     finally:
         proc.wait()
     assert not (tmp_path / "step-00000020.pt").exists()
-    latest = latest_checkpoint(tmp_path)
+    latest = latest_checkpoint(tmp_path, "torch")
     assert latest == tmp_path / "step-00000010.pt"
     assert load_checkpoint(latest, "mlp", __import__("torch").device("cpu"))["progress"]["step"] == 10
 

@@ -13,6 +13,7 @@ import pytest
 from helpers import ROOT, read_json, read_scalars, run
 from launch import slurm
 from launch.errors import UserError
+from launch.jobspec import JobSpec, SlurmOptions
 
 pytestmark = pytest.mark.timeout(900)
 needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed")
@@ -240,7 +241,7 @@ def test_templates_are_packaged():
     assert {p.stem for p in slurm.template_dir().glob("*.sbatch")} == set(slurm.TEMPLATES)
     assert (slurm.template_dir() / "preemption.sh").is_file()
     with pytest.raises(UserError, match="the tf template runs tf_dist.train"):
-        slurm.render("tf", "torch", slurm.SbatchOptions(), [], "x", Path("runs"))
+        slurm.render(JobSpec("torch", slurm=SlurmOptions(template="tf")), "x", Path("runs"))
 
 
 def _free_port():

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.trainer import parse_trainer_args
+from launch import loop
+from launch.worker import parse_args
 from launch.world import detect_world
-from tf_dist.train import train
+from tf_dist.train import build
 
 out = Path(sys.argv[1])
-config, _ = parse_trainer_args("tf_probe", sys.argv[2:])
+config = parse_args("tf_probe", sys.argv[2:])
 world = detect_world()
-engine = train(config, world)
+engine = build(config, world)
+loop.train(config, world, engine)
 np.savez(out / f"weights-rank{world.rank}.npz", *[w.numpy() for w in engine.model.weights])
 info = {"replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
         "replicas": engine.strategy.num_replicas_in_sync}

@@ -1,6 +1,7 @@
 """Checkpoints with tf.train.CheckpointManager. Saving is collective under MultiWorkerMirroredStrategy:
 every worker saves, the chief into the real folder and the others into temporary folders that are
-removed at once (TensorFlow's multi-worker guidance). Every worker restores from the chief's folder.
+removed at once (TensorFlow's multi-worker guidance). Every worker restores from the chief's folder
+the checkpoint that launch.checkpoints picked.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import tensorflow as tf
-
 from launch.errors import UserError
+from tf_dist.loading import tf
 
 
 class Checkpoints:
@@ -21,18 +21,17 @@ class Checkpoints:
         self.info = tf.Variable("", dtype=tf.string, trainable=False)  # JSON: framework, model, launch.loop's progress
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, info=self.info)
 
-    def save(self, folder: Path, is_chief: bool, progress: dict) -> None:
+    def save(self, folder: Path, step: int, is_chief: bool, progress: dict) -> None:
         self.info.assign(json.dumps({"framework": "tf", "model_name": self.model_name, "progress": progress}))
         target = folder if is_chief else Path(tempfile.mkdtemp(prefix="tf-dist-worker-ckpt-"))
         manager = tf.train.CheckpointManager(self.checkpoint, str(target), max_to_keep=None)
-        manager.save(checkpoint_number=progress["step"])
+        manager.save(checkpoint_number=step)
         if not is_chief:
             shutil.rmtree(target, ignore_errors=True)
 
-    def restore_latest(self, folder: Path) -> dict | None:
-        path = tf.train.latest_checkpoint(str(folder))
-        if path is None:
-            return None
+    def restore(self, index_file: Path) -> dict:
+        """The checkpoint whose index file is `index_file` (ckpt-N.index); returns its progress."""
+        path = str(index_file.with_suffix(""))
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
             info = json.loads(self.info.numpy().decode())
@@ -42,4 +41,4 @@ class Checkpoints:
         if info.get("framework") != "tf" or info.get("model_name") != self.model_name:
             raise UserError(f"{path}: holds {info.get('framework')} model {info.get('model_name')!r}, not tf "
                             f"{self.model_name!r}; resume with the same model.name or use another checkpoint.dir")
-        return {**info.get("progress", {}), "path": path}
+        return info.get("progress", {})

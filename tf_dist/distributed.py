@@ -11,21 +11,21 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from launch import rendezvous
 from launch.errors import ConfigError
 from launch.world import World, tf_config, worker_addresses
+from tf_dist.loading import tf
 
 _IMPLEMENTATIONS = {"auto": "AUTO", "gloo": "RING", "nccl": "NCCL"}
 
 
 def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
     """Threads, GPU visibility and logical CPUs: TensorFlow accepts these only before it starts."""
-    # train.threads is what a worker uses: a second inter-op thread let one CNN worker run on both
-    # cores here (23 ms a step against 30 ms with one), which made 2-worker efficiency look half of
-    # what it is (benchmarks/tf_profile.py). Collectives are asynchronous kernels and need no spare
-    # thread; several replicas in one process keep two, to run side by side as before.
+    # train.threads is what a worker uses: a second inter-op thread lets one worker spill onto a core
+    # that another worker was given, which makes multi-worker efficiency look worse than it is
+    # (benchmarks/tf_profile.py). Collectives are asynchronous kernels and need no spare thread;
+    # several replicas in one process keep two, to run side by side.
     inter = threads if cpu_devices == 1 else max(2, threads)
     if (tf.config.threading.get_intra_op_parallelism_threads(),
             tf.config.threading.get_inter_op_parallelism_threads()) != (threads, inter):
@@ -44,15 +44,9 @@ def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
     return gpus
 
 
-def make_strategy(config, world: World, gpus: list, prog: str = "tf_dist.train") -> tf.distribute.Strategy:
+def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
+    """The strategy dist.strategy asks for (launch.frameworks checked that it fits the world)."""
     requested = config.dist.strategy
-    if config.dist.backend == "horovod":
-        raise ConfigError("dist.backend=horovod: Horovod's TensorFlow part does not build against TensorFlow >= 2.16; "
-                          "use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod")
-    if config.dist.compression != "none":
-        raise ConfigError(f"dist.compression={config.dist.compression}: tf.distribute has no gradient compression "
-                          "(CommunicationOptions sets packing, timeout and implementation only); leave it out for tf, "
-                          "or use torch_dist's DDP hooks")
     if requested == "auto":
         local_devices = len(gpus) or config.dist.cpu_devices
         requested = "multi-worker" if world.size > 1 else "mirrored" if local_devices > 1 else "default"
@@ -68,17 +62,14 @@ def make_strategy(config, world: World, gpus: list, prog: str = "tf_dist.train")
         chief, port = worker_addresses(world)[0].rsplit(":", 1)
         rendezvous.check_master(world, chief, int(port), config.dist.timeout)
         # TensorFlow's chief waits for missing workers without a bound: the deadline ends it.
-        with rendezvous.deadline(world, prog, chief, int(port), config.dist.timeout):
+        with rendezvous.deadline(world, chief, int(port), config.dist.timeout):
             strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         if strategy.num_replicas_in_sync == world.size:
             # One replica per worker, and launch.shard gives every worker as many batches: the
             # distributed iterator's check that all workers still have data (an extra all-reduce in
-            # every step, ~40% of the MLP's 2-worker step here: benchmarks/tf_profile.py) is not needed.
+            # every step: benchmarks/tf_profile.py measures its cost) is not needed.
             strategy.extended.experimental_enable_get_next_as_optional = False
         return strategy
-    if world.size > 1:
-        raise ConfigError(f"dist.strategy={requested} runs in one process, but {world.size} were started: "
-                          "use dist.strategy=multi-worker (or auto)")
     if requested == "mirrored":
         if gpus:
             return tf.distribute.MirroredStrategy()
@@ -93,11 +84,20 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
     return "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else "default"
 
 
-def gather_rows(gather_fn, world: World, row: list[float]) -> np.ndarray:
-    """Every worker's row as a (world size, len(row)) array, on every worker. `gather_fn` gathers a
-    per-replica value from every replica; each replica contributes its worker's row, so one per
-    worker is kept."""
-    mine = tf.constant([row], dtype=tf.float64)
-    if world.size == 1:
-        return mine.numpy()
-    return gather_fn(mine).numpy().reshape(world.size, -1, len(row))[:, 0]
+class Comm:
+    """The loop's collectives (launch.comm.Communicator) under a strategy: each replica contributes
+    its worker's row, and one per worker is kept."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, world_size: int):
+        self.world_size = world_size
+        # Compiled, so that gathering under MultiWorkerMirroredStrategy is not an eager collective.
+        self.gather_fn = tf.function(lambda row: strategy.gather(strategy.run(tf.identity, args=(row,)), axis=0))
+
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        mine = tf.constant([row], dtype=tf.float64)
+        if self.world_size == 1:
+            return mine.numpy()
+        return self.gather_fn(mine).numpy().reshape(self.world_size, -1, len(row))[:, 0]
+
+    def barrier(self) -> None:
+        self.gather_rows([0.0])

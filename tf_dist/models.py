@@ -5,8 +5,9 @@ The last layer computes in float32 under a mixed-precision policy, for a stable 
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from tf_dist.loading import keras
+
+layers = keras.layers
 
 
 def build_model(name: str) -> keras.Model:

@@ -1,12 +1,11 @@
 """Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
 checkpoint file can never run code. One file per checkpointed step: `step-00000469.pt`; resume takes
-the highest number (an epoch's end, or the step a preemption stopped at).
+the highest number (an epoch's end, or the step a preemption stopped at: launch.checkpoints).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -14,16 +13,9 @@ import torch
 
 from launch.errors import UserError
 
-_NAME = re.compile(r"step-(\d{8,})\.pt")
-
 
 def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"step-{step:08d}.pt"
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = [(int(m[1]), p) for p in folder.glob("step-*.pt") if (m := _NAME.fullmatch(p.name))]
-    return max(found)[1] if found else None
 
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_name: str,

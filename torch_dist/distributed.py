@@ -1,6 +1,7 @@
 """How torch_dist's ranks talk: torch.distributed with DistributedDataParallel (gloo on CPU, nccl on
-GPU), or Horovod. Both offer the same few operations to the engine: wrap the model and optimizer,
-gather a row of numbers from every rank, sum a tensor across ranks, shut down cleanly.
+GPU), or Horovod. Both offer the same few operations: wrap the model and optimizer for the engine,
+the loop's collectives (launch.comm.Communicator: a row from every rank, a barrier), and a clean
+shutdown.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from launch import rendezvous
+from launch import log, rendezvous
 from launch.config import DistConfig
 from launch.errors import ConfigError
 from launch.world import World
@@ -36,19 +36,18 @@ def backend_for(requested: str, world: World, gpus: int) -> str:
     return requested
 
 
-def connect(options: DistConfig, world: World, prog: str = "torch_dist.train"):
+def connect(options: DistConfig, world: World, gpus: int):
     """The communicator for the dist section's backend, and this rank's device."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     backend = backend_for(options.backend, world, gpus)
     if backend == "horovod":
         comm = Horovod(world, options.compression)
         local_rank = comm.hvd.local_rank()
     else:
-        comm, local_rank = DDP(backend, world, options, options.backend != "auto", prog), world.local_rank
-    if backend == "gloo" or not gpus:
-        return comm, torch.device("cpu")
-    torch.cuda.set_device(local_rank)
-    return comm, torch.device("cuda", local_rank)
+        comm, local_rank = DDP(backend, world, options, options.backend != "auto"), world.local_rank
+    if backend != "gloo" and gpus:
+        torch.cuda.set_device(local_rank)
+        comm.device = torch.device("cuda", local_rank)
+    return comm, comm.device
 
 
 class DDP:
@@ -56,23 +55,23 @@ class DDP:
     when a backend was asked for by name: then its DDP and collectives run (and can be measured, or
     checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
 
-    def __init__(self, backend: str, world: World, options: DistConfig, explicit: bool = False,
-                 prog: str = "torch_dist.train"):
+    device = torch.device("cpu")  # where the rows it gathers live: the rank's GPU under nccl
+
+    def __init__(self, backend: str, world: World, options: DistConfig, explicit: bool = False):
         self.name, self.options, self.heartbeats = backend, options, None
         self.hook_state = None  # PowerSGD's state (its error feedback and warm-start matrices)
         timeout_s = options.timeout
         timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
             if world.rank == 0 and _restarts_reuse_the_agent_store():
-                print("torch_dist.train: warning: torchrun --max-restarts with its shared rendezvous store: restarted "
-                      "workers can read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
-                      "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)",
-                      file=sys.stderr, flush=True)
+                log.get().warning("torchrun --max-restarts with its shared rendezvous store: restarted workers can "
+                                  "read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
+                                  "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)")
             # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
             url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
             rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
             rendezvous.choose_gloo_interface(world, world.master_addr)
-            with rendezvous.deadline(world, prog, world.master_addr, world.master_port, timeout_s):
+            with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
                 dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
                                         timeout=timeout)
             self.heartbeats = Heartbeats(world)
@@ -85,11 +84,7 @@ class DDP:
         """DDP broadcasts rank 0's parameters at construction, then averages gradients in backward,
         through the communication hook dist.compression names."""
         if not dist.is_initialized():
-            if self.options.compression != "none":
-                raise ConfigError(f"dist.compression={self.options.compression} compresses the all-reduce of "
-                                  "several workers; one worker has none: leave it out, or name dist.backend=gloo "
-                                  "(or nccl) to measure it on one")
-            return model, optimizer
+            return model, optimizer  # one worker (launch.frameworks refused compression for it)
         ids = [device.index] if device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
                                       bucket_cap_mb=self.options.bucket_mb)
@@ -117,19 +112,17 @@ class DDP:
     def after_restore(self, model, optimizer) -> None:
         """Every rank loaded the same checkpoint: nothing to send."""
 
-    def gather_rows(self, row: list[float], device: torch.device) -> np.ndarray:
+    def gather_rows(self, row: list[float]) -> np.ndarray:
         """Every rank's row of numbers, as a (world, len(row)) float64 array on every rank."""
-        mine = torch.tensor(row, dtype=torch.float64, device=device)
+        mine = torch.tensor(row, dtype=torch.float64, device=self.device)
         if not dist.is_initialized():
             return mine.cpu().numpy()[None]
-        rows = torch.empty(dist.get_world_size() * len(row), dtype=torch.float64, device=device)
+        rows = torch.empty(dist.get_world_size() * len(row), dtype=torch.float64, device=self.device)
         dist.all_gather_single(rows, mine)
         return rows.view(-1, len(row)).cpu().numpy()
 
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        if dist.is_initialized():
-            dist.all_reduce(values)
-        return values
+    def barrier(self) -> None:
+        self.gather_rows([0.0])
 
     def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
         """`failure` of a collective, with the ranks that stopped answering named (a timed-out gloo
@@ -195,12 +188,10 @@ class Horovod:
     """Horovod's allreduce through its DistributedOptimizer; started by horovodrun or mpirun."""
 
     name = "horovod"
+    device = torch.device("cpu")
 
     def __init__(self, world: World, compression: str = "none"):
-        if compression not in ("none", "fp16"):
-            raise ConfigError(f"dist.compression={compression}: Horovod compresses only to fp16 "
-                              "(hvd.Compression.fp16); use fp16, or DDP (dist.backend=gloo/nccl) for bf16 and powersgd")
-        self.compression = compression
+        self.compression = compression  # none or fp16 (launch.frameworks)
         try:
             import horovod.torch as hvd
         except ImportError:
@@ -231,12 +222,12 @@ class Horovod:
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
-    def gather_rows(self, row: list[float], device: torch.device) -> np.ndarray:
-        mine = torch.tensor([row], dtype=torch.float64, device=device)
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        mine = torch.tensor([row], dtype=torch.float64, device=self.device)
         return self.hvd.allgather(mine, name="rows").cpu().numpy()
 
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        return self.hvd.allreduce(values, op=self.hvd.Sum, name="sum")
+    def barrier(self) -> None:
+        self.gather_rows([0.0])
 
     def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
         return failure  # Horovod's own error names the ranks it lost

@@ -1,0 +1,27 @@
+"""Which checkpoint a run resumes from: the loop's bookkeeping around the engines' files.
+
+Each framework's checkpoints are files its engine writes in checkpoint.dir, one per checkpointed
+step and named by it (launch.frameworks says how); a resume takes the highest step. A folder that
+holds another framework's checkpoints is refused rather than started over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from launch.errors import UserError
+from launch.frameworks import FRAMEWORKS
+
+
+def latest(folder: Path, framework: str) -> Path | None:
+    """`framework`'s checkpoint file of the highest step in `folder`, or None."""
+    fw = FRAMEWORKS[framework]
+    found = [(step, path) for path in folder.glob("*") if (step := fw.checkpoint_step(path.name)) is not None]
+    return max(found)[1] if found else None
+
+
+def refuse_other_frameworks(folder: Path, framework: str) -> None:
+    for other in FRAMEWORKS:
+        if other != framework and latest(folder, other) is not None:
+            raise UserError(f"{folder} holds {other} checkpoints, which {framework} cannot resume: point "
+                            "checkpoint.dir (or log.run_name) at this framework's run")

@@ -1,0 +1,50 @@
+"""The few collectives the training loop needs, whatever the framework: every rank's row of numbers,
+and a barrier. torch_dist (DDP or Horovod) and tf_dist each implement `Communicator`; `Solo` is
+a world of one.
+
+Rows have named columns (`Rows`): the loop reads `rows["stop"]`, never a column number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class Communicator(Protocol):
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        """Every rank's row of numbers as a (world size, len(row)) float64 array, on every rank."""
+
+    def barrier(self) -> None:
+        """Return once every rank has called it."""
+
+
+class Solo:
+    """One process: its own row is every row."""
+
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        return np.array([row], dtype=np.float64)
+
+    def barrier(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Every rank's values of the same named columns, one row per rank."""
+
+    columns: tuple[str, ...]
+    values: np.ndarray  # (world size, len(columns))
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.values[:, self.columns.index(column)]
+
+    def total(self, column: str) -> float:
+        return float(self[column].sum())
+
+
+def gather(comm: Communicator, row: dict[str, float]) -> Rows:
+    """Every rank's `row` (the same keys on every rank), gathered."""
+    return Rows(tuple(row), comm.gather_rows([float(v) for v in row.values()]))

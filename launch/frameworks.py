@@ -1,0 +1,153 @@
+"""What each framework is and takes: the one table that the CLI, the launchers, Slurm, sweeps,
+reports and both trainers consult, and the one compatibility check they all call, so that a
+combination that cannot run is refused before anything starts or is submitted.
+
+A third framework is one row here and one engine (launch.loop.Engine) in its own package.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from launch.config import Config
+from launch.errors import ConfigError, UserError
+
+LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str
+    module: str  # its trainer: python -m <module>
+    checkpoint: str  # a regular expression for its checkpoint files; group 1 is the step
+    color: str  # the same in every figure
+    needs_hosts: bool  # across nodes every worker's address must be known before it starts (TF_CONFIG)
+    launchers: tuple[str, ...]
+    elastic_launchers: tuple[str, ...]  # launchers that can run it on a node range MIN:MAX
+    backends: tuple[str, ...]  # dist.backend values
+    strategies: tuple[str, ...]  # dist.strategy values it honours ("auto": the framework's own choice)
+    compressions: dict[str, tuple[str, ...]]  # dist.compression values, per backend
+    gpu_precisions: tuple[str, ...] = ("fp16",)  # train.precision values that need a GPU
+
+    def checkpoint_step(self, name: str) -> int | None:
+        """The step of the checkpoint file called `name`, or None when it is none of this framework's."""
+        match = re.fullmatch(self.checkpoint, name)
+        return int(match[1]) if match else None
+
+
+FRAMEWORKS = {
+    "torch": Framework(
+        name="torch", module="torch_dist.train", checkpoint=r"step-(\d{8,})\.pt", color="tab:blue", needs_hosts=False,
+        launchers=LAUNCHERS, elastic_launchers=("torchrun", "slurm"),
+        backends=("auto", "gloo", "nccl", "horovod"), strategies=("auto",),
+        compressions={"auto": ("none", "fp16", "bf16", "powersgd"), "gloo": ("none", "fp16", "bf16", "powersgd"),
+                      "nccl": ("none", "fp16", "bf16", "powersgd"), "horovod": ("none", "fp16")}),
+    "tf": Framework(
+        name="tf", module="tf_dist.train", checkpoint=r"ckpt-(\d+)\.index", color="tab:orange", needs_hosts=True,
+        launchers=("local", "torchrun", "mpirun", "slurm"), elastic_launchers=(),
+        backends=("auto", "gloo", "nccl"), strategies=("auto", "default", "mirrored", "multi-worker"),
+        compressions={"auto": ("none",), "gloo": ("none",), "nccl": ("none",)}),
+}
+# Sweep and report series that are a framework run another way: name -> (framework, overrides).
+VARIANTS = {"horovod": ("torch", ("dist.backend=horovod",))}
+VARIANT_COLORS = {"horovod": "tab:green"}
+
+
+def framework(name: str) -> Framework:
+    if name not in FRAMEWORKS:
+        raise UserError(f"unknown framework {name!r}: use one of {', '.join(FRAMEWORKS)}")
+    return FRAMEWORKS[name]
+
+
+def color(series: str) -> str | None:
+    """The colour of a framework or variant (a series' first part: torch-1g is torch's)."""
+    name = series.split("-")[0]
+    return FRAMEWORKS[name].color if name in FRAMEWORKS else VARIANT_COLORS.get(name)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run goes, as far as it is known when checked: by the CLI before it starts anything
+    (launcher, node range, GPUs asked of Slurm) or by a trainer once started (launcher None, GPUs seen)."""
+
+    launcher: str | None = None
+    workers: int = 1  # at most, over every node
+    min_nodes: int = 1
+    nodes: int = 1
+    gpus_per_node: int | None = None  # None: not known (a local start before the trainer looks)
+    hosts: bool = True  # every node's host name is known (--hosts) or not needed
+    template: str | None = None  # Slurm's template
+
+
+def check(config: Config, name: str, where: Placement = Placement()) -> None:
+    """Refuse, with one line and the fix, a combination of config, framework and placement that cannot run."""
+    fw = framework(name)
+    _check_launcher(config, fw, where)
+    _check_options(config, fw, where)
+
+
+def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
+    launcher = where.launcher
+    if launcher is None:
+        return
+    if launcher not in fw.launchers:
+        raise UserError(f"{launcher} runs torch_dist only: Horovod's TensorFlow part does not build against "
+                        f"TensorFlow >= 2.16; use --launcher local, mpirun or slurm for {fw.name}")
+    if where.min_nodes != where.nodes and launcher == "slurm" and where.template != "torch":
+        raise UserError(f"a node range ({where.min_nodes}:{where.nodes}) needs the torch template (one torchrun "
+                        f"agent per node); the {where.template} template takes a fixed --nodes, and a requeued job "
+                        "gets as many again")
+    if where.min_nodes != where.nodes and launcher not in fw.elastic_launchers:
+        raise UserError(f"a node range ({where.min_nodes}:{where.nodes}) needs an elastic launcher: --launcher "
+                        "torchrun for torch, or --launcher slurm (a requeued job resumes at the size it gets); "
+                        "TensorFlow's workers are fixed while they run, so restart tf at the new size with "
+                        "checkpoint.resume=true")
+    if fw.needs_hosts and where.nodes > 1 and not where.hosts and launcher in ("local", "torchrun"):
+        raise UserError("TensorFlow needs every worker's address: pass --hosts node1,node2,... (the same list, in "
+                        "node-rank order, on every node), or set TF_CONFIG yourself")
+    if launcher == "horovodrun" and where.nodes > 1:
+        raise UserError("horovodrun here starts one node; for several use --launcher slurm --template mpi "
+                        "with dist.backend=horovod")
+    if launcher == "slurm":
+        _check_slurm(config, where)
+
+
+def _check_slurm(config: Config, where: Placement) -> None:
+    gpus, backend = where.gpus_per_node or 0, config.dist.backend
+    per_node = where.workers // where.nodes
+    if gpus and backend in ("nccl", "auto") and per_node != gpus:
+        raise UserError(f"--nproc {per_node} tasks per node but --gpus-per-node {gpus}: with nccl every rank "
+                        "needs its own GPU; make them equal")
+    if backend == "nccl" and not gpus:
+        raise UserError("dist.backend=nccl needs GPUs: pass --gpus-per-node equal to --nproc")
+
+
+def _check_options(config: Config, fw: Framework, where: Placement) -> None:
+    dist = config.dist
+    if dist.backend not in fw.backends:
+        raise ConfigError(f"dist.backend={dist.backend}: Horovod's TensorFlow part does not build against TensorFlow "
+                          ">= 2.16; use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod")
+    if dist.compression not in fw.compressions[dist.backend]:
+        raise ConfigError(_compression_fix(fw, dist.compression))
+    if dist.compression != "none" and where.workers == 1 and dist.backend == "auto":
+        raise ConfigError(f"dist.compression={dist.compression} compresses the all-reduce of several workers; one "
+                          "worker has none: leave it out, or name dist.backend=gloo (or nccl) to measure it on one")
+    if dist.strategy in ("default", "mirrored") and where.workers > 1 and "multi-worker" in fw.strategies:
+        raise ConfigError(f"dist.strategy={dist.strategy} runs in one process, but {where.workers} were started: "
+                          "use dist.strategy=multi-worker (or auto)")
+    if config.train.precision in fw.gpu_precisions and where.gpus_per_node == 0:
+        raise ConfigError(_precision_fix(fw))
+
+
+def _compression_fix(fw: Framework, compression: str) -> str:
+    if fw.name == "tf":
+        return (f"dist.compression={compression}: tf.distribute has no gradient compression (CommunicationOptions "
+                "sets packing, timeout and implementation only); leave it out for tf, or use torch_dist's DDP hooks")
+    return (f"dist.compression={compression}: Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or "
+            "DDP (dist.backend=gloo/nccl) for bf16 and powersgd")
+
+
+def _precision_fix(fw: Framework) -> str:
+    how = "it relies on GradScaler" if fw.name == "torch" else "mixed_float16"
+    return f"train.precision=fp16 needs a GPU ({how}): use bf16 or fp32 on CPU"

@@ -1,0 +1,96 @@
+"""What a run records of itself outside the framework: one EpochRecord per epoch (history.json and
+history.png) and the summary built from every rank's final numbers (summary.json)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from launch.clock import process_start
+from launch.comm import Rows
+from launch.config import Config
+from launch.metrics import combine_rates
+from launch.summary import Summary, versions
+from launch.world import World
+
+# Columns of the row each rank contributes at the end of the run.
+FINAL_ROW = ("images", "seconds", "steps", "peak_rss")
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based: the number of epochs completed
+    step: int
+    train_loss: float
+    train_accuracy: float
+    eval_loss: float
+    eval_accuracy: float
+    wall_s: float  # seconds from process start to the end of this epoch's evaluation
+
+
+def history_to_dicts(history: list[EpochRecord]) -> list[dict]:
+    return [asdict(r) for r in history]
+
+
+def history_from_dicts(rows: list[dict]) -> list[EpochRecord]:
+    return [EpochRecord(**row) for row in rows]
+
+
+def plot_history(history: list[EpochRecord], path: Path, title: str) -> None:
+    """Training and evaluation accuracy and loss per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r.epoch for r in history]
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, name in ((acc, "accuracy"), (loss, "loss")):
+        ax.plot(epochs, [getattr(r, f"train_{name}") for r in history], "o-", label="train")
+        ax.plot(epochs, [getattr(r, f"eval_{name}") for r in history], "s-", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the loop knows of the run at its end, besides the config and the world."""
+
+    framework: str
+    backend: str
+    device: str
+    global_batch_size: int
+    steps: int
+    history: list[EpochRecord]
+    first_step_at: float  # time.time() at the end of this process's first step
+    dropped_per_epoch: int
+    world_size_history: list[dict]
+    framework_versions: dict
+
+
+def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, model_size_bytes: int) -> Summary:
+    """The run's summary from every rank's FINAL_ROW (gathered) and the chief's records."""
+    rates = combine_rates(final["images"], final["seconds"], final["steps"])
+    last, start = facts.history[-1], process_start()
+    return Summary(
+        framework=facts.framework, backend=facts.backend, model=config.model.name, dataset=config.data.dataset,
+        world_size=world.size, num_nodes=world.num_nodes, device=facts.device, precision=config.train.precision,
+        batch_size_per_worker=config.train.batch_size, global_batch_size=facts.global_batch_size,
+        lr=config.scaled_lr(world.size), epochs=last.epoch, steps=facts.steps,
+        final_eval_accuracy=last.eval_accuracy, final_eval_loss=last.eval_loss,
+        images_per_sec=rates.images_per_sec, images_per_sec_per_worker=rates.images_per_sec_per_worker,
+        step_ms=rates.step_ms, warmup_steps=config.train.warmup_steps,
+        peak_rss_bytes_max=int(final["peak_rss"].max()), peak_rss_bytes_mean=float(final["peak_rss"].mean()),
+        model_size_bytes=model_size_bytes, wall_time_s=time.time() - start,
+        startup_s=facts.first_step_at - start, dropped_per_epoch=facts.dropped_per_epoch, restarts=world.restarts,
+        world_size_history=facts.world_size_history, compression=config.dist.compression,
+        accumulate_steps=config.train.accumulate_steps, versions=versions(**facts.framework_versions),
+    )

@@ -1,0 +1,51 @@
+"""A trainer process's entry point, the same for both frameworks: arguments, config, world, the
+framework's training, and one exit code. Every failure is one line on stderr that names this rank
+and host: a user error with its fix, or a framework's exception by its type and cause
+(launch.errors.describe; the traceback with MNIST_DIST_TRACEBACK=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable
+
+from launch import log
+from launch.config import Config, add_config_arguments, load_config
+from launch.errors import UserError, describe, report_and_exit
+from launch.world import World, detect_world
+
+
+def parse_args(prog: str, argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(prog=prog, description="Train an MNIST model data-parallel. "
+                                     "Rank and world size come from the launcher's environment.")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)
+
+
+def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> None:
+    """Run `train` on this rank and exit with its code."""
+    log.setup(prog)
+    try:
+        config = parse_args(prog, argv)
+        world = detect_world()
+        log.set_world(world.rank, world.size, world.host)
+        code = train(config, world)
+    except UserError as exc:
+        report_and_exit(exc)
+    except Exception as exc:
+        if os.environ.get("MNIST_DIST_TRACEBACK") == "1":
+            raise
+        log.get().error(f"{describe(exc)} (MNIST_DIST_TRACEBACK=1 shows the traceback)")
+        sys.exit(1)
+    sys.exit(code)
+
+
+def threads_per_worker(config: Config, world: World) -> int:
+    """train.threads, else this node's cores shared evenly among its workers."""
+    if config.train.threads:
+        return config.train.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // world.local_size)
