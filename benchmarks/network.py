@@ -26,7 +26,7 @@ from pathlib import Path
 
 from launch.config import load_config
 from launch.summary import Summary
-from launch.sweep import run_on_hosts
+from launch.sweep import PointJob, run_on_hosts
 from launch.testbed import PROFILES, Testbed, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +134,8 @@ def on_hosts(bed: Testbed, out: Path, hosts: int, profile: str, framework: str, 
              args: list[str]) -> Summary:
     """One training on the first `hosts` hosts, one worker each (as `sweep --testbed` runs its points)."""
     config, *overrides = args
-    point = run_on_hosts(bed, profile, framework, hosts, name, out / "runs", "local", str(ROOT / config), overrides)
+    point = run_on_hosts(bed, profile, PointJob(framework, hosts, name, out / "runs", "local", str(ROOT / config),
+                                                tuple(overrides)))
     if not point.ok:
         raise SystemExit(f"{name} failed (exit code {point.exit_code}); its logs: {out / 'runs'}")
     return point.summary
