@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -127,8 +128,8 @@ class _Loop:
         # Slurm's preemption warning (sbatch --signal=USR1@60); under Slurm also SIGTERM. torchrun does
         # not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also write STOP_FILE.
         signals = [signal.SIGUSR1] + ([signal.SIGTERM] if os.environ.get("SLURM_JOB_ID") else [])
-        for sig in signals:
-            signal.signal(sig, self._request_stop)
+        for sig in signals if threading.current_thread() is threading.main_thread() else ():
+            signal.signal(sig, self._request_stop)  # (Python delivers signals to the main thread only)
         if self.config.checkpoint.resume and self._resume_finished_run():
             self.comm.barrier()  # leave together, as _finish does
             return 0

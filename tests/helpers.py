@@ -161,3 +161,56 @@ def live_pids_mentioning(text: str) -> list[int]:
         if text in cmdline and state != "Z":
             found.append(int(proc.name))
     return found
+
+
+# --- what a run trained (MNIST_DIST_SAMPLE_LOG) ---------------------------------------------------
+
+def trained_lineage(folder: Path) -> dict[int, list[dict]]:
+    """Step -> every rank's batch record, as far as the final model holds them: an attempt that resumed
+    from step s replaces whatever earlier attempts trained after step s (a restart from the last
+    epoch's checkpoint trains those steps again)."""
+    records = [json.loads(line) for path in folder.glob("rank*.jsonl") for line in path.read_text().splitlines()]
+    kept: list[dict] = []
+    for attempt in sorted({r["attempt"] for r in records}):
+        mine = [r for r in records if r["attempt"] == attempt]
+        resumed_at = min(r["step"] for r in mine) - 1
+        kept = [r for r in kept if r["step"] <= resumed_at] + mine
+    lineage: dict[int, list[dict]] = {}
+    for r in kept:
+        lineage.setdefault(r["step"], []).append(r)
+    return dict(sorted(lineage.items()))
+
+
+def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int], n: int) -> None:
+    """Steps 1..steps each trained once by every rank of its attempt; epoch e's samples unique, all but
+    dropped[e] of the n trained."""
+    lineage = trained_lineage(folder)
+    assert list(lineage) == list(range(1, steps + 1))  # every step once, none missing
+    for step, batch in lineage.items():
+        assert sorted(r["rank"] for r in batch) == list(range(batch[0]["world_size"])), f"step {step}: {batch}"
+    for epoch, expected_dropped in dropped.items():
+        indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
+        assert len(set(indices)) == len(indices), f"epoch {epoch}: a sample was trained twice"
+        assert set(indices) <= set(range(n)) and n - len(indices) == expected_dropped, f"epoch {epoch}"
+
+
+# --- the mnist-dist command in this process ---------------------------------------------------------
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`mnist-dist ARGS` run in this process (for commands that start nothing: dry runs, config,
+    refusals), with the environment the subprocess tests give theirs; its exit code and output."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from launch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, ONE_THREAD), contextlib.chdir(cwd), \
+            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -1,19 +1,16 @@
 """Config: YAML + dotted overrides, and every bad input refused with one line and exit code 2."""
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from conftest import ROOT
+from helpers import cli
 from launch.config import load_config, write_config
 from launch.errors import ConfigError
 
 
 def mnist_dist(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "launch", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
+    return cli(*args, cwd=cwd)
 
 
 def test_shipped_configs_load():
@@ -113,3 +110,10 @@ def test_empty_file_means_defaults(tmp_path):
 def test_error_class_is_config_error():
     with pytest.raises(ConfigError):
         load_config(None, ["dist.backend=mpi"])
+
+
+def test_config_command_checks_what_a_framework_can_run():
+    refused = mnist_dist("config", "--framework", "tf", "--nproc", "2", "dist.compression=fp16")
+    assert refused.returncode == 2 and "tf.distribute has no gradient compression" in refused.stderr
+    assert refused.stdout == ""
+    assert mnist_dist("config", "--framework", "torch", "--nproc", "2", "dist.compression=fp16").returncode == 0

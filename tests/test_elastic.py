@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import read_json, run, train_cmd
+from helpers import check_every_sample_once, read_json, run, train_cmd
 from launch.shard import steps_per_epoch
 
 pytestmark = pytest.mark.timeout(900)
@@ -38,35 +38,6 @@ def stop_and_resume(tmp_path: Path, module: str, before: int, after: int, mid_ep
     return resumed
 
 
-def trained_lineage(folder: Path) -> dict[int, list[dict]]:
-    """Step -> every rank's batch record, as far as the final model holds them: an attempt that resumed
-    from step s replaces whatever earlier attempts trained after step s (a restart from the last
-    epoch's checkpoint trains those steps again)."""
-    records = [json.loads(line) for path in folder.glob("rank*.jsonl") for line in path.read_text().splitlines()]
-    kept: list[dict] = []
-    for attempt in sorted({r["attempt"] for r in records}):
-        mine = [r for r in records if r["attempt"] == attempt]
-        resumed_at = min(r["step"] for r in mine) - 1
-        kept = [r for r in kept if r["step"] <= resumed_at] + mine
-    lineage: dict[int, list[dict]] = {}
-    for r in kept:
-        lineage.setdefault(r["step"], []).append(r)
-    return dict(sorted(lineage.items()))
-
-
-def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int], n: int = N) -> None:
-    """Steps 1..steps each trained once by every rank of its attempt; epoch e's samples unique, all but
-    dropped[e] of the n trained."""
-    lineage = trained_lineage(folder)
-    assert list(lineage) == list(range(1, steps + 1))  # every step once, none missing
-    for step, batch in lineage.items():
-        assert sorted(r["rank"] for r in batch) == list(range(batch[0]["world_size"])), f"step {step}: {batch}"
-    for epoch, expected_dropped in dropped.items():
-        indices = [i for batch in lineage.values() for r in batch if r["epoch"] == epoch for i in r["indices"]]
-        assert len(set(indices)) == len(indices), f"epoch {epoch}: a sample was trained twice"
-        assert set(indices) <= set(range(n)) and n - len(indices) == expected_dropped, f"epoch {epoch}"
-
-
 CASES = [(2, 1, True), (1, 2, False), (2, 3, True), (3, 2, False)]
 
 
@@ -88,7 +59,7 @@ def test_resume_on_another_world_size_trains_every_sample_once(tmp_path, module,
         == [(before, [0, stop], BATCH * before, LR * before), (after, [stop, steps], BATCH * after, LR * after)]
     assert [e["epoch"] for e in read_json(tmp_path / "r" / "history.json")["epochs"]] == [1, 2]
     first_epoch_dropped = (N - position) % after if mid_epoch else N % before
-    check_every_sample_once(tmp_path / "samples", steps, {0: first_epoch_dropped, 1: N % after})
+    check_every_sample_once(tmp_path / "samples", steps, {0: first_epoch_dropped, 1: N % after}, N)
     assert optimizer_lr(tmp_path / "r" / "checkpoints", module) == pytest.approx(LR * after)  # not the checkpoint's
 
     if (before, after) == (2, 1):  # a finished run stays as it is when asked to resume again

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, read_json, read_scalars, run
+from helpers import ROOT, cli, read_json, read_scalars, run
 from launch import slurm
 from launch.errors import UserError
 from launch.jobspec import JobSpec, SlurmOptions
@@ -26,7 +26,7 @@ def mnist_dist(*args, env=None, timeout=600, cwd=ROOT):
 
 
 def dry(*args):
-    out = mnist_dist("run", "--dry-run", "--config", "configs/mlp.yaml", *args)
+    out = cli("run", "--dry-run", "--config", "configs/mlp.yaml", *args)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -56,7 +56,7 @@ def test_dry_run_torchrun_restarts_get_a_fresh_rendezvous_store():
 
 
 def test_dry_run_torchrun_two_nodes_needs_a_real_master():
-    out = mnist_dist("run", "--dry-run", "--framework", "torch", "--launcher", "torchrun", "--nodes", "2",
+    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "torchrun", "--nodes", "2",
                      "--nproc", "4")
     assert out.returncode == 1 and "loopback address, which other nodes cannot reach" in out.stderr
     text = dry("--framework", "torch", "--launcher", "torchrun", "--nodes", "2", "--nproc", "4", "--node-rank", "1",
@@ -75,7 +75,7 @@ def test_dry_run_elastic_node_range():
     sbatch = dry("--framework", "torch", "--launcher", "slurm", "--nodes", "1:2", "--nproc", "2")
     assert "#SBATCH --nodes=1-2" in sbatch and "log.run_name=torch-mlp-mnist-w2-4-" in sbatch
     assert "--ntasks-per-node" not in sbatch  # Slurm would size the job for one node; one agent per node it gets
-    refused = mnist_dist("run", "--dry-run", "--framework", "tf", "--launcher", "slurm", "--nodes", "1:2")
+    refused = cli("run", "--dry-run", "--framework", "tf", "--launcher", "slurm", "--nodes", "1:2")
     assert refused.returncode != 0 and "a node range (1:2) needs the torch template" in refused.stderr
 
 
@@ -88,12 +88,12 @@ def test_dry_run_elastic_node_range():
      "--max-restarts across nodes needs log.run_name=NAME"),
 ])
 def test_node_ranges_are_checked_before_anything_starts(args, error):
-    out = mnist_dist("run", "--dry-run", "--framework", "torch", *args)
+    out = cli("run", "--dry-run", "--framework", "torch", *args)
     assert out.returncode != 0 and error in out.stderr and "Traceback" not in out.stderr
 
 
 def test_tf_refuses_a_node_range_under_torchrun():
-    out = mnist_dist("run", "--dry-run", "--framework", "tf", "--launcher", "torchrun", "--nodes", "1:2",
+    out = cli("run", "--dry-run", "--framework", "tf", "--launcher", "torchrun", "--nodes", "1:2",
                      "--hosts", "a,b")
     assert out.returncode != 0 and "TensorFlow's workers are fixed while they run" in out.stderr
 
@@ -167,16 +167,16 @@ def test_every_template_can_be_preempted():
     ("--preempt-signal", "KILL; reboot", "must look like USR1@60"),
 ])
 def test_hostile_sbatch_options_are_refused(flag, value, message):
-    out = mnist_dist("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
+    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
                      "configs/mlp.yaml", f"{flag}={value}")
     assert out.returncode == 1 and message in out.stderr and out.stdout == ""
 
 
 def test_nccl_needs_one_gpu_per_task():
-    out = mnist_dist("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--nproc", "8",
+    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--nproc", "8",
                      "--gpus-per-node", "4", "--config", "configs/mlp.yaml")
     assert out.returncode == 1 and "--nproc 8 tasks per node but --gpus-per-node 4" in out.stderr
-    out = mnist_dist("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
+    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
                      "configs/mlp.yaml", "dist.backend=nccl")
     assert out.returncode == 1 and "dist.backend=nccl needs GPUs" in out.stderr
 
@@ -251,7 +251,7 @@ def _free_port():
 
 
 def test_dry_run_local_tf_across_hosts_gives_each_rank_tf_config():
-    out = mnist_dist("run", "--framework", "tf", "--hosts", "gpu-a,gpu-b", "--node-rank", "1", "--nproc", "2",
+    out = cli("run", "--framework", "tf", "--hosts", "gpu-a,gpu-b", "--node-rank", "1", "--nproc", "2",
                      "--master-port", "29400", "--dry-run")
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
@@ -261,12 +261,12 @@ def test_dry_run_local_tf_across_hosts_gives_each_rank_tf_config():
 
 
 def test_tf_on_several_nodes_without_hosts_is_refused_with_the_fix():
-    out = mnist_dist("run", "--framework", "tf", "--nodes", "2", "--master-addr", "gpu-a", "--dry-run")
+    out = cli("run", "--framework", "tf", "--nodes", "2", "--master-addr", "gpu-a", "--dry-run")
     assert out.returncode != 0 and "pass --hosts node1,node2" in out.stderr
 
 
 def test_dry_run_mpirun_across_hosts_names_them_and_exports_the_cluster():
-    out = mnist_dist("run", "--framework", "tf", "--launcher", "mpirun", "--hosts", "gpu-a,gpu-b", "--nproc", "2",
+    out = cli("run", "--framework", "tf", "--launcher", "mpirun", "--hosts", "gpu-a,gpu-b", "--nproc", "2",
                      "--dry-run")
     assert out.returncode == 0, out.stderr
     line = out.stdout.splitlines()[0]
@@ -274,5 +274,11 @@ def test_dry_run_mpirun_across_hosts_names_them_and_exports_the_cluster():
 
 
 def test_hosts_and_nodes_must_agree():
-    out = mnist_dist("run", "--framework", "torch", "--hosts", "a,b,c", "--nodes", "2", "--dry-run")
+    out = cli("run", "--framework", "torch", "--hosts", "a,b,c", "--nodes", "2", "--dry-run")
     assert out.returncode != 0 and "--hosts names 3 node(s) but --nodes is 2" in out.stderr
+
+
+def test_an_incompatible_combination_is_refused_before_a_script_is_rendered():
+    out = cli("run", "--dry-run", "--framework", "tf", "--launcher", "slurm", "--nodes", "2", "--nproc", "2",
+              "--config", "configs/mlp.yaml", "dist.compression=powersgd")
+    assert out.returncode == 2 and out.stdout == "" and "tf.distribute has no gradient compression" in out.stderr

@@ -297,7 +297,7 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
     """An elastic job (--nodes 1:2, sbatch --nodes=1-2) starts on both nodes; node2 is drained and the
     job preempted: its requeue gets node1 only, and resumes there with one worker, sample-exact."""
     from slurm_cluster import _wait_for
-    from test_elastic import check_every_sample_once
+    from helpers import check_every_sample_once
     from test_slurm import job_of, run_dir_of, submit
 
     cluster, samples = slurm_two_nodes, tmp_path / "samples"
@@ -401,7 +401,7 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     The sample log shows what the final model trained on: each epoch's samples once (the 10 steps
     the lost attempt trained past the checkpoint are not in the model; the restart trains them)."""
     from slurm_cluster import _wait_for
-    from test_elastic import check_every_sample_once
+    from helpers import check_every_sample_once
 
     samples = tmp_path / "samples"
     procs = start_job(testbed, tmp_path, "torch", "elastic", "data.limit=8000", "dist.timeout=60",

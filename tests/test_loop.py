@@ -1,0 +1,108 @@
+"""The training loop's bookkeeping, in this process: a numpy engine (tests/numpy_engine.py) whose ranks
+are threads drives the real launch.loop, so resume at another world size, stops at a common step,
+the NaN stop, a finished run, checkpoint intervals, history, summary and TensorBoard are checked in
+seconds. The trainers' own processes are tested in test_torch_dist, test_tf_dist and test_elastic."""
+
+import pytest
+
+from helpers import check_every_sample_once, read_json, read_scalars
+from launch import loop
+from launch.config import load_config
+from launch.errors import UserError
+from launch.metrics import ALL_TAGS
+from launch.shard import steps_per_epoch
+from numpy_engine import register, run_ranks
+
+N, BATCH, LR = 1000, 32, 0.01  # 1000 is not divisible by 3: the dropped tail is exercised too
+
+
+@pytest.fixture(autouse=True)
+def numpy_framework(monkeypatch, tmp_path):
+    register(monkeypatch)
+    monkeypatch.setenv("MNIST_DIST_SAMPLE_LOG", str(tmp_path / "samples"))
+
+
+def config(tmp_path, *overrides):
+    return load_config(None, ["data.dataset=synthetic", f"data.limit={N}", f"train.batch_size={BATCH}",
+                              "train.epochs=2", f"train.lr={LR}", "train.lr_scaling=linear", "log.progress=never",
+                              f"log.dir={tmp_path}", "log.run_name=r", *overrides])
+
+
+CASES = [(2, 1, True), (1, 2, False), (2, 3, True), (3, 2, False), (4, 3, True), (1, 4, True)]
+
+
+@pytest.mark.parametrize("before,after,mid_epoch", CASES,
+                         ids=[f"{b}to{a}-{'mid-epoch' if m else 'epoch-end'}" for b, a, m in CASES])
+def test_resume_on_another_world_size_trains_every_sample_once(tmp_path, before, after, mid_epoch):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / loop.STOP_FILE).touch()  # seen at the first interval's end: step 5, or the epoch's end
+    interval = 5 if mid_epoch else 1000
+    assert run_ranks(config(tmp_path, f"log.interval={interval}"), before) == [loop.PREEMPTED] * before
+    assert not (tmp_path / "r" / loop.STOP_FILE).exists()
+    assert run_ranks(config(tmp_path, "checkpoint.resume=true"), after) == [0] * after
+
+    stop = interval if mid_epoch else steps_per_epoch(N // before, BATCH)
+    position = stop * BATCH * before if mid_epoch else N  # an epoch's end passes its dropped tail too
+    steps = stop + steps_per_epoch((N - position) // after, BATCH) + steps_per_epoch(N // after, BATCH)
+    summary = read_json(tmp_path / "r" / "summary.json")
+    assert summary["steps"] == steps and summary["epochs"] == 2 and summary["world_size"] == after
+    assert [(h["world_size"], h["steps"], h["global_batch_size"], h["lr"]) for h in summary["world_size_history"]] \
+        == [(before, [0, stop], BATCH * before, LR * before), (after, [stop, steps], BATCH * after, LR * after)]
+    first_epoch_dropped = (N - position) % after if mid_epoch else N % before
+    check_every_sample_once(tmp_path / "samples", steps, {0: first_epoch_dropped, 1: N % after}, N)
+
+
+def test_every_rank_stops_at_the_same_step_and_checkpoints_it(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / loop.STOP_FILE).touch()  # only the chief looks; every rank must follow
+    assert run_ranks(config(tmp_path, "log.interval=7"), 3) == [loop.PREEMPTED] * 3
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["np-7.json"]
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
+def test_a_nan_loss_stops_every_rank_naming_the_steps(tmp_path):
+    results = run_ranks(config(tmp_path, "log.interval=5"), 2, nan_at_step=7)
+    assert all(isinstance(r, UserError) for r in results), results
+    assert "the training loss became NaN or infinite between steps 5 and 10: lower train.lr" in str(results[0])
+
+
+def test_a_finished_run_resumed_again_changes_nothing(tmp_path):
+    assert run_ranks(config(tmp_path), 2) == [0, 0]
+    files = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert run_ranks(config(tmp_path, "checkpoint.resume=true"), 1) == [0]
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == files
+
+
+def test_checkpoints_every_interval_and_at_the_end(tmp_path):
+    per_epoch = steps_per_epoch(N, BATCH)
+    assert run_ranks(config(tmp_path, "train.epochs=5", "checkpoint.interval=2"), 1) == [0]
+    names = sorted((tmp_path / "r" / "checkpoints").iterdir(), key=lambda p: int(p.stem.split("-")[1]))
+    assert [p.name for p in names] == [f"np-{per_epoch * e}.json" for e in (2, 4, 5)]
+    assert run_ranks(config(tmp_path, "log.run_name=none", "checkpoint.interval=0"), 1) == [0]
+    assert not (tmp_path / "none" / "checkpoints").exists()
+
+
+def test_history_summary_and_tensorboard_describe_the_run(tmp_path):
+    assert run_ranks(config(tmp_path, "train.epochs=3", "log.interval=10", "train.warmup_steps=4"), 2) == [0, 0]
+    per_epoch = steps_per_epoch(N // 2, BATCH)
+    history = read_json(tmp_path / "r" / "history.json")["epochs"]
+    assert [(e["epoch"], e["step"]) for e in history] == [(k, k * per_epoch) for k in (1, 2, 3)]
+    assert history[-1]["eval_accuracy"] > 0.9 and history[-1]["train_loss"] < history[0]["train_loss"]
+    summary = read_json(tmp_path / "r" / "summary.json")
+    assert (summary["framework"], summary["backend"], summary["world_size"]) == ("numpy", "threads", 2)
+    assert summary["steps"] == 3 * per_epoch and summary["global_batch_size"] == 2 * BATCH
+    assert summary["final_eval_accuracy"] == history[-1]["eval_accuracy"] and summary["images_per_sec"] > 0
+    assert 0 < summary["startup_s"] < summary["wall_time_s"]
+    assert (tmp_path / "r" / "model.npy").is_file() and (tmp_path / "r" / "history.png").is_file()
+    scalars = read_scalars(tmp_path / "r")
+    assert set(scalars) == set(ALL_TAGS)
+    intervals = sorted({*range(10, 3 * per_epoch + 1, 10), per_epoch, 2 * per_epoch, 3 * per_epoch})
+    assert [step for step, _ in scalars["train/loss"]] == intervals
+    assert [step for step, _ in scalars["eval/accuracy"]] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+
+
+def test_another_framework_s_checkpoints_are_refused(tmp_path):
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / "step-00000010.pt").touch()
+    [result] = run_ranks(config(tmp_path, "checkpoint.resume=true"), 1)
+    assert isinstance(result, UserError) and "holds torch checkpoints, which numpy cannot resume" in str(result)
