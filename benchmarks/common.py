@@ -10,8 +10,8 @@ import argparse
 import platform
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from launch.config import load_config
 from launch.summary import read_summary

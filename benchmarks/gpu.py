@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config  # noqa: E402
-from launch.data import synthetic  # noqa: E402
-from launch.world import World  # noqa: E402
-from torch_dist.models import build_model  # noqa: E402
-from torch_dist.train import train  # noqa: E402
+from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config
+from launch.data import synthetic
+from launch.world import World
+from torch_dist.models import build_model
+from torch_dist.train import train
 
 
 def main() -> None:

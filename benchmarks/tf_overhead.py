@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config  # noqa: E402
+from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config
 
 
 def main() -> None:

@@ -34,7 +34,15 @@ from launch.comm import Communicator, Rows, gather
 from launch.config import Config
 from launch.errors import UserError
 from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, IMAGES_PER_SEC, TRAIN_LOSS, ThroughputMeter, interval_scalars
-from launch.records import FINAL_ROW, EpochRecord, RunFacts, history_from_dicts, history_to_dicts, make_summary, plot_history
+from launch.records import (
+    FINAL_ROW,
+    EpochRecord,
+    RunFacts,
+    history_from_dicts,
+    history_to_dicts,
+    make_summary,
+    plot_history,
+)
 from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for, write_json_atomic
 from launch.shard import shard_indices, shard_size, steps_per_epoch
 from launch.summary import peak_rss_bytes, write_summary

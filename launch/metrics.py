@@ -9,8 +9,8 @@ small row of numbers each: the global rate is all images over the slowest rank's
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -83,7 +83,7 @@ class Testbed:
     made = 0  # testbeds this process made: part of the tag, so that one process can make several
 
     @classmethod
-    def up(cls, n: int, rate: str | None = None) -> "Testbed":
+    def up(cls, n: int, rate: str | None = None) -> Testbed:
         cls.made += 1
         tag = f"{os.getpid() % 0xFFFF:04x}{cls.made}"
         net = ipaddress.ip_network(_free_subnet())
@@ -115,7 +115,7 @@ class Testbed:
             raise
         return bed
 
-    def __enter__(self) -> "Testbed":
+    def __enter__(self) -> Testbed:
         # SIGTERM (a job's end, `kill`) ends the block as SystemExit does, so the testbed still comes down
         self._sigterm = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         return self
@@ -231,7 +231,7 @@ class Testbed:
         self.state_file.write_text(json.dumps(asdict(self)))
 
     @classmethod
-    def load(cls, tag: str) -> "Testbed":
+    def load(cls, tag: str) -> Testbed:
         try:
             raw = json.loads((STATE_DIR / f"{tag}.json").read_text())
         except FileNotFoundError:

@@ -31,8 +31,8 @@ import json
 import os
 import socket
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from launch.errors import WorldError
 from launch.hostlist import expand_hostlist, parse_tasks_per_node

@@ -69,7 +69,7 @@ class LocalSlurm:
         return subprocess.run([_exe(args[0]), *args[1:]], env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=check)
 
-    def start(self) -> "LocalSlurm":
+    def start(self) -> LocalSlurm:
         r = self.root
         for sub in ("munge", "state", "spool", "log"):
             (r / sub).mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,8 @@ PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubs
             # on a testbed host: its network namespace, hostname and hosts file
             subprocess.run(self.testbed.command(name, slurmd) if self.testbed else slurmd, env=self.env, check=True,
                            capture_output=True, timeout=30)
-            self.pids[f"slurmd {name}"] = _wait_for(lambda: self._read_pid(r / f"slurmd-{name}.pid"), 30,
+            pid_file = r / f"slurmd-{name}.pid"
+            self.pids[f"slurmd {name}"] = _wait_for(lambda f=pid_file: self._read_pid(f), 30,
                                                     f"slurmd's pid file on {name}")
         _wait_for(lambda: self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split() == ["idle"] * len(
             self.nodes), 60, "every node to become idle")

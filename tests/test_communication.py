@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_tf_dist import probe
 
-from helpers import ROOT, read_json, run, train_cmd
 from launch.config import load_config
 from launch.world import World
-from test_tf_dist import probe
+
+from helpers import ROOT, read_json, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 MLP = str(ROOT / "configs/mlp.yaml")

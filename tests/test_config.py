@@ -3,10 +3,11 @@
 import pytest
 import yaml
 
-from conftest import ROOT
-from helpers import cli
 from launch.config import load_config, write_config
 from launch.errors import ConfigError
+
+from conftest import ROOT
+from helpers import cli
 
 
 def mnist_dist(*args, cwd=ROOT):

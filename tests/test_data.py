@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from helpers import fake_mnist, idx_bytes, idx_files, write_files
 from launch.data import load_dataset, locate, search_dirs, synthetic, system_dirs
 from launch.errors import DataError
 from launch.formats import read_idx
+
+from conftest import ROOT
+from helpers import fake_mnist, idx_bytes, idx_files, write_files
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -3,13 +3,13 @@ directory, taken at the first logging interval or at the end of the first epoch)
 workers. Every rank records the training-set indices of its batches (MNIST_DIST_SAMPLE_LOG); the test
 rebuilds what the final model was trained on and checks each epoch took every sample once."""
 
-import json
 from pathlib import Path
 
 import pytest
 
-from helpers import check_every_sample_once, read_json, run, train_cmd
 from launch.shard import steps_per_epoch
+
+from helpers import check_every_sample_once, read_json, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 N, BATCH, LR = 1000, 32, 0.01  # 1000 is not divisible by 3: the dropped tail is exercised too

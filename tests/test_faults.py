@@ -194,13 +194,14 @@ def test_corrupt_data_file_is_named(tmp_path):
 
 
 def test_wrong_checksum_download_exit_code(tmp_path, monkeypatch, capsys):
-    from helpers import Mirror, fake_mnist, idx_files
     from launch import cli, data
+
+    from helpers import Mirror, fake_mnist, idx_files
 
     files = idx_files(fake_mnist())
     with Mirror(files) as mirror:
         monkeypatch.setitem(data.MIRRORS, "mnist", [mirror.url])
-        monkeypatch.setitem(data.CHECKSUMS, "mnist", {name: "0" * 64 for name in files})
+        monkeypatch.setitem(data.CHECKSUMS, "mnist", dict.fromkeys(files, "0" * 64))
         monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "none"))
         with pytest.raises(SystemExit) as exit_:
             cli.main(["data", "--dataset", "mnist", "--dir", str(tmp_path / "d")])

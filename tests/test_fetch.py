@@ -6,11 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from helpers import Mirror, fake_mnist, idx_files, sha256
 from launch import data as data_mod
 from launch.data import download_dataset, load_dataset
 from launch.errors import DataError
 from launch.fetch import fetch
+
+from helpers import Mirror, fake_mnist, idx_files, sha256
 
 FILES = idx_files(fake_mnist())
 SUMS = {name: sha256(content) for name, content in FILES.items()}
@@ -84,9 +85,8 @@ def test_dropped_then_good_mirror(tmp_path):
 
 
 def test_http_error_is_reported(tmp_path):
-    with Mirror({}) as m:
-        with pytest.raises(DataError, match="HTTP 404"):
-            fetch([m.url + "x.gz"], tmp_path / "x.gz", "0" * 64, **FAST)
+    with Mirror({}) as m, pytest.raises(DataError, match="HTTP 404"):
+        fetch([m.url + "x.gz"], tmp_path / "x.gz", "0" * 64, **FAST)
 
 
 def _rank_fetch(url, dest, digest, barrier):

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd
 from launch.metrics import ALL_TAGS
+
+from helpers import ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 needs_horovod = pytest.mark.skipif(

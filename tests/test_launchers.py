@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli, read_json, read_scalars, run
 from launch import slurm
 from launch.errors import UserError
 from launch.jobspec import JobSpec, SlurmOptions
+
+from helpers import ROOT, cli, read_json, read_scalars, run
 
 pytestmark = pytest.mark.timeout(900)
 needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed")

@@ -5,12 +5,13 @@ seconds. The trainers' own processes are tested in test_torch_dist, test_tf_dist
 
 import pytest
 
-from helpers import check_every_sample_once, read_json, read_scalars
 from launch import loop
 from launch.config import load_config
 from launch.errors import UserError
 from launch.metrics import ALL_TAGS
 from launch.shard import steps_per_epoch
+
+from helpers import check_every_sample_once, read_json, read_scalars
 from numpy_engine import register, run_ranks
 
 N, BATCH, LR = 1000, 32, 0.01  # 1000 is not divisible by 3: the dropped tail is exercised too

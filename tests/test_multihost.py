@@ -61,7 +61,7 @@ def assert_trained(run_dir: Path, framework: str, world_size: int, nodes: int = 
     summary = read_json(run_dir / "summary.json")
     assert (summary["framework"], summary["world_size"], summary["num_nodes"]) == (framework, world_size, nodes)
     assert summary["final_eval_accuracy"] >= accuracy
-    assert TAGS <= set(read_scalars(run_dir))
+    assert set(read_scalars(run_dir)) >= TAGS
     return summary
 
 
@@ -99,7 +99,7 @@ def test_plain_torchrun_across_two_hosts(testbed, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
            "--rdzv-endpoint=node1:29400", "--rdzv-id=plain", "-m", "torch_dist.train", "--config", MLP, *FASHION,
            f"log.dir={tmp_path}", "log.run_name=r"]
-    assert_ok(on_hosts(testbed, tmp_path, {host: cmd for host in HOSTS}))
+    assert_ok(on_hosts(testbed, tmp_path, dict.fromkeys(HOSTS, cmd)))
     assert_trained(tmp_path / "r", "torch", 2)
 
 
@@ -273,8 +273,9 @@ def test_slurm_job_across_two_nodes(slurm_two_nodes, tmp_path, framework, extra)
 
 
 def test_slurm_preemption_across_two_nodes_resumes_exactly(slurm_two_nodes, tmp_path):
-    from slurm_cluster import _wait_for
     from test_slurm import job_of, run_dir_of, submit
+
+    from slurm_cluster import _wait_for
 
     out = submit(slurm_two_nodes, tmp_path, "--framework", "torch", "--nodes", "2", "--nproc", "1",
                  "data.dataset=synthetic", "train.epochs=3", "train.threads=1")
@@ -296,9 +297,10 @@ def test_slurm_preemption_across_two_nodes_resumes_exactly(slurm_two_nodes, tmp_
 def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes, tmp_path):
     """An elastic job (--nodes 1:2, sbatch --nodes=1-2) starts on both nodes; node2 is drained and the
     job preempted: its requeue gets node1 only, and resumes there with one worker, sample-exact."""
-    from slurm_cluster import _wait_for
-    from helpers import check_every_sample_once
     from test_slurm import job_of, run_dir_of, submit
+
+    from helpers import check_every_sample_once
+    from slurm_cluster import _wait_for
 
     cluster, samples = slurm_two_nodes, tmp_path / "samples"
     out = submit(cluster, tmp_path, "--framework", "torch", "--nodes", "1:2", "--nproc", "1",
@@ -400,8 +402,8 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     node1 restarts its worker from the first epoch's checkpoint, alone, and finishes every epoch.
     The sample log shows what the final model trained on: each epoch's samples once (the 10 steps
     the lost attempt trained past the checkpoint are not in the model; the restart trains them)."""
-    from slurm_cluster import _wait_for
     from helpers import check_every_sample_once
+    from slurm_cluster import _wait_for
 
     samples = tmp_path / "samples"
     procs = start_job(testbed, tmp_path, "torch", "elastic", "data.limit=8000", "dist.timeout=60",

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, read_json, read_scalars, run
 from launch.report import MIB, ratio_verdict
+
+from helpers import ROOT, read_json, read_scalars, run
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -145,7 +146,7 @@ def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile(tmp_path
             summary["images_per_sec"], rel=1e-4)
     table = (sweep / "scaling.md").read_text()
     assert "| torch | 1g | weak | 2 |" in table and "| tf | loopback | weak | 1 |" in table
-    links = dict((p, float(g)) for p, g in re.findall(r"(\w+) ([\d.]+) Gbit/s", table))
+    links = {p: float(g) for p, g in re.findall(r"(\w+) ([\d.]+) Gbit/s", table)}
     assert set(links) == {"loopback", "1g"} and links["1g"] < 1.05 < links["loopback"]  # tbf rate 1gbit, measured
     import matplotlib.image
 

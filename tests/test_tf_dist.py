@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ROOT, all_positive_finite, launch_prefix, read_json, read_scalars, run, train_cmd
 from launch.metrics import ALL_TAGS
 from launch.world import World, tf_config
+
+from helpers import ROOT, all_positive_finite, launch_prefix, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 needs_fashion = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),

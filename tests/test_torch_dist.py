@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import (ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd)
 from launch.metrics import ALL_TAGS
 from launch.world import World
+
+from helpers import ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 HAVE_FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir()

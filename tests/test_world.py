@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from launch.errors import WorldError
 from launch.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
 from launch.world import World, detect_world, port_for_job
+
+from conftest import ROOT
 
 
 def world(env):

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     worker.main(PROG, train, argv)
 
 
-def build(config, world: World) -> "TFEngine":
+def build(config, world: World) -> TFEngine:
     """This rank's devices, strategy and engine, ready for the loop."""
     gpus = distributed.configure_devices(worker.threads_per_worker(config, world), world, config.dist.cpu_devices)
     check(config, "tf", Placement(workers=world.size, gpus_per_node=len(gpus)))
