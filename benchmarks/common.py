@@ -33,11 +33,23 @@ def arguments(description: str) -> argparse.Namespace:
 
 def trainer_config(args: argparse.Namespace, log_dir: str, name: str, overrides: tuple[str, ...] = ()):
     """The trainer's config for a throughput run equal to the bare loop's."""
-    return load_config(ROOT / "configs" / f"{args.model}.yaml", [
-        "data.dataset=synthetic", f"train.batch_size={args.batch}", f"train.threads={args.threads}",
-        f"train.precision={args.precision}", f"train.warmup_steps={args.warmup}",
-        f"train.max_steps={args.warmup + args.steps}", f"log.dir={log_dir}", f"log.run_name={name}",
-        "log.progress=never", "checkpoint.interval=0", "train.epochs=1000", *overrides])
+    return load_config(
+        ROOT / "configs" / f"{args.model}.yaml",
+        [
+            "data.dataset=synthetic",
+            f"train.batch_size={args.batch}",
+            f"train.threads={args.threads}",
+            f"train.precision={args.precision}",
+            f"train.warmup_steps={args.warmup}",
+            f"train.max_steps={args.warmup + args.steps}",
+            f"log.dir={log_dir}",
+            f"log.run_name={name}",
+            "log.progress=never",
+            "checkpoint.interval=0",
+            "train.epochs=1000",
+            *overrides,
+        ],
+    )
 
 
 def interleave(runners: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
@@ -57,14 +69,15 @@ def temp_dir() -> str:
     return tempfile.mkdtemp(prefix="mnist-dist-bench-")
 
 
-def report(title: str, args: argparse.Namespace, results: dict[str, list[float]], baseline: str,
-           versions: str) -> None:
+def report(title: str, args: argparse.Namespace, results: dict[str, list[float]], baseline: str, versions: str) -> None:
     """Print a Markdown table: median img/s, spread (min..max), ratio of medians to the baseline."""
     base = statistics.median(results[baseline])
     print(f"\n### {title}\n")
-    print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), model {args.model}, "
-          f"batch {args.batch}, {args.precision}, {args.steps} measured steps x {args.repeats} repeats "
-          f"(interleaved), {versions}\n")
+    print(
+        f"{platform.processor() or platform.machine()}, {args.threads} thread(s), model {args.model}, "
+        f"batch {args.batch}, {args.precision}, {args.steps} measured steps x {args.repeats} repeats "
+        f"(interleaved), {versions}\n"
+    )
     print("| loop | median img/s | min..max | ratio to " + baseline + " |")
     print("|---|---:|---:|---:|")
     for name, rates in results.items():

@@ -45,7 +45,7 @@ def main() -> None:
             order = torch.randperm(len(images), device=device)
             xs, ys = images[order], labels[order]
             for i in range(len(xs) // b):
-                yield xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b]
+                yield xs[i * b : (i + 1) * b], ys[i * b : (i + 1) * b]
 
     def make():
         torch.manual_seed(0)
@@ -60,6 +60,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             return loss
+
         return step
 
     def timed(step, feed) -> float:
@@ -96,6 +97,7 @@ def main() -> None:
             static_x.copy_(x)
             static_y.copy_(y)
             graph.replay()
+
         return timed(replay, feed)
 
     def dataloader(r):
@@ -109,6 +111,7 @@ def main() -> None:
             while True:
                 for x, y in loader:
                     yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
         return timed(step, feed())
 
     log_dir = temp_dir()
@@ -117,13 +120,28 @@ def main() -> None:
         train(trainer_config(args, log_dir, f"gpu-{r}", ("dist.backend=nccl",)), World())
         return summary_rate(Path(log_dir) / f"gpu-{r}")
 
-    results = interleave({"bare": bare, "torch_dist": trainer, "bare+compile": compiled,
-                          "bare+cudagraph": cudagraph, "dataloader": dataloader}, args.repeats)
-    report(f"GPU path on {torch.cuda.get_device_name(0)}", args, results, "bare",
-           f"torch {torch.__version__}, CUDA {torch.version.cuda}")
+    results = interleave(
+        {
+            "bare": bare,
+            "torch_dist": trainer,
+            "bare+compile": compiled,
+            "bare+cudagraph": cudagraph,
+            "dataloader": dataloader,
+        },
+        args.repeats,
+    )
+    report(
+        f"GPU path on {torch.cuda.get_device_name(0)}",
+        args,
+        results,
+        "bare",
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}",
+    )
     median = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
-    print(f"\ntorch_dist / bare = {median['torch_dist'] / median['bare']:.3f} (target >= 0.9); "
-          f"torch_dist / dataloader = {median['torch_dist'] / median['dataloader']:.1f}x (target >= 10x)")
+    print(
+        f"\ntorch_dist / bare = {median['torch_dist'] / median['bare']:.3f} (target >= 0.9); "
+        f"torch_dist / dataloader = {median['torch_dist'] / median['dataloader']:.1f}x (target >= 10x)"
+    )
 
 
 if __name__ == "__main__":

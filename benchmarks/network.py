@@ -39,9 +39,13 @@ def accumulate(k: int) -> list[str]:
 
 
 OPTIONS = {  # what each framework offers against a slow link (README: Slow links)
-    "torch": {"plain": [], "fp16": ["dist.compression=fp16"],
-              "powersgd": ["dist.compression=powersgd", "dist.powersgd_rank=2", "dist.powersgd_start=10"],
-              "accumulate 2": accumulate(2), "accumulate 4": accumulate(4)},
+    "torch": {
+        "plain": [],
+        "fp16": ["dist.compression=fp16"],
+        "powersgd": ["dist.compression=powersgd", "dist.powersgd_rank=2", "dist.powersgd_start=10"],
+        "accumulate 2": accumulate(2),
+        "accumulate 4": accumulate(4),
+    },
     "tf": {"plain": [], "accumulate 4": accumulate(4)},
 }
 
@@ -88,31 +92,64 @@ def throughput(bed: Testbed, out: Path, models: list[str], profiles: list[str], 
                 for framework, options in OPTIONS.items():
                     for option, overrides in options.items():
                         name = f"{framework}-{model}-{option.replace(' ', '')}-{profile}-r{r}"
-                        runs[(profile, model, framework, option)].append(on_hosts(
-                            bed, out, 2, profile, framework, name, [*throughput_args(model, quick), *overrides]))
+                        runs[(profile, model, framework, option)].append(
+                            on_hosts(
+                                bed, out, 2, profile, framework, name, [*throughput_args(model, quick), *overrides]
+                            )
+                        )
         bed.shape(None)
         for model in models:
             for framework in OPTIONS:
-                refs[(model, framework)].append(on_hosts(bed, out, 1, "loopback", framework,
-                                                         f"{framework}-{model}-w1-r{r}", throughput_args(model, quick)))
+                refs[(model, framework)].append(
+                    on_hosts(
+                        bed,
+                        out,
+                        1,
+                        "loopback",
+                        framework,
+                        f"{framework}-{model}-w1-r{r}",
+                        throughput_args(model, quick),
+                    )
+                )
     rows = []
     for (profile, model, framework, option), summaries in runs.items():
         rate, step_ms = (statistics.median(getattr(s, key) for s in summaries) for key in ("images_per_sec", "step_ms"))
-        one_rate, one_step_ms = (statistics.median(getattr(s, key) for s in refs[(model, framework)])
-                                 for key in ("images_per_sec", "step_ms"))
+        one_rate, one_step_ms = (
+            statistics.median(getattr(s, key) for s in refs[(model, framework)])
+            for key in ("images_per_sec", "step_ms")
+        )
         accumulate = summaries[0].accumulate_steps  # a step trains that many one-worker batches
-        rows.append({"profile": profile, "model": model, "framework": framework, "option": option,
-                     "images_per_sec": rate, "step_ms": step_ms, "one_worker_images_per_sec": one_rate,
-                     "one_worker_step_ms": one_step_ms, "comm_ms": step_ms - accumulate * one_step_ms,
-                     "efficiency": rate / (2 * one_rate), "repeats": len(summaries)})
+        rows.append(
+            {
+                "profile": profile,
+                "model": model,
+                "framework": framework,
+                "option": option,
+                "images_per_sec": rate,
+                "step_ms": step_ms,
+                "one_worker_images_per_sec": one_rate,
+                "one_worker_step_ms": one_step_ms,
+                "comm_ms": step_ms - accumulate * one_step_ms,
+                "efficiency": rate / (2 * one_rate),
+                "repeats": len(summaries),
+            }
+        )
     return rows, {profile: statistics.median(gbit) for profile, gbit in links.items()}
 
 
 def throughput_args(model: str, quick: bool) -> list[str]:
     steps = (40 if quick else 100) if model == "cnn" else (150 if quick else 400)
-    return [f"configs/{model}.yaml", "data.dataset=synthetic", "train.batch_size=128", "train.threads=1",
-            "train.warmup_steps=20", f"train.max_steps={20 + steps}", "train.epochs=1000", "checkpoint.interval=0",
-            "log.interval=100000"]
+    return [
+        f"configs/{model}.yaml",
+        "data.dataset=synthetic",
+        "train.batch_size=128",
+        "train.threads=1",
+        "train.warmup_steps=20",
+        f"train.max_steps={20 + steps}",
+        "train.epochs=1000",
+        "checkpoint.interval=0",
+        "log.interval=100000",
+    ]
 
 
 def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int, seeds: int) -> dict:
@@ -123,19 +160,32 @@ def accuracies(bed: Testbed, out: Path, models: list[str], epochs: int, seeds: i
             for framework, options in OPTIONS.items():
                 for option, overrides in options.items():
                     name = f"acc-{framework}-{model}-{option.replace(' ', '')}-s{seed}"
-                    summary = on_hosts(bed, out, 2, "loopback", framework, name, [
-                        f"configs/{model}.yaml", "data.dataset=fashion-mnist", f"train.epochs={epochs}",
-                        "train.threads=1", f"train.seed={seed}", *overrides])
+                    summary = on_hosts(
+                        bed,
+                        out,
+                        2,
+                        "loopback",
+                        framework,
+                        name,
+                        [
+                            f"configs/{model}.yaml",
+                            "data.dataset=fashion-mnist",
+                            f"train.epochs={epochs}",
+                            "train.threads=1",
+                            f"train.seed={seed}",
+                            *overrides,
+                        ],
+                    )
                     found[(model, framework, option)].append(summary.final_eval_accuracy)
     return found
 
 
-def on_hosts(bed: Testbed, out: Path, hosts: int, profile: str, framework: str, name: str,
-             args: list[str]) -> Summary:
+def on_hosts(bed: Testbed, out: Path, hosts: int, profile: str, framework: str, name: str, args: list[str]) -> Summary:
     """One training on the first `hosts` hosts, one worker each (as `sweep --testbed` runs its points)."""
     config, *overrides = args
-    point = run_on_hosts(bed, profile, PointJob(framework, hosts, name, out / "runs", "local", str(ROOT / config),
-                                                tuple(overrides)))
+    point = run_on_hosts(
+        bed, profile, PointJob(framework, hosts, name, out / "runs", "local", str(ROOT / config), tuple(overrides))
+    )
     if not point.ok:
         raise SystemExit(f"{name} failed (exit code {point.exit_code}); its logs: {out / 'runs'}")
     return point.summary
@@ -161,10 +211,17 @@ def plot(path: Path, rows: list[dict]) -> None:
     for ax, model in zip(axes[0], models):
         for framework, options in OPTIONS.items():
             for option in options:
-                points = {r["profile"]: r["efficiency"] for r in rows
-                          if (r["model"], r["framework"], r["option"]) == (model, framework, option)}
-                ax.plot(profiles, [points.get(p) for p in profiles], "o-" if framework == "torch" else "s--",
-                        label=f"{framework} {option}")
+                points = {
+                    r["profile"]: r["efficiency"]
+                    for r in rows
+                    if (r["model"], r["framework"], r["option"]) == (model, framework, option)
+                }
+                ax.plot(
+                    profiles,
+                    [points.get(p) for p in profiles],
+                    "o-" if framework == "torch" else "s--",
+                    label=f"{framework} {option}",
+                )
         ax.set_title(f"{model}: 2 hosts x 1 worker")
         ax.set_xlabel("network profile")
         ax.set_ylabel("scaling efficiency vs 1 worker")
@@ -180,28 +237,43 @@ def report(rows: list[dict], links: dict, accuracy: dict, epochs: int) -> str:
     import tensorflow as tf
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    lines = ["### Scaling across two hosts on shaped links (2 hosts x 1 worker, 1 thread each)\n",
-             f"Hardware: {cpu}, {os.cpu_count()} cores, both hosts on this machine. torch {torch.__version__}, "
-             f"tensorflow {tf.__version__}. Measured TCP between the hosts: "
-             + ", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) + ".\n",
-             f"Synthetic data, batch 128 per worker, warm-up excluded, medians of {rows[0]['repeats']} interleaved "
-             "repeats. Efficiency: 2-host img/s / (2 x one worker's, same framework and model, no option). comm ms: "
-             "2-host step time minus the one-worker compute it holds (accumulate k: k batches). vs plain: the "
-             "efficiency over plain's, same framework, model and profile.\n",
-             "| model | framework | option | profile | img/s | step ms | comm ms | efficiency | vs plain |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    lines = [
+        "### Scaling across two hosts on shaped links (2 hosts x 1 worker, 1 thread each)\n",
+        f"Hardware: {cpu}, {os.cpu_count()} cores, both hosts on this machine. torch {torch.__version__}, "
+        f"tensorflow {tf.__version__}. Measured TCP between the hosts: "
+        + ", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items())
+        + ".\n",
+        f"Synthetic data, batch 128 per worker, warm-up excluded, medians of {rows[0]['repeats']} interleaved "
+        "repeats. Efficiency: 2-host img/s / (2 x one worker's, same framework and model, no option). comm ms: "
+        "2-host step time minus the one-worker compute it holds (accumulate k: k batches). vs plain: the "
+        "efficiency over plain's, same framework, model and profile.\n",
+        "| model | framework | option | profile | img/s | step ms | comm ms | efficiency | vs plain |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     plain = {(r["profile"], r["model"], r["framework"]): r["efficiency"] for r in rows if r["option"] == "plain"}
     for r in rows:
-        lines.append(f"| {r['model']} | {r['framework']} | {r['option']} | {r['profile']} | {r['images_per_sec']:,.0f} "
-                     f"| {r['step_ms']:.2f} | {r['comm_ms']:.2f} | {r['efficiency']:.2f} "
-                     f"| {r['efficiency'] / plain[(r['profile'], r['model'], r['framework'])]:.2f}x |")
+        lines.append(
+            f"| {r['model']} | {r['framework']} | {r['option']} | {r['profile']} | {r['images_per_sec']:,.0f} "
+            f"| {r['step_ms']:.2f} | {r['comm_ms']:.2f} | {r['efficiency']:.2f} "
+            f"| {r['efficiency'] / plain[(r['profile'], r['model'], r['framework'])]:.2f}x |"
+        )
     if accuracy:
         seeds = len(next(iter(accuracy.values())))
-        lines += ["", f"Test accuracy after {epochs} epoch(s) of Fashion-MNIST, 2 hosts (unshaped), mean ± sd over "
-                  f"{seeds} seed(s):\n",
-                  "| model | framework | option | accuracy | vs plain (points) |", "|---|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"Test accuracy after {epochs} epoch(s) of Fashion-MNIST, 2 hosts (unshaped), mean ± sd over "
+            f"{seeds} seed(s):\n",
+            "| model | framework | option | accuracy | vs plain (points) |",
+            "|---|---|---|---:|---:|",
+        ]
         for (model, framework, option), accs in accuracy.items():
             mean = statistics.fmean(accs)
             delta = 100 * (mean - statistics.fmean(accuracy[(model, framework, "plain")]))

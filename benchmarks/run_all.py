@@ -29,27 +29,50 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="mnist-dist-benchmarks-"))
     sections = []
     for script in ("torch_overhead.py", "tf_overhead.py"):
-        sections.append(_table(_run([sys.executable, str(HERE / script), "--steps", str(steps),
-                                     "--repeats", str(repeats)])))
+        sections.append(
+            _table(_run([sys.executable, str(HERE / script), "--steps", str(steps), "--repeats", str(repeats)]))
+        )
     sections.append("### 2-worker scaling efficiency (weak, 1 thread per worker, batch 128 per worker)\n")
     sections.append("| model | framework | 1 worker img/s | 2 workers img/s | efficiency | startup to first step (s) |")
     sections.append("|---|---|---:|---:|---:|---:|")
     for model in ("mlp", "cnn"):
         sweep = out / f"sweep-{model}"
-        _run([sys.executable, "-m", "launch", "sweep", "--framework", "torch,tf", "--workers", "1,2",
-              "--repeats", str(max(2, repeats - 2)), "--steps", str(steps // (5 if model == "cnn" else 2)),
-              "--out", str(sweep), "--config", str(ROOT / "configs" / f"{model}.yaml"),
-              "data.dataset=synthetic", "train.threads=1", "train.batch_size=128",
-              f"dist.bucket_mb={0.1 if model == 'mlp' else 25}"])  # small buckets overlap the MLP's all-reduce
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "launch",
+                "sweep",
+                "--framework",
+                "torch,tf",
+                "--workers",
+                "1,2",
+                "--repeats",
+                str(max(2, repeats - 2)),
+                "--steps",
+                str(steps // (5 if model == "cnn" else 2)),
+                "--out",
+                str(sweep),
+                "--config",
+                str(ROOT / "configs" / f"{model}.yaml"),
+                "data.dataset=synthetic",
+                "train.threads=1",
+                "train.batch_size=128",
+                f"dist.bucket_mb={0.1 if model == 'mlp' else 25}",
+            ]
+        )  # small buckets overlap the MLP's all-reduce
         rows = list(csv.DictReader(open(sweep / "scaling.csv")))
         for framework in ("torch", "tf"):
             one, two = (next(r for r in rows if r["framework"] == framework and r["workers"] == n) for n in "12")
             startup = statistics.median(
                 __import__("json").loads(p.read_text())["startup_s"]
-                for p in (sweep / "runs").glob(f"{framework}-w1-*/summary.json"))
-            sections.append(f"| {model} | {framework} | {float(one['images_per_sec_mean']):,.0f} | "
-                            f"{float(two['images_per_sec_mean']):,.0f} | {float(two['efficiency']):.2f} | "
-                            f"{startup:.2f} |")
+                for p in (sweep / "runs").glob(f"{framework}-w1-*/summary.json")
+            )
+            sections.append(
+                f"| {model} | {framework} | {float(one['images_per_sec_mean']):,.0f} | "
+                f"{float(two['images_per_sec_mean']):,.0f} | {float(two['efficiency']):.2f} | "
+                f"{startup:.2f} |"
+            )
     print("\n".join(sections))
 
 
@@ -62,7 +85,7 @@ def _run(cmd: list[str]) -> str:
 
 def _table(output: str) -> str:
     """The Markdown part of a benchmark's output (from its ### heading on)."""
-    return output[output.index("### "):].strip() + "\n"
+    return output[output.index("### ") :].strip() + "\n"
 
 
 if __name__ == "__main__":

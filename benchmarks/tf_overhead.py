@@ -75,8 +75,11 @@ def main() -> None:
 
     def keras_fit(r: int) -> float:
         model = keras.Sequential([keras.Input((28, 28)), keras.layers.Rescaling(1 / 255), build_model(args.model)])
-        model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         timer = Timer()
         model.fit(dataset(), steps_per_epoch=total, epochs=1, verbose=0, callbacks=[timer])
         return timer.rate
@@ -87,11 +90,17 @@ def main() -> None:
         train(trainer_config(args, log_dir, f"tf-{r}"), World())
         return summary_rate(Path(log_dir) / f"tf-{r}")
 
-    results = interleave({"keras model.fit": keras_fit, "bare tf.function loop": bare_function, "tf_dist": trainer},
-                         args.repeats)
+    results = interleave(
+        {"keras model.fit": keras_fit, "bare tf.function loop": bare_function, "tf_dist": trainer}, args.repeats
+    )
     faster = max(("keras model.fit", "bare tf.function loop"), key=lambda k: sorted(results[k])[len(results[k]) // 2])
-    report("tf_dist vs bare Keras loops (1 worker)", args, results, faster,
-           f"tensorflow {tf.__version__}, keras {keras.__version__}")
+    report(
+        "tf_dist vs bare Keras loops (1 worker)",
+        args,
+        results,
+        faster,
+        f"tensorflow {tf.__version__}, keras {keras.__version__}",
+    )
 
 
 if __name__ == "__main__":

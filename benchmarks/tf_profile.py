@@ -40,8 +40,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.accumulate_steps=4")
     args = parser.parse_args()
     world = detect_world()
-    config = load_config(ROOT / "configs" / f"{args.model}.yaml", [
-        "data.dataset=synthetic", "train.batch_size=128", "train.threads=1", *args.overrides])
+    config = load_config(
+        ROOT / "configs" / f"{args.model}.yaml",
+        ["data.dataset=synthetic", "train.batch_size=128", "train.threads=1", *args.overrides],
+    )
     gpus = distributed.configure_devices(threads_per_worker(config, world), world, config.dist.cpu_devices)
     engine = TFEngine(config, world, distributed.make_strategy(config, world, gpus), "cpu")
     engine.start_epoch(shard_indices(engine.n_train, world.rank, world.size, 0, 0).indices)
@@ -80,12 +82,15 @@ def report(args, workers: int, wall: float, xplane: Path) -> str:
                 counts[name] += 1
                 busy_threads[line.name] += event.duration_ps / 1e9
     steps = args.steps
-    lines = [f"### TensorFlow step profile: {args.model}, {workers} worker(s), 1 thread each, batch 128 per worker\n",
-             f"Wall time per step (rank 0): {1000 * wall / steps:.2f} ms over {steps} profiled steps.\n",
-             f"Top {args.top} trace events on rank 0's host plane by total time per step (events nest: a parent "
-             "includes its children; threads run in parallel):\n",
-             "| event | ms per step | calls per step |", "|---|---:|---:|"]
-    for name, total in sorted(per_op.items(), key=lambda kv: -kv[1])[:args.top]:
+    lines = [
+        f"### TensorFlow step profile: {args.model}, {workers} worker(s), 1 thread each, batch 128 per worker\n",
+        f"Wall time per step (rank 0): {1000 * wall / steps:.2f} ms over {steps} profiled steps.\n",
+        f"Top {args.top} trace events on rank 0's host plane by total time per step (events nest: a parent "
+        "includes its children; threads run in parallel):\n",
+        "| event | ms per step | calls per step |",
+        "|---|---:|---:|",
+    ]
+    for name, total in sorted(per_op.items(), key=lambda kv: -kv[1])[: args.top]:
         lines.append(f"| `{name[:90]}` | {total / steps:.2f} | {counts[name] / steps:.1f} |")
     lines += ["", "| thread | busy ms per step |", "|---|---:|"]
     for name, total in sorted(busy_threads.items(), key=lambda kv: -kv[1])[:8]:

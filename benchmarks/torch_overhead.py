@@ -37,8 +37,8 @@ def bare_loop(args, images: np.ndarray, labels: np.ndarray) -> float:
         for i in range(min(-(-len(xs) // b), total - step)):
             if step == args.warmup:
                 start = time.perf_counter()
-            x = xs[i * b:(i + 1) * b].float().div_(255)
-            y = ys[i * b:(i + 1) * b]
+            x = xs[i * b : (i + 1) * b].float().div_(255)
+            y = ys[i * b : (i + 1) * b]
             with autocast:
                 loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -61,8 +61,9 @@ def main() -> None:
         train(config, World())
         return summary_rate(Path(log_dir) / f"torch-{r}")
 
-    results = interleave({"bare slicing loop": lambda r: bare_loop(args, images, labels), "torch_dist": trainer},
-                         args.repeats)
+    results = interleave(
+        {"bare slicing loop": lambda r: bare_loop(args, images, labels), "torch_dist": trainer}, args.repeats
+    )
     report("torch_dist vs bare loop (1 worker)", args, results, "bare slicing loop", f"torch {torch.__version__}")
 
 

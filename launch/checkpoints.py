@@ -23,5 +23,7 @@ def latest(folder: Path, framework: str) -> Path | None:
 def refuse_other_frameworks(folder: Path, framework: str) -> None:
     for other in FRAMEWORKS:
         if other != framework and latest(folder, other) is not None:
-            raise UserError(f"{folder} holds {other} checkpoints, which {framework} cannot resume: point "
-                            "checkpoint.dir (or log.run_name) at this framework's run")
+            raise UserError(
+                f"{folder} holds {other} checkpoints, which {framework} cannot resume: point "
+                "checkpoint.dir (or log.run_name) at this framework's run"
+            )

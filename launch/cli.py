@@ -26,8 +26,9 @@ PROG = "mnist-dist"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Data-parallel MNIST training for TensorFlow and PyTorch: "
-        "launch, prepare data, measure scaling.")
+        prog=PROG,
+        description="Data-parallel MNIST training for TensorFlow and PyTorch: launch, prepare data, measure scaling.",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_data, _add_config, _add_run, _add_sweep, _add_compare, _add_slurm, _add_testbed):
@@ -37,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data(commands) -> None:
     data = commands.add_parser(
-        "data", help="find or download a dataset, verify it, print where it is",
+        "data",
+        help="find or download a dataset, verify it, print where it is",
         description="Prepare a dataset once (say on a login node with internet) so that compute "
         "nodes find it offline. Lookup: --dir, the cache ($MNIST_DIST_DATA), system packages "
-        "(Debian's dataset-fashion-mnist), then the public mirrors (SHA-256 verified).")
+        "(Debian's dataset-fashion-mnist), then the public mirrors (SHA-256 verified).",
+    )
     data.add_argument("--dataset", choices=sorted(MIRRORS), required=True)
     data.add_argument("--dir", help="folder to look in first and to download into")
     data.add_argument("--no-download", action="store_true", help="fail instead of downloading")
@@ -49,9 +52,11 @@ def _add_data(commands) -> None:
 
 def _add_config(commands) -> None:
     config = commands.add_parser(
-        "config", help="validate a config with overrides and print it resolved",
+        "config",
+        help="validate a config with overrides and print it resolved",
         description="Print the config a run would use: defaults, then --config, then overrides. With "
-        "--framework (and --launcher, --nproc), also check that the framework can run it that way.")
+        "--framework (and --launcher, --nproc), also check that the framework can run it that way.",
+    )
     config.add_argument("--framework", choices=sorted(FRAMEWORKS))
     config.add_argument("--launcher", choices=LAUNCHERS)
     config.add_argument("--nproc", type=int, default=1, help="workers in all (default 1)")
@@ -61,10 +66,12 @@ def _add_config(commands) -> None:
 
 def _add_run(commands) -> None:
     run = commands.add_parser(
-        "run", help="start N workers of either framework: local processes, torchrun, mpirun or Slurm",
+        "run",
+        help="start N workers of either framework: local processes, torchrun, mpirun or Slurm",
         description="Start a training. local/torchrun/mpirun start this node's workers and stream their "
         "output (rank 0 as is, other ranks prefixed); slurm renders an sbatch script from slurm/ and "
-        "submits it. --dry-run prints the command or script and the per-rank plan, starting nothing.")
+        "submits it. --dry-run prints the command or script and the per-rank plan, starting nothing.",
+    )
     add_run_arguments(run)
     run.add_argument("--launcher", choices=LAUNCHERS, default="local")
     run.set_defaults(func=cmd_run)
@@ -72,44 +79,67 @@ def _add_run(commands) -> None:
 
 def _add_sweep(commands) -> None:
     sweep_cmd = commands.add_parser(
-        "sweep", help="throughput and scaling efficiency per framework and world size",
+        "sweep",
+        help="throughput and scaling efficiency per framework and world size",
         description="Run each (framework, workers) point through `mnist-dist run` for warm-up + a fixed "
         "number of measured steps, R times, and write scaling.md/.csv/.png and TensorBoard scalars "
         "scaling/images_per_sec and scaling/efficiency (step = workers; one TensorBoard run per framework, "
-        "per framework and network profile with --testbed, e.g. torch-1g).")
-    sweep_cmd.add_argument("--framework", default="torch,tf",
-                           help="comma-separated: torch, tf, horovod (torch_dist with Horovod)")
+        "per framework and network profile with --testbed, e.g. torch-1g).",
+    )
+    sweep_cmd.add_argument(
+        "--framework", default="torch,tf", help="comma-separated: torch, tf, horovod (torch_dist with Horovod)"
+    )
     sweep_cmd.add_argument("--workers", default="1,2", help="comma-separated world sizes, e.g. 1,2,4")
-    sweep_cmd.add_argument("--mode", choices=("strong", "weak"), default="weak",
-                           help="strong keeps the global batch (train.batch_size), weak the per-worker batch")
+    sweep_cmd.add_argument(
+        "--mode",
+        choices=("strong", "weak"),
+        default="weak",
+        help="strong keeps the global batch (train.batch_size), weak the per-worker batch",
+    )
     sweep_cmd.add_argument("--repeats", type=int, default=3)
     sweep_cmd.add_argument("--steps", type=int, default=200, help="measured steps per run")
     sweep_cmd.add_argument("--warmup", type=int, default=20)
     sweep_cmd.add_argument("--launcher", choices=LAUNCHERS, default="local")
     sweep_cmd.add_argument("--out", help="sweep folder (default: <log.dir>/sweep-<time>)")
-    sweep_cmd.add_argument("--run-option", action="append", default=[], metavar="OPTION",
-                           help="passed to every `mnist-dist run`, e.g. --run-option=--partition=gpu")
-    sweep_cmd.add_argument("--testbed", metavar="PROFILE[,PROFILE]",
-                           help="run across hosts of a testbed on this machine (root; network namespaces), one "
-                           "worker per host, under each network profile: loopback (unshaped), 10g, 1g")
-    sweep_cmd.add_argument("--gpus", action="store_true",
-                           help="slurm: give each point one GPU per worker (--gpus-per-node = workers)")
+    sweep_cmd.add_argument(
+        "--run-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="passed to every `mnist-dist run`, e.g. --run-option=--partition=gpu",
+    )
+    sweep_cmd.add_argument(
+        "--testbed",
+        metavar="PROFILE[,PROFILE]",
+        help="run across hosts of a testbed on this machine (root; network namespaces), one "
+        "worker per host, under each network profile: loopback (unshaped), 10g, 1g",
+    )
+    sweep_cmd.add_argument(
+        "--gpus", action="store_true", help="slurm: give each point one GPU per worker (--gpus-per-node = workers)"
+    )
     add_config_arguments(sweep_cmd)
     sweep_cmd.set_defaults(func=cmd_sweep)
 
 
 def _add_compare(commands) -> None:
     compare = commands.add_parser(
-        "compare", help="TensorFlow vs PyTorch on the same model, data, batch, epochs and threads",
+        "compare",
+        help="TensorFlow vs PyTorch on the same model, data, batch, epochs and threads",
         description="Train the same config in both frameworks and write compare.md and compare.png: "
         "throughput, time to a target accuracy, final accuracy, peak RSS, model size, startup time, and "
-        "a verdict from the numbers on each classic claim.")
+        "a verdict from the numbers on each classic claim.",
+    )
     compare.add_argument("--nproc", type=int, default=1, help="workers per framework (default 1)")
     compare.add_argument("--launcher", choices=LAUNCHERS, default="local")
     compare.add_argument("--target-accuracy", type=float, default=0.85)
     compare.add_argument("--out", help="comparison folder (default: <log.dir>/compare-<time>)")
-    compare.add_argument("--run-option", action="append", default=[], metavar="OPTION",
-                         help="passed to both `mnist-dist run`s, e.g. --run-option=--gpus-per-node=4")
+    compare.add_argument(
+        "--run-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="passed to both `mnist-dist run`s, e.g. --run-option=--gpus-per-node=4",
+    )
     add_config_arguments(compare)
     compare.set_defaults(func=cmd_compare)
 
@@ -127,10 +157,12 @@ def _add_slurm(commands) -> None:
 
 def _add_testbed(commands) -> None:
     bed = commands.add_parser(
-        "testbed", help="hosts on this machine (network namespaces) to try multi-host runs; needs root",
+        "testbed",
+        help="hosts on this machine (network namespaces) to try multi-host runs; needs root",
         description="Make N hosts on this machine, each a network namespace with its own address, hostname "
         "and hosts file on a private bridge, optionally with shaped links; run commands on them; remove "
-        "them. `sweep --testbed` makes its own.")
+        "them. `sweep --testbed` makes its own.",
+    )
     testbed.add_arguments(bed)
     bed.set_defaults(func=testbed.command)
 
@@ -138,20 +170,33 @@ def _add_testbed(commands) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framework", choices=sorted(FRAMEWORKS), required=True)
     parser.add_argument("--nproc", type=int, default=1, help="workers per node (default 1)")
-    parser.add_argument("--nodes", type=_node_count, metavar="N|MIN:MAX",
-                        help="nodes (default: as many as --hosts names, else 1); a range MIN:MAX runs elastic "
-                        "(torchrun, Slurm): a run that loses nodes goes on with at least MIN")
+    parser.add_argument(
+        "--nodes",
+        type=_node_count,
+        metavar="N|MIN:MAX",
+        help="nodes (default: as many as --hosts names, else 1); a range MIN:MAX runs elastic "
+        "(torchrun, Slurm): a run that loses nodes goes on with at least MIN",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print what would start; start nothing")
     local = parser.add_argument_group("local, torchrun and mpirun")
     local.add_argument("--node-rank", type=int, default=0, help="this node's index with --nodes > 1")
-    local.add_argument("--hosts", type=lambda text: [h for h in text.split(",") if h], default=[],
-                       metavar="HOST,HOST,...", help="every node's host name in node-rank order, the same on every "
-                       "node: TensorFlow needs them (TF_CONFIG), mpirun starts its ranks there")
+    local.add_argument(
+        "--hosts",
+        type=lambda text: [h for h in text.split(",") if h],
+        default=[],
+        metavar="HOST,HOST,...",
+        help="every node's host name in node-rank order, the same on every "
+        "node: TensorFlow needs them (TF_CONFIG), mpirun starts its ranks there",
+    )
     local.add_argument("--master-addr", help="rank 0's host (default: the first of --hosts; needed with --nodes > 1)")
     local.add_argument("--master-port", type=int, help="rendezvous port (default: a free one)")
-    local.add_argument("--max-restarts", type=int, default=0,
-                       help="restart every worker from the latest checkpoint after a failure, up to N times "
-                       "(torchrun's own for torch under torchrun; adds checkpoint.resume=true)")
+    local.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="restart every worker from the latest checkpoint after a failure, up to N times "
+        "(torchrun's own for torch under torchrun; adds checkpoint.resume=true)",
+    )
     job = parser.add_argument_group("slurm")
     job.add_argument("--template", choices=slurm.TEMPLATES, help="sbatch template (default: the framework's)")
     job.add_argument("--gpus-per-node", type=int, default=0)
@@ -161,14 +206,32 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     job.add_argument("--account")
     job.add_argument("--job-name", default="mnist-dist")
     job.add_argument("--output", help="job log (default: <log.dir>/slurm-%%j.out)")
-    job.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
-                     help="extra #SBATCH option, e.g. --sbatch=--qos=high (repeatable)")
-    job.add_argument("--setup", action="append", default=[], metavar="LINE",
-                     help="shell line run before the workers, e.g. 'module load cuda' (repeatable)")
-    job.add_argument("--mpi-launcher", choices=("mpirun", "srun"), default="mpirun",
-                     help="mpi template: mpirun inside the allocation, or srun --mpi=pmix")
-    job.add_argument("--preempt-signal", default="USR1@60", metavar="SIG@SECONDS",
-                     help="Slurm's warning signal before preemption or the time limit: checkpoint, then requeue")
+    job.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="extra #SBATCH option, e.g. --sbatch=--qos=high (repeatable)",
+    )
+    job.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="shell line run before the workers, e.g. 'module load cuda' (repeatable)",
+    )
+    job.add_argument(
+        "--mpi-launcher",
+        choices=("mpirun", "srun"),
+        default="mpirun",
+        help="mpi template: mpirun inside the allocation, or srun --mpi=pmix",
+    )
+    job.add_argument(
+        "--preempt-signal",
+        default="USR1@60",
+        metavar="SIG@SECONDS",
+        help="Slurm's warning signal before preemption or the time limit: checkpoint, then requeue",
+    )
     job.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its exit code")
     add_config_arguments(parser)
 
@@ -181,17 +244,36 @@ def job_spec(args: argparse.Namespace, config: Config) -> JobSpec:
     if args.launcher == "slurm":
         overrides.append(f"log.dir={log_dir}")
     slurm_options = SlurmOptions(
-        template=args.template, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task, time=args.time,
-        partition=args.partition, account=args.account, job_name=args.job_name,
-        output=args.output or str(Path(log_dir) / "slurm-%j.out"), extra_sbatch=tuple(args.sbatch),
-        setup=tuple(args.setup), mpi_launcher=args.mpi_launcher, preempt_signal=args.preempt_signal)
+        template=args.template,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+        time=args.time,
+        partition=args.partition,
+        account=args.account,
+        job_name=args.job_name,
+        output=args.output or str(Path(log_dir) / "slurm-%j.out"),
+        extra_sbatch=tuple(args.sbatch),
+        setup=tuple(args.setup),
+        mpi_launcher=args.mpi_launcher,
+        preempt_signal=args.preempt_signal,
+    )
     return JobSpec(
-        framework=args.framework, launcher=args.launcher, nproc=args.nproc, nodes=nodes, min_nodes=min_nodes,
-        node_rank=args.node_rank, hosts=tuple(args.hosts),
+        framework=args.framework,
+        launcher=args.launcher,
+        nproc=args.nproc,
+        nodes=nodes,
+        min_nodes=min_nodes,
+        node_rank=args.node_rank,
+        hosts=tuple(args.hosts),
         master_addr=args.master_addr or (args.hosts[0] if args.hosts else "127.0.0.1"),
-        master_port=args.master_port, config_path=_abs(args.config), overrides=tuple(overrides),
-        max_restarts=args.max_restarts, threads=threads_per_worker(config, World(local_size=args.nproc)),
-        log_dir=log_dir, slurm=slurm_options)
+        master_port=args.master_port,
+        config_path=_abs(args.config),
+        overrides=tuple(overrides),
+        max_restarts=args.max_restarts,
+        threads=threads_per_worker(config, World(local_size=args.nproc)),
+        log_dir=log_dir,
+        slurm=slurm_options,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -201,11 +283,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if spec.launcher == "slurm":
         return _submit(spec, config, args)
     if spec.max_restarts and spec.launcher not in ("local", "torchrun"):
-        raise UserError(f"--max-restarts works with the local and torchrun launchers; under {spec.launcher} "
-                        "restart the job (Slurm jobs requeue themselves on preemption)")
+        raise UserError(
+            f"--max-restarts works with the local and torchrun launchers; under {spec.launcher} "
+            "restart the job (Slurm jobs requeue themselves on preemption)"
+        )
     if spec.max_restarts and spec.nodes > 1 and not config.log.run_name:
-        raise UserError("--max-restarts across nodes needs log.run_name=NAME, the same on every node: restarted "
-                        "workers find the run's checkpoints by it")
+        raise UserError(
+            "--max-restarts across nodes needs log.run_name=NAME, the same on every node: restarted "
+            "workers find the run's checkpoints by it"
+        )
     result = launchers.plan(spec)
     if args.dry_run:
         lines = [(result.command, result.env)] if result.command else result.per_rank
@@ -233,8 +319,11 @@ def _submit(spec: JobSpec, config: Config, args: argparse.Namespace) -> int:
     script_path = folder / f"{prefix}-{stamp()}.sbatch"
     script_path.write_text(script)
     job = slurm.submit(script_path)
-    print(f"submitted job {job}\n  script:  {script_path}\n  log:     {spec.slurm.output.replace('%j', job)}\n"
-          f"  run dir: {Path(spec.log_dir) / f'{prefix}-{job}'}", flush=True)
+    print(
+        f"submitted job {job}\n  script:  {script_path}\n  log:     {spec.slurm.output.replace('%j', job)}\n"
+        f"  run dir: {Path(spec.log_dir) / f'{prefix}-{job}'}",
+        flush=True,
+    )
     if not args.wait:
         return 0
     info = slurm.wait(job)
@@ -275,9 +364,18 @@ def sweep_spec(args: argparse.Namespace, config: Config):
         raise UserError("--workers, --repeats and --steps must be positive")
     out = Path(args.out or Path(config.log.dir) / f"sweep-{stamp()}").resolve()
     spec = sweep.SweepSpec(
-        frameworks=frameworks, workers=workers, out=out, mode=args.mode, repeats=args.repeats, steps=args.steps,
-        warmup=args.warmup, launcher=args.launcher, run_options=tuple(args.run_option), gpus=args.gpus,
-        profiles=tuple(sweep.parse_list(args.testbed)) if args.testbed is not None else ())
+        frameworks=frameworks,
+        workers=workers,
+        out=out,
+        mode=args.mode,
+        repeats=args.repeats,
+        steps=args.steps,
+        warmup=args.warmup,
+        launcher=args.launcher,
+        run_options=tuple(args.run_option),
+        gpus=args.gpus,
+        profiles=tuple(sweep.parse_list(args.testbed)) if args.testbed is not None else (),
+    )
     for n in workers:
         sweep.per_worker_batch(config, args.mode, n)  # refuse an indivisible strong-scaling batch up front
     problem = spec.profiles and sweep.testbed_problem(spec)
@@ -286,8 +384,11 @@ def sweep_spec(args: argparse.Namespace, config: Config):
     for name in frameworks:
         framework, extra = VARIANTS.get(name, (name, ()))
         launcher = "horovodrun" if extra and args.launcher in ("local", "torchrun") else args.launcher
-        check(load_config(args.config, [*args.overrides, *extra]), framework,
-              Placement(launcher=launcher, workers=max(workers), gpus_per_node=max(workers) if args.gpus else None))
+        check(
+            load_config(args.config, [*args.overrides, *extra]),
+            framework,
+            Placement(launcher=launcher, workers=max(workers), gpus_per_node=max(workers) if args.gpus else None),
+        )
     return spec
 
 
@@ -318,9 +419,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _ensure_data(config)
     runs, histories, reloaded = {}, {}, {}
     for framework in FRAMEWORKS:
-        point = sweep.run_point(sweep.PointJob(framework, args.nproc, framework, out / "runs", args.launcher,
-                                               _abs(args.config), (*args.overrides, f"train.threads={threads}"),
-                                               tuple(args.run_option)))
+        point = sweep.run_point(
+            sweep.PointJob(
+                framework,
+                args.nproc,
+                framework,
+                out / "runs",
+                args.launcher,
+                _abs(args.config),
+                (*args.overrides, f"train.threads={threads}"),
+                tuple(args.run_option),
+            )
+        )
         if point.ok:
             run_dir = next(p.parent for p in (out / "runs").glob(f"{framework}*/{HISTORY_FILE}"))
             runs[framework] = point.summary
@@ -341,8 +451,9 @@ _RELOAD = {  # load a saved model in a fresh process with its framework's own lo
 
 def _reload(framework: str, model: Path) -> int | str:
     """The parameter count of a saved model reloaded in a fresh process, or why it did not reload."""
-    result = subprocess.run([sys.executable, "-c", _RELOAD[framework], str(model)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _RELOAD[framework], str(model)], capture_output=True, text=True, timeout=300
+    )
     if result.returncode != 0:
         return f"{model.name} did not reload: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
     return int(result.stdout.split()[-1])
@@ -386,11 +497,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     files = locate(args.dataset, args.dir, download=not args.no_download)
     data = load_files(args.dataset, files)
     print(f"{args.dataset}: {data.source}")
-    for split, images, labels in (("train", data.train_images, data.train_labels),
-                                  ("test", data.test_images, data.test_labels)):
+    for split, images, labels in (
+        ("train", data.train_images, data.train_labels),
+        ("test", data.test_images, data.test_labels),
+    ):
         counts = np.bincount(labels, minlength=10)
-        print(f"  {split}: {len(images)} images {images.shape[1]}x{images.shape[2]} {images.dtype}, "
-              f"labels per class {counts.min()}..{counts.max()}")
+        print(
+            f"  {split}: {len(images)} images {images.shape[1]}x{images.shape[2]} {images.dtype}, "
+            f"labels per class {counts.min()}..{counts.max()}"
+        )
     for path in files.values() if isinstance(files, dict) else [files]:
         print(f"  {path}")
     return 0

@@ -128,8 +128,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config FILE and dotted overrides, the same for every command and both trainers."""
     parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. train.epochs=3 data.dataset=fashion-mnist")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides, e.g. train.epochs=3 data.dataset=fashion-mnist",
+    )
 
 
 def write_config(config: Config, path: Path) -> None:

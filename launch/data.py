@@ -139,10 +139,16 @@ def load_files(dataset: str, files: dict[str, Path] | Path) -> Dataset:
         test = check_split(arrays["x_test"], arrays["y_test"], f"{files} (test)")
         source = str(files)
     else:
-        train = check_split(read_idx(files["train_images"]), read_idx(files["train_labels"]),
-                            f"{files['train_images']} + {files['train_labels'].name}")
-        test = check_split(read_idx(files["test_images"]), read_idx(files["test_labels"]),
-                           f"{files['test_images']} + {files['test_labels'].name}")
+        train = check_split(
+            read_idx(files["train_images"]),
+            read_idx(files["train_labels"]),
+            f"{files['train_images']} + {files['train_labels'].name}",
+        )
+        test = check_split(
+            read_idx(files["test_images"]),
+            read_idx(files["test_labels"]),
+            f"{files['test_images']} + {files['test_labels'].name}",
+        )
         source = str(files["train_images"].parent)
     return Dataset(dataset, *train, *test, source=source)
 
@@ -164,8 +170,7 @@ def synthetic(n_train: int = SYNTHETIC_SIZES[0], n_test: int = SYNTHETIC_SIZES[1
     return Dataset("synthetic", *split(n_train), *split(n_test), source=f"synthetic(seed={seed})")
 
 
-def load_dataset(dataset: str, folder: str | Path | None = None, limit: int | None = None,
-                 seed: int = 0) -> Dataset:
+def load_dataset(dataset: str, folder: str | Path | None = None, limit: int | None = None, seed: int = 0) -> Dataset:
     """The dataset named in the config, optionally cut to its first `limit` train and test samples."""
     if dataset == "synthetic":
         n_train, n_test = (min(limit, n) for n in SYNTHETIC_SIZES) if limit else SYNTHETIC_SIZES
@@ -174,6 +179,12 @@ def load_dataset(dataset: str, folder: str | Path | None = None, limit: int | No
         raise DataError(f"unknown dataset {dataset!r}: use one of mnist, fashion-mnist, synthetic")
     data = load_files(dataset, locate(dataset, folder))
     if limit:
-        data = Dataset(data.name, data.train_images[:limit], data.train_labels[:limit],
-                       data.test_images[:limit], data.test_labels[:limit], data.source)
+        data = Dataset(
+            data.name,
+            data.train_images[:limit],
+            data.train_labels[:limit],
+            data.test_images[:limit],
+            data.test_labels[:limit],
+            data.source,
+        )
     return data

@@ -36,8 +36,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) != expected:
         state = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(
-            f"{path}: {state} (header {dims} needs {expected} bytes, file has {len(raw)}); "
-            "delete it and fetch it again"
+            f"{path}: {state} (header {dims} needs {expected} bytes, file has {len(raw)}); delete it and fetch it again"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 

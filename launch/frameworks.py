@@ -38,16 +38,34 @@ class Framework:
 
 FRAMEWORKS = {
     "torch": Framework(
-        name="torch", module="torch_dist.train", checkpoint=r"step-(\d{8,})\.pt", color="tab:blue", needs_hosts=False,
-        launchers=LAUNCHERS, elastic_launchers=("torchrun", "slurm"),
-        backends=("auto", "gloo", "nccl", "horovod"), strategies=("auto",),
-        compressions={"auto": ("none", "fp16", "bf16", "powersgd"), "gloo": ("none", "fp16", "bf16", "powersgd"),
-                      "nccl": ("none", "fp16", "bf16", "powersgd"), "horovod": ("none", "fp16")}),
+        name="torch",
+        module="torch_dist.train",
+        checkpoint=r"step-(\d{8,})\.pt",
+        color="tab:blue",
+        needs_hosts=False,
+        launchers=LAUNCHERS,
+        elastic_launchers=("torchrun", "slurm"),
+        backends=("auto", "gloo", "nccl", "horovod"),
+        strategies=("auto",),
+        compressions={
+            "auto": ("none", "fp16", "bf16", "powersgd"),
+            "gloo": ("none", "fp16", "bf16", "powersgd"),
+            "nccl": ("none", "fp16", "bf16", "powersgd"),
+            "horovod": ("none", "fp16"),
+        },
+    ),
     "tf": Framework(
-        name="tf", module="tf_dist.train", checkpoint=r"ckpt-(\d+)\.index", color="tab:orange", needs_hosts=True,
-        launchers=("local", "torchrun", "mpirun", "slurm"), elastic_launchers=(),
-        backends=("auto", "gloo", "nccl"), strategies=("auto", "default", "mirrored", "multi-worker"),
-        compressions={"auto": ("none",), "gloo": ("none",), "nccl": ("none",)}),
+        name="tf",
+        module="tf_dist.train",
+        checkpoint=r"ckpt-(\d+)\.index",
+        color="tab:orange",
+        needs_hosts=True,
+        launchers=("local", "torchrun", "mpirun", "slurm"),
+        elastic_launchers=(),
+        backends=("auto", "gloo", "nccl"),
+        strategies=("auto", "default", "mirrored", "multi-worker"),
+        compressions={"auto": ("none",), "gloo": ("none",), "nccl": ("none",)},
+    ),
 }
 # Sweep and report series that are a framework run another way: name -> (framework, overrides).
 VARIANTS = {"horovod": ("torch", ("dist.backend=horovod",))}
@@ -92,23 +110,32 @@ def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
     if launcher is None:
         return
     if launcher not in fw.launchers:
-        raise UserError(f"{launcher} runs torch_dist only: Horovod's TensorFlow part does not build against "
-                        f"TensorFlow >= 2.16; use --launcher local, mpirun or slurm for {fw.name}")
+        raise UserError(
+            f"{launcher} runs torch_dist only: Horovod's TensorFlow part does not build against "
+            f"TensorFlow >= 2.16; use --launcher local, mpirun or slurm for {fw.name}"
+        )
     if where.min_nodes != where.nodes and launcher == "slurm" and where.template != "torch":
-        raise UserError(f"a node range ({where.min_nodes}:{where.nodes}) needs the torch template (one torchrun "
-                        f"agent per node); the {where.template} template takes a fixed --nodes, and a requeued job "
-                        "gets as many again")
+        raise UserError(
+            f"a node range ({where.min_nodes}:{where.nodes}) needs the torch template (one torchrun "
+            f"agent per node); the {where.template} template takes a fixed --nodes, and a requeued job "
+            "gets as many again"
+        )
     if where.min_nodes != where.nodes and launcher not in fw.elastic_launchers:
-        raise UserError(f"a node range ({where.min_nodes}:{where.nodes}) needs an elastic launcher: --launcher "
-                        "torchrun for torch, or --launcher slurm (a requeued job resumes at the size it gets); "
-                        "TensorFlow's workers are fixed while they run, so restart tf at the new size with "
-                        "checkpoint.resume=true")
+        raise UserError(
+            f"a node range ({where.min_nodes}:{where.nodes}) needs an elastic launcher: --launcher "
+            "torchrun for torch, or --launcher slurm (a requeued job resumes at the size it gets); "
+            "TensorFlow's workers are fixed while they run, so restart tf at the new size with "
+            "checkpoint.resume=true"
+        )
     if fw.needs_hosts and where.nodes > 1 and not where.hosts and launcher in ("local", "torchrun"):
-        raise UserError("TensorFlow needs every worker's address: pass --hosts node1,node2,... (the same list, in "
-                        "node-rank order, on every node), or set TF_CONFIG yourself")
+        raise UserError(
+            "TensorFlow needs every worker's address: pass --hosts node1,node2,... (the same list, in "
+            "node-rank order, on every node), or set TF_CONFIG yourself"
+        )
     if launcher == "horovodrun" and where.nodes > 1:
-        raise UserError("horovodrun here starts one node; for several use --launcher slurm --template mpi "
-                        "with dist.backend=horovod")
+        raise UserError(
+            "horovodrun here starts one node; for several use --launcher slurm --template mpi with dist.backend=horovod"
+        )
     if launcher == "slurm":
         _check_slurm(config, where)
 
@@ -117,8 +144,10 @@ def _check_slurm(config: Config, where: Placement) -> None:
     gpus, backend = where.gpus_per_node or 0, config.dist.backend
     per_node = where.workers // where.nodes
     if gpus and backend in ("nccl", "auto") and per_node != gpus:
-        raise UserError(f"--nproc {per_node} tasks per node but --gpus-per-node {gpus}: with nccl every rank "
-                        "needs its own GPU; make them equal")
+        raise UserError(
+            f"--nproc {per_node} tasks per node but --gpus-per-node {gpus}: with nccl every rank "
+            "needs its own GPU; make them equal"
+        )
     if backend == "nccl" and not gpus:
         raise UserError("dist.backend=nccl needs GPUs: pass --gpus-per-node equal to --nproc")
 
@@ -126,26 +155,36 @@ def _check_slurm(config: Config, where: Placement) -> None:
 def _check_options(config: Config, fw: Framework, where: Placement) -> None:
     dist = config.dist
     if dist.backend not in fw.backends:
-        raise ConfigError(f"dist.backend={dist.backend}: Horovod's TensorFlow part does not build against TensorFlow "
-                          ">= 2.16; use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod")
+        raise ConfigError(
+            f"dist.backend={dist.backend}: Horovod's TensorFlow part does not build against TensorFlow "
+            ">= 2.16; use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod"
+        )
     if dist.compression not in fw.compressions[dist.backend]:
         raise ConfigError(_compression_fix(fw, dist.compression))
     if dist.compression != "none" and where.workers == 1 and dist.backend == "auto":
-        raise ConfigError(f"dist.compression={dist.compression} compresses the all-reduce of several workers; one "
-                          "worker has none: leave it out, or name dist.backend=gloo (or nccl) to measure it on one")
+        raise ConfigError(
+            f"dist.compression={dist.compression} compresses the all-reduce of several workers; one "
+            "worker has none: leave it out, or name dist.backend=gloo (or nccl) to measure it on one"
+        )
     if dist.strategy in ("default", "mirrored") and where.workers > 1 and "multi-worker" in fw.strategies:
-        raise ConfigError(f"dist.strategy={dist.strategy} runs in one process, but {where.workers} were started: "
-                          "use dist.strategy=multi-worker (or auto)")
+        raise ConfigError(
+            f"dist.strategy={dist.strategy} runs in one process, but {where.workers} were started: "
+            "use dist.strategy=multi-worker (or auto)"
+        )
     if config.train.precision in fw.gpu_precisions and where.gpus_per_node == 0:
         raise ConfigError(_precision_fix(fw))
 
 
 def _compression_fix(fw: Framework, compression: str) -> str:
     if fw.name == "tf":
-        return (f"dist.compression={compression}: tf.distribute has no gradient compression (CommunicationOptions "
-                "sets packing, timeout and implementation only); leave it out for tf, or use torch_dist's DDP hooks")
-    return (f"dist.compression={compression}: Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or "
-            "DDP (dist.backend=gloo/nccl) for bf16 and powersgd")
+        return (
+            f"dist.compression={compression}: tf.distribute has no gradient compression (CommunicationOptions "
+            "sets packing, timeout and implementation only); leave it out for tf, or use torch_dist's DDP hooks"
+        )
+    return (
+        f"dist.compression={compression}: Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or "
+        "DDP (dist.backend=gloo/nccl) for bf16 and powersgd"
+    )
 
 
 def _precision_fix(fw: Framework) -> str:

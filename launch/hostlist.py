@@ -19,8 +19,9 @@ def expand_hostlist(hostlist: str) -> list[str]:
     scontrol = shutil.which("scontrol")
     if scontrol:
         try:
-            out = subprocess.run([scontrol, "show", "hostnames", hostlist], capture_output=True,
-                                 text=True, timeout=10, check=True).stdout.split()
+            out = subprocess.run(
+                [scontrol, "show", "hostnames", hostlist], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.split()
             if out:
                 return out
         except (subprocess.SubprocessError, OSError):

@@ -73,8 +73,15 @@ class JobSpec:
 
     def placement(self) -> Placement:
         gpus = self.slurm.gpus_per_node if self.launcher == "slurm" else None
-        return Placement(launcher=self.launcher, workers=self.workers, min_nodes=self.lowest_nodes, nodes=self.nodes,
-                         gpus_per_node=gpus, hosts=bool(self.hosts), template=self.template)
+        return Placement(
+            launcher=self.launcher,
+            workers=self.workers,
+            min_nodes=self.lowest_nodes,
+            nodes=self.nodes,
+            gpus_per_node=gpus,
+            hosts=bool(self.hosts),
+            template=self.template,
+        )
 
 
 def workers_label(spec: JobSpec) -> str:
@@ -87,4 +94,5 @@ def workers_label(spec: JobSpec) -> str:
 def default_run_prefix(spec: JobSpec, config: Config) -> str:
     """A Slurm job's run name before its job id: log.run_name, or what the run is."""
     return config.log.run_name or "-".join(
-        [spec.framework, config.model.name, config.data.dataset, workers_label(spec)])
+        [spec.framework, config.model.name, config.data.dataset, workers_label(spec)]
+    )

@@ -46,8 +46,12 @@ class Plan:
         head = ["rank", "local rank", "node", "master"] + (["TF_CONFIG"] if self.framework == "tf" else [])
         rows = []
         for w in self.worlds:
-            row = [str(w.rank), str(w.local_rank), w.hosts[w.node_rank] if w.hosts else str(w.node_rank),
-                   f"{w.master_addr}:{w.master_port}"]
+            row = [
+                str(w.rank),
+                str(w.local_rank),
+                w.hosts[w.node_rank] if w.hosts else str(w.node_rank),
+                f"{w.master_addr}:{w.master_port}",
+            ]
             if self.framework == "tf":
                 row.append(json.dumps(tf_config(w), separators=(",", ":")))
             rows.append(row)
@@ -59,10 +63,21 @@ def slurm_worlds(spec: JobSpec) -> list[World]:
     """How the ranks of an sbatch job will see themselves, with placeholder node names, and the port
     derived as for job id 0 (the job's is derived from its id the same way)."""
     hosts = tuple(f"node{i}" for i in range(spec.nodes))
-    return [World(rank=r, size=spec.workers, local_rank=r % spec.nproc, local_size=spec.nproc,
-                  node_rank=r // spec.nproc, num_nodes=spec.nodes, master_addr=hosts[0], master_port=port_for_job("0"),
-                  source="slurm", hosts=hosts)
-            for r in range(spec.workers)]
+    return [
+        World(
+            rank=r,
+            size=spec.workers,
+            local_rank=r % spec.nproc,
+            local_size=spec.nproc,
+            node_rank=r // spec.nproc,
+            num_nodes=spec.nodes,
+            master_addr=hosts[0],
+            master_port=port_for_job("0"),
+            source="slurm",
+            hosts=hosts,
+        )
+        for r in range(spec.workers)
+    ]
 
 
 def validate(spec: JobSpec) -> None:
@@ -72,21 +87,36 @@ def validate(spec: JobSpec) -> None:
     if spec.hosts and len(spec.hosts) != spec.nodes:
         raise UserError(f"--hosts names {len(spec.hosts)} node(s) but --nodes is {spec.nodes}: list every node once")
     if spec.nodes > 1 and spec.master_addr.startswith(_LOOPBACK):
-        raise UserError(f"master address {spec.master_addr} is a loopback address, which other nodes cannot reach: "
-                        "pass --master-addr <the first node's hostname or IP>")
+        raise UserError(
+            f"master address {spec.master_addr} is a loopback address, which other nodes cannot reach: "
+            "pass --master-addr <the first node's hostname or IP>"
+        )
     if spec.nodes == 1 and spec.master_port and not port_is_free(spec.master_port):
-        raise UserError(f"port {spec.master_port} is already in use on this machine: pass another --master-port, "
-                        "or leave it out to pick a free one")
+        raise UserError(
+            f"port {spec.master_port} is already in use on this machine: pass another --master-port, "
+            "or leave it out to pick a free one"
+        )
 
 
 def plan(spec: JobSpec) -> Plan:
     """The plan for a local, torchrun, mpirun or horovodrun start of this node's part of the job."""
     validate(spec)
     port = spec.master_port or (free_port() if spec.nodes == 1 else DEFAULT_PORT)
-    worlds = [World(rank=spec.node_rank * spec.nproc + r, size=spec.workers, local_rank=r, local_size=spec.nproc,
-                    node_rank=spec.node_rank, num_nodes=spec.nodes, master_addr=spec.master_addr, master_port=port,
-                    source=spec.launcher, hosts=spec.hosts)
-              for r in range(spec.nproc)]
+    worlds = [
+        World(
+            rank=spec.node_rank * spec.nproc + r,
+            size=spec.workers,
+            local_rank=r,
+            local_size=spec.nproc,
+            node_rank=spec.node_rank,
+            num_nodes=spec.nodes,
+            master_addr=spec.master_addr,
+            master_port=port,
+            source=spec.launcher,
+            hosts=spec.hosts,
+        )
+        for r in range(spec.nproc)
+    ]
     result = Plan(spec.framework, worlds)
     if spec.launcher == "torchrun" and spec.framework == "torch":
         _torchrun(spec, port, result)
@@ -95,8 +125,17 @@ def plan(spec: JobSpec) -> Plan:
     elif spec.launcher == "mpirun":
         _mpirun(spec, port, result)
     elif spec.launcher == "horovodrun":
-        result.command = [horovodrun(spec.python), "-np", str(spec.nproc), "-H", f"localhost:{spec.nproc}",
-                          spec.python, "-m", spec.module, *spec.train_args("dist.backend=horovod")]
+        result.command = [
+            horovodrun(spec.python),
+            "-np",
+            str(spec.nproc),
+            "-H",
+            f"localhost:{spec.nproc}",
+            spec.python,
+            "-m",
+            spec.module,
+            *spec.train_args("dist.backend=horovod"),
+        ]
         result.notes.append("horovodrun: dist.backend=horovod added")
     else:
         raise UserError(f"launcher {spec.launcher!r} is not one of local, torchrun, mpirun (slurm has its own plan)")
@@ -104,16 +143,32 @@ def plan(spec: JobSpec) -> Plan:
 
 
 def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
-    rdzv = (["--standalone"] if spec.nodes == 1 else
-            ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.master_addr}:{port}", f"--node-rank={spec.node_rank}"])
+    rdzv = (
+        ["--standalone"]
+        if spec.nodes == 1
+        else ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.master_addr}:{port}", f"--node-rank={spec.node_rank}"]
+    )
     nnodes = f"{spec.lowest_nodes}:{spec.nodes}" if spec.elastic else str(spec.nodes)
-    result.command = [spec.python, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
-                      f"--nproc-per-node={spec.nproc}", *rdzv, f"--max-restarts={spec.max_restarts}", "--tee=3",
-                      f"--log-dir={os.path.join(spec.log_dir, 'torchrun-logs')}", "-m", spec.module, *spec.train_args()]
+    result.command = [
+        spec.python,
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nnodes}",
+        f"--nproc-per-node={spec.nproc}",
+        *rdzv,
+        f"--max-restarts={spec.max_restarts}",
+        "--tee=3",
+        f"--log-dir={os.path.join(spec.log_dir, 'torchrun-logs')}",
+        "-m",
+        spec.module,
+        *spec.train_args(),
+    ]
     if spec.max_restarts:
         result.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-        result.notes.append("TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: each restart gets a fresh store; torchrun's "
-                            "shared one hands restarted workers the dead attempt's addresses (pytorch#135712)")
+        result.notes.append(
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: each restart gets a fresh store; torchrun's "
+            "shared one hands restarted workers the dead attempt's addresses (pytorch#135712)"
+        )
     if spec.threads and "OMP_NUM_THREADS" not in os.environ:
         # torchrun sets 1 with a four-line banner unless told; the trainer sets its own thread count anyway
         result.env["OMP_NUM_THREADS"] = str(spec.threads)
@@ -142,7 +197,14 @@ def _mpirun(spec: JobSpec, port: int, result: Plan) -> None:
     if spec.hosts:
         cmd += ["--host", ",".join(f"{h}:{spec.nproc}" for h in spec.hosts)]
     if spec.nodes > 1:
-        cmd += ["--map-by", f"ppr:{spec.nproc}:node", "-x", f"MASTER_ADDR={spec.master_addr}", "-x", f"MASTER_PORT={port}"]
+        cmd += [
+            "--map-by",
+            f"ppr:{spec.nproc}:node",
+            "-x",
+            f"MASTER_ADDR={spec.master_addr}",
+            "-x",
+            f"MASTER_PORT={port}",
+        ]
     if spec.framework == "tf" and spec.hosts:
         # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
         result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(result.worlds[0])["cluster"]})
@@ -158,9 +220,11 @@ def horovodrun(python: str) -> str:
 
 def preflight(launcher: str, framework: str) -> None:
     """Fail early, with the fix, when the launcher's program is missing."""
-    fixes = {"mpirun": "install OpenMPI (Debian: openmpi-bin)",
-             "horovodrun": "build and install Horovod with `python -m torch_dist.horovod_build`",
-             "sbatch": "run on a Slurm login node, or install Slurm's client tools (Debian: slurm-client)"}
+    fixes = {
+        "mpirun": "install OpenMPI (Debian: openmpi-bin)",
+        "horovodrun": "build and install Horovod with `python -m torch_dist.horovod_build`",
+        "sbatch": "run on a Slurm login node, or install Slurm's client tools (Debian: slurm-client)",
+    }
     needs = {"mpirun": ["mpirun"], "horovodrun": ["horovodrun"], "slurm": ["sbatch", "scontrol"]}.get(launcher, [])
     for program in needs:
         if shutil.which(horovodrun(sys.executable) if program == "horovodrun" else program) is None:
@@ -200,8 +264,17 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
     job = {"MNIST_DIST_JOB_ID": uuid.uuid4().hex[:12]}
     for attempt in range(max_restarts + 1):
         extra = {**job, "MNIST_DIST_RESTART_COUNT": str(attempt)}
-        procs = [subprocess.Popen(cmd, env={**os.environ, **env, **extra}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, bufsize=1) for cmd, env in result.per_rank]
+        procs = [
+            subprocess.Popen(
+                cmd,
+                env={**os.environ, **env, **extra},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+            for cmd, env in result.per_rank
+        ]
         pumps = [threading.Thread(target=_pump, args=(p, w.rank), daemon=True) for p, w in zip(procs, result.worlds)]
         for t in pumps:
             t.start()
@@ -232,8 +305,11 @@ def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
             continue  # some other child of ours
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
-            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                   else f"exited with code {proc.returncode}")
+            how = (
+                f"was killed by {signal.Signals(-proc.returncode).name}"
+                if proc.returncode < 0
+                else f"exited with code {proc.returncode}"
+            )
             log.get().info(f"rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks")
             _stop(running.values())
             return proc.returncode

@@ -34,8 +34,10 @@ def setup(prog: str) -> logging.Logger:
     _LOGGER.handlers.clear()
     _LOGGER.setLevel(logging.INFO)
     _LOGGER.propagate = False
-    for stream, wanted in ((sys.stdout, lambda r: r.levelno < logging.WARNING),
-                           (sys.stderr, lambda r: r.levelno >= logging.WARNING)):
+    for stream, wanted in (
+        (sys.stdout, lambda r: r.levelno < logging.WARNING),
+        (sys.stderr, lambda r: r.levelno >= logging.WARNING),
+    ):
         handler = logging.StreamHandler(stream)
         handler.setFormatter(_FORMAT)
         handler.addFilter(wanted)

@@ -160,13 +160,23 @@ class _Loop:
     def _start(self) -> None:
         cfg, engine = self.config, self.engine
         lr, global_batch = cfg.scaled_lr(self.world.size), engine.batch_per_rank * self.world.size
-        self.world_sizes.append({"world_size": self.world.size, "global_batch_size": global_batch, "lr": lr,
-                                 "steps": [self.step, self.step], "epoch": self.epoch, "sample": self.sample})
+        self.world_sizes.append(
+            {
+                "world_size": self.world.size,
+                "global_batch_size": global_batch,
+                "lr": lr,
+                "steps": [self.step, self.step],
+                "epoch": self.epoch,
+                "sample": self.sample,
+            }
+        )
         if self.world.is_chief:
             create_run_dir(cfg, self.run_dir)
             self.writer = ScalarWriter(self.run_dir)
-            self.log.info(f"{self.world.size} worker(s) via {self.world.source}, {engine.backend} on {engine.device}, "
-                          f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}")
+            self.log.info(
+                f"{self.world.size} worker(s) via {self.world.source}, {engine.backend} on {engine.device}, "
+                f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}"
+            )
 
     def _done(self) -> bool:
         max_steps = self.config.train.max_steps
@@ -186,16 +196,23 @@ class _Loop:
 
     def _progress(self) -> dict:
         """What a checkpoint records of where training stands."""
-        return {"epoch": self.epoch, "step": self.step, "sample": self.sample, "epoch_sums": self.epoch_sums.tolist(),
-                "history": history_to_dicts(self.history), "world_size_history": self._world_size_history()}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "sample": self.sample,
+            "epoch_sums": self.epoch_sums.tolist(),
+            "history": history_to_dicts(self.history),
+            "world_size_history": self._world_size_history(),
+        }
 
     def _stop(self) -> int:
         """Every rank agreed to stop at this step: checkpoint it (mid-epoch) and leave."""
         self.engine.save_checkpoint(self.ckpt_dir, self.step, self._progress())
         if self.world.is_chief:
             (self.run_dir / STOP_FILE).unlink(missing_ok=True)
-            self.log.info(f"stop requested: checkpointed step {self.step} in {self.ckpt_dir}; "
-                          "resume with checkpoint.resume=true")
+            self.log.info(
+                f"stop requested: checkpointed step {self.step} in {self.ckpt_dir}; resume with checkpoint.resume=true"
+            )
         return PREEMPTED
 
     def _resume_finished_run(self) -> bool:
@@ -209,31 +226,38 @@ class _Loop:
             return False
         state = self.engine.restore_checkpoint(path, self.config.scaled_lr(self.world.size))
         if "sample" not in state:  # the engines pass the progress on as this loop saved it
-            raise UserError(f"{path}: written by an older mnist-dist, without the training position it "
-                            "needs to resume; start a new run (another log.run_name)")
+            raise UserError(
+                f"{path}: written by an older mnist-dist, without the training position it "
+                "needs to resume; start a new run (another log.run_name)"
+            )
         self.epoch, self.step, self.sample = state["epoch"], state["step"], state["sample"]
         self.epoch_sums = np.array(state["epoch_sums"])
         self.history = history_from_dicts(state["history"])
         self.world_sizes = state["world_size_history"]
         if self._done():
             if self.world.is_chief:
-                self.log.info(f"{self.run_dir} already finished ({self.epoch} of {self.config.train.epochs} epochs, "
-                              f"step {self.step}; {path}): nothing to do, its results stay as they are; "
-                              "raise train.epochs to train it further")
+                self.log.info(
+                    f"{self.run_dir} already finished ({self.epoch} of {self.config.train.epochs} epochs, "
+                    f"step {self.step}; {path}): nothing to do, its results stay as they are; "
+                    "raise train.epochs to train it further"
+                )
             return True
         if self.world.is_chief:
             before = self.world_sizes[-1]["world_size"]
-            self.log.info(f"resuming from {path} (epoch {self.epoch}, step {self.step}, sample {self.sample} of "
-                          f"{self.n_train} in this epoch) on {self.world.size} worker(s)"
-                          + (f", not {before}" if before != self.world.size else ""))
+            self.log.info(
+                f"resuming from {path} (epoch {self.epoch}, step {self.step}, sample {self.sample} of "
+                f"{self.n_train} in this epoch) on {self.world.size} worker(s)"
+                + (f", not {before}" if before != self.world.size else "")
+            )
         return False
 
     def _train_epoch(self, bar) -> None:
         cfg = self.config.train
         self.meter.resume()  # the epoch's shard and gather are input work: timed like the steps
         # From this epoch's position: 0, or where a run stopped, on however many workers it had.
-        shard = shard_indices(self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle,
-                              start=self.sample)
+        shard = shard_indices(
+            self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle, start=self.sample
+        )
         self.engine.start_epoch(shard.indices)
         steps = steps_per_epoch(len(shard.indices), self.engine.batch_per_rank)
         if cfg.max_steps:
@@ -242,7 +266,7 @@ class _Loop:
         for i in range(steps):
             images = self.engine.train_step(i)
             if self.sample_log:
-                self._log_samples(shard.indices[trained:trained + images])
+                self._log_samples(shard.indices[trained : trained + images])
             trained += images
             self.step += 1
             # Every rank's shard is as long as this one: together they trained world size x as much.
@@ -257,8 +281,14 @@ class _Loop:
             bar.update(1)
 
     def _log_samples(self, indices: np.ndarray) -> None:
-        record = {"attempt": self.started, "rank": self.world.rank, "world_size": self.world.size,
-                  "epoch": self.epoch, "step": self.step + 1, "indices": indices.tolist()}
+        record = {
+            "attempt": self.started,
+            "rank": self.world.rank,
+            "world_size": self.world.size,
+            "epoch": self.epoch,
+            "step": self.step + 1,
+            "indices": indices.tolist(),
+        }
         self.sample_log.write(json.dumps(record) + "\n")
         self.sample_log.flush()
 
@@ -269,9 +299,11 @@ class _Loop:
         rows = gather(self.comm, dict(zip(INTERVAL_ROW, (images, seconds, steps, loss_sum, correct, float(stop)))))
         self.stopping = bool(rows["stop"].max())  # one rank's request stops every rank at this step
         if not np.isfinite(rows["loss_sum"]).all():
-            raise UserError(f"the training loss became NaN or infinite between steps {self.step - int(steps)} and "
-                            f"{self.step}: lower train.lr (now {self.config.scaled_lr(self.world.size):g}) "
-                            "or train in fp32")
+            raise UserError(
+                f"the training loss became NaN or infinite between steps {self.step - int(steps)} and "
+                f"{self.step}: lower train.lr (now {self.config.scaled_lr(self.world.size):g}) "
+                "or train in fp32"
+            )
         self.epoch_sums += [rows.total("images"), rows.total("loss_sum"), rows.total("correct")]
         if self.world.is_chief:
             scalars = interval_scalars(rows)
@@ -292,8 +324,15 @@ class _Loop:
         self.epoch, self.sample = self.epoch + 1, 0
         images, loss_sum, correct = (float(v) for v in self.epoch_sums)
         self.epoch_sums = np.zeros(3)
-        record = EpochRecord(self.epoch, self.step, loss_sum / images, correct / images, eval_loss, eval_acc,
-                             time.time() - process_start())
+        record = EpochRecord(
+            self.epoch,
+            self.step,
+            loss_sum / images,
+            correct / images,
+            eval_loss,
+            eval_acc,
+            time.time() - process_start(),
+        )
         self.history.append(record)
         interval = self.config.checkpoint.interval
         if interval and (self.epoch % interval == 0 or self._done()):
@@ -301,14 +340,17 @@ class _Loop:
         if self.world.is_chief:
             self._write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy})
             rate = self.meter.measured_images * self.world.size / max(self.meter.measured_seconds, 1e-9)
-            self.log.info(f"epoch {record.epoch}/{self.config.train.epochs} step {record.step}: train loss "
-                          f"{record.train_loss:.4f} acc {record.train_accuracy:.4f} | eval loss {record.eval_loss:.4f} "
-                          f"acc {record.eval_accuracy:.4f} | {rate:,.0f} img/s")
+            self.log.info(
+                f"epoch {record.epoch}/{self.config.train.epochs} step {record.step}: train loss "
+                f"{record.train_loss:.4f} acc {record.train_accuracy:.4f} | eval loss {record.eval_loss:.4f} "
+                f"acc {record.eval_accuracy:.4f} | {rate:,.0f} img/s"
+            )
 
     def _finish(self) -> None:
         m = self.meter
-        final = gather(self.comm, dict(zip(FINAL_ROW, (m.measured_images, m.measured_seconds, m.measured_steps,
-                                                      peak_rss_bytes()))))
+        final = gather(
+            self.comm, dict(zip(FINAL_ROW, (m.measured_images, m.measured_seconds, m.measured_steps, peak_rss_bytes())))
+        )
         if self.world.is_chief:
             self._write_results(final)
         # Every rank leaves together: a worker that exits while the chief still writes looks to
@@ -319,19 +361,30 @@ class _Loop:
         engine = self.engine
         model_file = engine.save_model(self.run_dir)
         facts = RunFacts(
-            framework=engine.framework, backend=engine.backend, device=engine.device,
-            global_batch_size=engine.batch_per_rank * self.world.size, steps=self.step, history=self.history,
+            framework=engine.framework,
+            backend=engine.backend,
+            device=engine.device,
+            global_batch_size=engine.batch_per_rank * self.world.size,
+            steps=self.step,
+            history=self.history,
             first_step_at=self.first_step_at or time.time(),
             dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
-            world_size_history=self._world_size_history(), framework_versions=engine.versions)
+            world_size_history=self._world_size_history(),
+            framework_versions=engine.versions,
+        )
         summary = make_summary(self.config, self.world, facts, final, model_file.stat().st_size)
         write_summary(self.run_dir, summary)
         write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": history_to_dicts(self.history)})
-        plot_history(self.history, self.run_dir / "history.png", f"{engine.framework} {self.config.model.name} on "
-                     f"{self.config.data.dataset}, {self.world.size} worker(s)")
-        self.log.info(f"done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
-                      f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
-                      f"{self.run_dir}")
+        plot_history(
+            self.history,
+            self.run_dir / "history.png",
+            f"{engine.framework} {self.config.model.name} on {self.config.data.dataset}, {self.world.size} worker(s)",
+        )
+        self.log.info(
+            f"done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
+            f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
+            f"{self.run_dir}"
+        )
 
 
 def _open_sample_log(rank: int):
@@ -352,5 +405,4 @@ def _progress_bar(total: int, config: Config, world: World, initial: int):
 
     terminal = sys.stdout.isatty() and world.source != "openmpi"
     wanted = {"always": True, "never": False, "auto": terminal}[config.log.progress]
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                disable=not (wanted and world.is_chief))
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not (wanted and world.is_chief))

@@ -36,8 +36,10 @@ def resolve(host: str) -> str:
     try:
         return socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
     except OSError as exc:
-        raise WorldError(f"cannot resolve the master's name {host!r} ({exc.strerror or exc}): "
-                         "use a name every node resolves (DNS or /etc/hosts), or its IP address") from None
+        raise WorldError(
+            f"cannot resolve the master's name {host!r} ({exc.strerror or exc}): "
+            "use a name every node resolves (DNS or /etc/hosts), or its IP address"
+        ) from None
 
 
 def check_master(world: World, host: str, port: int, timeout: float) -> None:
@@ -54,9 +56,11 @@ def check_master(world: World, host: str, port: int, timeout: float) -> None:
                 return
         except OSError as exc:
             if time.monotonic() + _POLL_S > deadline:
-                raise WorldError(f"cannot reach the master at {host}:{port} ({address}) within "
-                                 f"{timeout:g}s (dist.timeout): {exc.strerror or exc}; check that rank 0 runs, that "
-                                 "the port is open in the firewall and that the name is rank 0's address") from None
+                raise WorldError(
+                    f"cannot reach the master at {host}:{port} ({address}) within "
+                    f"{timeout:g}s (dist.timeout): {exc.strerror or exc}; check that rank 0 runs, that "
+                    "the port is open in the firewall and that the name is rank 0's address"
+                ) from None
             time.sleep(_POLL_S)  # the master may simply start later: poll until the deadline
 
 
@@ -102,15 +106,19 @@ def deadline(world: World, host: str, port: int, timeout: float):
         yield
         return
     fix = "check that every rank started, and that every host resolves and reaches the others' names and ports"
-    message = log.error_line(f"the {world.size} ranks did not all join within {timeout:g}s (dist.timeout) at "
-                             f"{host}:{port}: {fix}")
-    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
-                                stdin=subprocess.PIPE)
+    message = log.error_line(
+        f"the {world.size} ranks did not all join within {timeout:g}s (dist.timeout) at {host}:{port}: {fix}"
+    )
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message], stdin=subprocess.PIPE
+    )
     try:
         yield
     except Exception as exc:  # the framework's own timeout or connection error, said the same way
-        raise WorldError(f"the {world.size} ranks did not all join at {host}:{port} within {timeout:g}s "
-                         f"(dist.timeout): {describe(exc)}; {fix}") from None
+        raise WorldError(
+            f"the {world.size} ranks did not all join at {host}:{port} within {timeout:g}s "
+            f"(dist.timeout): {describe(exc)}; {fix}"
+        ) from None
     finally:
         watchdog.stdin.close()
         watchdog.wait()

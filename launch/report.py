@@ -42,6 +42,7 @@ def versions_line(summaries: list[Summary]) -> str:
 
 # --- scaling ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class ScalingRow:
     framework: str
@@ -76,53 +77,105 @@ def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
             mean = statistics.fmean(rates) if rates else math.nan
             if n == 1:
                 base = mean
-            rows.append(ScalingRow(
-                mine[0].framework, mine[0].profile, mode, n, len(done), failed, mean,
-                statistics.stdev(rates) if len(rates) > 1 else 0.0,
-                mean / n, mean / (n * base) if base else math.nan,
-                max((s.peak_rss_bytes_max for s in done), default=math.nan) / MIB,
-                statistics.fmean(s.step_ms for s in done) if done else math.nan))
+            rows.append(
+                ScalingRow(
+                    mine[0].framework,
+                    mine[0].profile,
+                    mode,
+                    n,
+                    len(done),
+                    failed,
+                    mean,
+                    statistics.stdev(rates) if len(rates) > 1 else 0.0,
+                    mean / n,
+                    mean / (n * base) if base else math.nan,
+                    max((s.peak_rss_bytes_max for s in done), default=math.nan) / MIB,
+                    statistics.fmean(s.step_ms for s in done) if done else math.nan,
+                )
+            )
     return rows
 
 
-def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path,
-                  links: dict[str, float] | None = None) -> None:
+def write_scaling(
+    rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None
+) -> None:
     """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>;
     `links`: a testbed sweep's measured Gbit/s per network profile."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scaling.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["framework", "profile", "mode", "workers", "runs", "failed", "images_per_sec_mean",
-                         "images_per_sec_std", "images_per_sec_per_worker", "efficiency", "peak_rss_mib_per_worker",
-                         "step_ms"])
+        writer.writerow(
+            [
+                "framework",
+                "profile",
+                "mode",
+                "workers",
+                "runs",
+                "failed",
+                "images_per_sec_mean",
+                "images_per_sec_std",
+                "images_per_sec_per_worker",
+                "efficiency",
+                "peak_rss_mib_per_worker",
+                "step_ms",
+            ]
+        )
         for r in rows:
-            writer.writerow([r.framework, r.profile, r.mode, r.workers, r.runs, r.failed, f"{r.images_per_sec:.1f}",
-                             f"{r.spread:.1f}", f"{r.per_worker:.1f}", f"{r.efficiency:.3f}", f"{r.peak_rss_mib:.0f}",
-                             f"{r.step_ms:.2f}"])
+            writer.writerow(
+                [
+                    r.framework,
+                    r.profile,
+                    r.mode,
+                    r.workers,
+                    r.runs,
+                    r.failed,
+                    f"{r.images_per_sec:.1f}",
+                    f"{r.spread:.1f}",
+                    f"{r.per_worker:.1f}",
+                    f"{r.efficiency:.3f}",
+                    f"{r.peak_rss_mib:.0f}",
+                    f"{r.step_ms:.2f}",
+                ]
+            )
     summaries = [p.summary for p in points if p.ok]
     failed = [p for p in points if not p.ok]
-    lines = [f"# Scaling ({rows[0].mode} scaling)" if rows else "# Scaling", "",
-             f"Hardware: {hardware()}. Versions: {versions_line(summaries)}.", ""]
+    lines = [
+        f"# Scaling ({rows[0].mode} scaling)" if rows else "# Scaling",
+        "",
+        f"Hardware: {hardware()}. Versions: {versions_line(summaries)}.",
+        "",
+    ]
     if summaries:
         s = summaries[0]
-        lines += [f"Model {s.model}, dataset {s.dataset}, precision {s.precision}, "
-                  f"{'global' if rows[0].mode == 'strong' else 'per-worker'} batch "
-                  f"{s.global_batch_size if rows[0].mode == 'strong' else s.batch_size_per_worker}; "
-                  "throughput excludes warm-up; mean ± standard deviation over repeats.", ""]
+        lines += [
+            f"Model {s.model}, dataset {s.dataset}, precision {s.precision}, "
+            f"{'global' if rows[0].mode == 'strong' else 'per-worker'} batch "
+            f"{s.global_batch_size if rows[0].mode == 'strong' else s.batch_size_per_worker}; "
+            "throughput excludes warm-up; mean ± standard deviation over repeats.",
+            "",
+        ]
     profiled = any(r.profile for r in rows)
     if profiled:
-        lines += ["Network: a testbed of hosts on this machine (network namespaces), one worker per host, every "
-                  "link shaped to the profile (tc tbf; loopback: unshaped); efficiency against 1 worker under the "
-                  "same profile. Measured TCP node1 -> node2: "
-                  + (", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) if links else "-") + ".", ""]
-    lines += [f"| framework |{' network |' if profiled else ''} mode | workers | img/s (mean ± sd) | "
-              "img/s per worker | efficiency | peak RSS per worker | step ms | runs ok/failed |",
-              f"|---|{'---|' if profiled else ''}---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "Network: a testbed of hosts on this machine (network namespaces), one worker per host, every "
+            "link shaped to the profile (tc tbf; loopback: unshaped); efficiency against 1 worker under the "
+            "same profile. Measured TCP node1 -> node2: "
+            + (", ".join(f"{p} {g:.2f} Gbit/s" for p, g in links.items()) if links else "-")
+            + ".",
+            "",
+        ]
+    lines += [
+        f"| framework |{' network |' if profiled else ''} mode | workers | img/s (mean ± sd) | "
+        "img/s per worker | efficiency | peak RSS per worker | step ms | runs ok/failed |",
+        f"|---|{'---|' if profiled else ''}---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r.framework} |{f' {r.profile} |' if profiled else ''} {r.mode} | {r.workers} | "
-                     f"{_num(r.images_per_sec)} ± {_num(r.spread)} | "
-                     f"{_num(r.per_worker)} | {_num(r.efficiency, 2)} | {_num(r.peak_rss_mib)} MiB | "
-                     f"{_num(r.step_ms, 2)} | {r.runs}/{r.failed} |")
+        lines.append(
+            f"| {r.framework} |{f' {r.profile} |' if profiled else ''} {r.mode} | {r.workers} | "
+            f"{_num(r.images_per_sec)} ± {_num(r.spread)} | "
+            f"{_num(r.per_worker)} | {_num(r.efficiency, 2)} | {_num(r.peak_rss_mib)} MiB | "
+            f"{_num(r.step_ms, 2)} | {r.runs}/{r.failed} |"
+        )
     if failed:
         lines += ["", "Failed points: " + ", ".join(f"{p.run_name} (exit code {p.exit_code})" for p in failed)]
     (out / "scaling.md").write_text("\n".join(lines) + "\n")
@@ -151,8 +204,9 @@ def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
         color = framework_color(mine[0].framework)
         i = profiles.index(mine[0].profile)
         style = dict(color=color, linestyle=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)])
-        thr.errorbar(n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], capsize=3, label=series,
-                     **style)
+        thr.errorbar(
+            n, [r.images_per_sec for r in mine], yerr=[r.spread for r in mine], capsize=3, label=series, **style
+        )
         base = next((r.images_per_sec for r in mine if r.workers == 1), None)
         if base and len(profiles) == 1:  # with profiles, the efficiency panel shows what ideal would be
             thr.plot(n, [base * k for k in n], ":", color=color, label=f"{series} ideal")
@@ -173,6 +227,7 @@ def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
 
 # --- comparison ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Verdict:
     claim: str
@@ -191,23 +246,38 @@ def verdicts(torch: Summary, tf: Summary, reloaded: dict[str, int | str]) -> lis
     """Each classic claim against this run's numbers. `reloaded` maps framework -> the parameter count
     of its saved model reloaded in a fresh process, or the reason it did not reload."""
     result = [
-        ratio_verdict("TensorFlow trains faster thanks to its graph", torch.images_per_sec / tf.images_per_sec,
-                      f"tf {tf.images_per_sec:,.0f} img/s vs torch {torch.images_per_sec:,.0f} img/s"),
-        ratio_verdict("PyTorch uses less memory", torch.peak_rss_bytes_max / tf.peak_rss_bytes_max,
-                      f"peak RSS per worker: torch {torch.peak_rss_bytes_max / MIB:,.0f} MiB vs "
-                      f"tf {tf.peak_rss_bytes_max / MIB:,.0f} MiB"),
-        ratio_verdict("PyTorch models are smaller", torch.model_size_bytes / tf.model_size_bytes,
-                      f"saved model: torch {torch.model_size_bytes:,} B (model.pt) vs tf {tf.model_size_bytes:,} B "
-                      "(model.keras)"),
+        ratio_verdict(
+            "TensorFlow trains faster thanks to its graph",
+            torch.images_per_sec / tf.images_per_sec,
+            f"tf {tf.images_per_sec:,.0f} img/s vs torch {torch.images_per_sec:,.0f} img/s",
+        ),
+        ratio_verdict(
+            "PyTorch uses less memory",
+            torch.peak_rss_bytes_max / tf.peak_rss_bytes_max,
+            f"peak RSS per worker: torch {torch.peak_rss_bytes_max / MIB:,.0f} MiB vs "
+            f"tf {tf.peak_rss_bytes_max / MIB:,.0f} MiB",
+        ),
+        ratio_verdict(
+            "PyTorch models are smaller",
+            torch.model_size_bytes / tf.model_size_bytes,
+            f"saved model: torch {torch.model_size_bytes:,} B (model.pt) vs tf {tf.model_size_bytes:,} B (model.keras)",
+        ),
     ]
     problems = [f"{fw}: {value}" for fw, value in reloaded.items() if isinstance(value, str)]
     counts = {fw: value for fw, value in reloaded.items() if isinstance(value, int)}
     if not problems and len(set(counts.values())) > 1:
         problems.append(f"parameter counts differ after reloading: {counts}")
-    result.append(Verdict(
-        "Both are portable", "refuted" if problems else "confirmed", "; ".join(problems) if problems else
-        "the same config ran unchanged in both, and each saved model reloaded in a fresh process with "
-        + " and ".join(f"{fw} {n:,}" for fw, n in counts.items()) + " parameters"))
+    result.append(
+        Verdict(
+            "Both are portable",
+            "refuted" if problems else "confirmed",
+            "; ".join(problems)
+            if problems
+            else "the same config ran unchanged in both, and each saved model reloaded in a fresh process with "
+            + " and ".join(f"{fw} {n:,}" for fw, n in counts.items())
+            + " parameters",
+        )
+    )
     return result
 
 
@@ -216,26 +286,37 @@ def time_to_accuracy(history: list[dict], target: float) -> float | None:
     return next((row["wall_s"] for row in history if row["eval_accuracy"] >= target), None)
 
 
-def write_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]], reloaded: dict[str, int | str],
-                     target: float, launcher: str, out: Path) -> list[Verdict]:
+def write_comparison(
+    runs: dict[str, Summary],
+    histories: dict[str, list[dict]],
+    reloaded: dict[str, int | str],
+    target: float,
+    launcher: str,
+    out: Path,
+) -> list[Verdict]:
     """compare.md and compare.png; returns the verdicts (empty when a framework's run failed)."""
     out.mkdir(parents=True, exist_ok=True)
     names = [fw for fw in ("torch", "tf") if fw in runs]
     any_run = runs[names[0]] if names else None
     lines = ["# TensorFlow vs PyTorch", ""]
     if any_run:
-        lines += [f"Hardware: {hardware()}; {any_run.world_size} worker(s) via {launcher}, device {any_run.device}. "
-                  f"Versions: {versions_line(list(runs.values()))}.",
-                  f"Same model ({any_run.model}), data ({any_run.dataset}), batch {any_run.batch_size_per_worker} per "
-                  f"worker, {any_run.epochs} epoch(s), precision {any_run.precision} in both.", ""]
+        lines += [
+            f"Hardware: {hardware()}; {any_run.world_size} worker(s) via {launcher}, device {any_run.device}. "
+            f"Versions: {versions_line(list(runs.values()))}.",
+            f"Same model ({any_run.model}), data ({any_run.dataset}), batch {any_run.batch_size_per_worker} per "
+            f"worker, {any_run.epochs} epoch(s), precision {any_run.precision} in both.",
+            "",
+        ]
     missing = [fw for fw in ("torch", "tf") if fw not in runs]
     if missing:
         lines += [f"**Failed: {', '.join(missing)}** — the comparison below has only what finished.", ""]
     fields = [
         ("training throughput (img/s, warm-up excluded)", lambda s, h: f"{s.images_per_sec:,.0f}"),
         ("throughput per worker (img/s)", lambda s, h: f"{s.images_per_sec_per_worker:,.0f}"),
-        (f"time to {target:.0%} test accuracy (s)",
-         lambda s, h: (lambda t: f"{t:.1f}" if t is not None else "not reached")(time_to_accuracy(h, target))),
+        (
+            f"time to {target:.0%} test accuracy (s)",
+            lambda s, h: (lambda t: f"{t:.1f}" if t is not None else "not reached")(time_to_accuracy(h, target)),
+        ),
         ("final test accuracy", lambda s, h: f"{s.final_eval_accuracy:.4f}"),
         ("peak RSS per worker (MiB)", lambda s, h: f"{s.peak_rss_bytes_max / MIB:,.0f}"),
         ("saved model size (bytes)", lambda s, h: f"{s.model_size_bytes:,}"),
@@ -257,15 +338,19 @@ def write_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]],
 def _plot_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]], names: list[str], path: Path) -> None:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-    bars = [("img/s", lambda s: s.images_per_sec), ("peak RSS MiB", lambda s: s.peak_rss_bytes_max / MIB),
-            ("model bytes", lambda s: s.model_size_bytes)]
+    bars = [
+        ("img/s", lambda s: s.images_per_sec),
+        ("peak RSS MiB", lambda s: s.peak_rss_bytes_max / MIB),
+        ("model bytes", lambda s: s.model_size_bytes),
+    ]
     for ax, (label, value) in zip(axes, bars):
         ax.bar(names, [value(runs[fw]) for fw in names], color=[framework_color(fw) for fw in names])
         ax.set_title(label)
     for fw in names:
         rows = histories[fw]
-        axes[3].plot([r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw,
-                     color=framework_color(fw))
+        axes[3].plot(
+            [r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw, color=framework_color(fw)
+        )
     axes[3].set_title("test accuracy vs seconds from start")
     axes[3].legend()
     fig.suptitle(hardware(), fontsize=9)

@@ -43,8 +43,10 @@ def create_run_dir(config: Config, run_dir: Path) -> None:
     """
     if (run_dir / SUMMARY_FILE).exists() and not config.checkpoint.resume:
         if not config.log.overwrite:
-            raise UserError(f"{run_dir} already holds a finished run: choose another log.run_name, continue it "
-                            "with checkpoint.resume=true, or replace it with log.overwrite=true")
+            raise UserError(
+                f"{run_dir} already holds a finished run: choose another log.run_name, continue it "
+                "with checkpoint.resume=true, or replace it with log.overwrite=true"
+            )
         shutil.rmtree(run_dir)  # asked for: old events and checkpoints would mix with the new run's
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)

@@ -34,8 +34,9 @@ def epoch_permutation(n: int, epoch: int, seed: int, shuffle: bool = True) -> np
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
 
-def shard_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, shuffle: bool = True,
-                  start: int = 0) -> Shard:
+def shard_indices(
+    n: int, rank: int, world_size: int, epoch: int, seed: int, shuffle: bool = True, start: int = 0
+) -> Shard:
     """This rank's part of the epoch's permutation from position `start` (0 unless resuming mid-epoch)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world of {world_size}")
@@ -50,8 +51,10 @@ def shard_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, shu
 def shard_size(n: int, world_size: int) -> int:
     """Samples per rank per epoch; a world larger than the dataset is an error."""
     if n < world_size:
-        raise DataError(f"world size {world_size} is larger than the training set ({n} samples): "
-                        "use fewer workers or a larger data.limit")
+        raise DataError(
+            f"world size {world_size} is larger than the training set ({n} samples): "
+            "use fewer workers or a larger data.limit"
+        )
     return n // world_size
 
 

@@ -22,8 +22,17 @@ from launch.jobspec import JobSpec
 TEMPLATES = ("torch", "tf", "mpi")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _TIME = re.compile(r"(\d+-)?\d{1,2}(:\d{2}){0,2}|\d+")  # Slurm's [days-]hours[:minutes[:seconds]] or minutes
-_TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-             "BOOT_FAIL", "DEADLINE"}
+_TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+}
 
 
 class _Template(string.Template):
@@ -48,14 +57,17 @@ def validate(spec: JobSpec) -> None:
     for name in ("partition", "account", "job_name"):
         value = getattr(opts, name)
         if value is not None and not _NAME.fullmatch(value):
-            raise UserError(f"--{name.replace('_', '-')} {value!r} may hold only letters, digits, '.', '_' "
-                            "and '-' (starting with a letter or digit)")
+            raise UserError(
+                f"--{name.replace('_', '-')} {value!r} may hold only letters, digits, '.', '_' "
+                "and '-' (starting with a letter or digit)"
+            )
     if not opts.output or re.search(r"[\s'\"`$\\;]", opts.output):
         raise UserError(f"--output {opts.output!r} must be a path without spaces, quotes or shell characters")
     for line in opts.extra_sbatch:
         if not re.fullmatch(r"--[A-Za-z][\w-]*(=[^\s'\"`$\\;]+)?", line):
-            raise UserError(f"extra #SBATCH option {line!r} must look like --name or --name=value "
-                            "(no spaces or shell characters)")
+            raise UserError(
+                f"extra #SBATCH option {line!r} must look like --name or --name=value (no spaces or shell characters)"
+            )
     if any("\n" in line for line in opts.setup):
         raise UserError("each --setup line must be one line")
     if not re.fullmatch(r"(USR1|USR2|URG|HUP|INT|QUIT|ALRM)@\d+", opts.preempt_signal):
@@ -74,9 +86,16 @@ def sbatch_lines(spec: JobSpec) -> list[str]:
         tasks = [f"--nodes={spec.lowest_nodes}-{spec.nodes}"]
     else:
         tasks = [f"--nodes={spec.nodes}", f"--ntasks-per-node={per_node_tasks}"]
-    lines = [f"--job-name={opts.job_name}", *tasks, f"--cpus-per-task={cpus}", f"--time={opts.time}",
-             f"--output={opts.output}", "--requeue", f"--signal=B:{opts.preempt_signal}",
-             "--open-mode=append"]  # a requeue keeps the log
+    lines = [
+        f"--job-name={opts.job_name}",
+        *tasks,
+        f"--cpus-per-task={cpus}",
+        f"--time={opts.time}",
+        f"--output={opts.output}",
+        "--requeue",
+        f"--signal=B:{opts.preempt_signal}",
+        "--open-mode=append",
+    ]  # a requeue keeps the log
     if opts.gpus_per_node:
         lines.append(f"--gpus-per-node={opts.gpus_per_node}")
     lines += [f"--{name}={value}" for name in ("partition", "account") if (value := getattr(opts, name))]
@@ -89,16 +108,22 @@ def render(spec: JobSpec, run_prefix: str, log_dir: Path) -> str:
     if template not in TEMPLATES:
         raise UserError(f"unknown Slurm template {template!r}: use one of {', '.join(TEMPLATES)}")
     if template in FRAMEWORKS and template != spec.framework:
-        raise UserError(f"the {template} template runs {FRAMEWORKS[template].module}; use --framework {template} "
-                        "or the mpi template")
+        raise UserError(
+            f"the {template} template runs {FRAMEWORKS[template].module}; use --framework {template} "
+            "or the mpi template"
+        )
     validate(spec)
     if not _NAME.fullmatch(run_prefix):
         raise UserError(f"run name {run_prefix!r} may hold only letters, digits, '.', '_' and '-'")
     opts = spec.slurm
-    mpi_command = ("srun --kill-on-bad-exit=1 --mpi=pmix" if opts.mpi_launcher == "srun"
-                   else 'mpirun -np "$SLURM_NTASKS"' + (" --allow-run-as-root" if os.geteuid() == 0 else ""))
+    mpi_command = (
+        "srun --kill-on-bad-exit=1 --mpi=pmix"
+        if opts.mpi_launcher == "srun"
+        else 'mpirun -np "$SLURM_NTASKS"' + (" --allow-run-as-root" if os.geteuid() == 0 else "")
+    )
     preemption = _Template((template_dir() / "preemption.sh").read_text()).substitute(
-        signal=opts.preempt_signal.split("@")[0], run_dir=shlex.quote(str(Path(log_dir) / run_prefix)))
+        signal=opts.preempt_signal.split("@")[0], run_dir=shlex.quote(str(Path(log_dir) / run_prefix))
+    )
     return _Template((template_dir() / f"{template}.sbatch").read_text()).substitute(
         preemption=preemption.rstrip("\n"),
         sbatch_lines="\n".join(sbatch_lines(spec)),
@@ -147,8 +172,10 @@ def _slurm(*cmd: str) -> str:
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        raise UserError(f"{cmd[0]} not found: run this on a Slurm login node, or install Slurm's client "
-                        "tools (Debian: slurm-client)") from None
+        raise UserError(
+            f"{cmd[0]} not found: run this on a Slurm login node, or install Slurm's client "
+            "tools (Debian: slurm-client)"
+        ) from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"{' '.join(cmd[:2])} failed: {last}")

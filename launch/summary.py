@@ -67,12 +67,17 @@ def read_summary(path: Path) -> Summary:
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: not a readable summary.json ({exc})") from None
     names = {f.name for f in dataclasses.fields(Summary)}
-    required = {f.name for f in dataclasses.fields(Summary)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(Summary)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     if not isinstance(data, dict) or not required <= data.keys() or not data.keys() <= names:
         got = set(data) if isinstance(data, dict) else set()
-        raise UserError(f"{path}: summary fields differ from schema {SCHEMA_VERSION} "
-                        f"(missing {sorted(required - got)}, unknown {sorted(got - names)})")
+        raise UserError(
+            f"{path}: summary fields differ from schema {SCHEMA_VERSION} "
+            f"(missing {sorted(required - got)}, unknown {sorted(got - names)})"
+        )
     return Summary(**data)
 
 
@@ -87,5 +92,4 @@ def versions(**frameworks: str) -> dict:
 
     from launch import __version__
 
-    return {"mnist_dist": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            **frameworks}
+    return {"mnist_dist": __version__, "python": platform.python_version(), "numpy": numpy.__version__, **frameworks}

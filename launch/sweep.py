@@ -63,8 +63,10 @@ def per_worker_batch(config: Config, mode: str, workers: int) -> int:
     if mode == "weak":
         return config.train.batch_size
     if config.train.batch_size % workers:
-        raise UserError(f"strong scaling splits the global batch {config.train.batch_size} over {workers} workers: "
-                        "choose a train.batch_size divisible by every worker count")
+        raise UserError(
+            f"strong scaling splits the global batch {config.train.batch_size} over {workers} workers: "
+            "choose a train.batch_size divisible by every worker count"
+        )
     return config.train.batch_size // workers
 
 
@@ -84,9 +86,23 @@ class PointJob:
     def command(self, *placement: str) -> list[str]:
         """`mnist-dist run` for this point (a variant as its framework run its way)."""
         framework, launcher, overrides, options = _variant(self)
-        return [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, *placement,
-                *options, *(["--config", self.config_path] if self.config_path else []),
-                *overrides, f"log.dir={self.log_dir}", f"log.run_name={self.run_name}", "log.progress=never"]
+        return [
+            sys.executable,
+            "-m",
+            "launch",
+            "run",
+            "--framework",
+            framework,
+            "--launcher",
+            launcher,
+            *placement,
+            *options,
+            *(["--config", self.config_path] if self.config_path else []),
+            *overrides,
+            f"log.dir={self.log_dir}",
+            f"log.run_name={self.run_name}",
+            "log.progress=never",
+        ]
 
 
 @dataclass(frozen=True)
@@ -153,7 +169,7 @@ def run_on_hosts(bed: Testbed, profile: str, job: PointJob) -> Point:
     """One training across the testbed's first `job.workers` hosts, one worker each. Host node1's output
     streams through; the others' goes to <log_dir>/<run_name>-<host>.log. When one host's run fails the
     others are stopped, and no process outlives the point."""
-    hosts = [h.name for h in bed.hosts[:job.workers]]
+    hosts = [h.name for h in bed.hosts[: job.workers]]
     log.get().info(f"{job.framework} on {job.workers} host(s), {profile}: {job.run_name}")
     job.log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -191,21 +207,36 @@ def _wait_for_hosts(job: PointJob, procs: list[subprocess.Popen], hosts: list[st
 
 def _measured(config: Config, spec: SweepSpec, overrides: tuple[str, ...], workers: int) -> tuple[str, ...]:
     """A point's overrides: warm-up + steps, no checkpoints."""
-    return (*overrides, f"train.batch_size={per_worker_batch(config, spec.mode, workers)}",
-            f"train.warmup_steps={spec.warmup}", f"train.max_steps={spec.warmup + spec.steps}",
-            "train.epochs=1000000", "checkpoint.interval=0")
+    return (
+        *overrides,
+        f"train.batch_size={per_worker_batch(config, spec.mode, workers)}",
+        f"train.warmup_steps={spec.warmup}",
+        f"train.max_steps={spec.warmup + spec.steps}",
+        "train.epochs=1000000",
+        "checkpoint.interval=0",
+    )
 
 
-def sweep(config: Config, spec: SweepSpec, config_path: str | None, overrides: tuple[str, ...]
-          ) -> tuple[list[Point], dict[str, float]]:
+def sweep(
+    config: Config, spec: SweepSpec, config_path: str | None, overrides: tuple[str, ...]
+) -> tuple[list[Point], dict[str, float]]:
     """Every (profile, framework, world size, repeat), each for warm-up + steps steps; repeats interleave,
     and so do profiles inside a repeat (a noisy minute hits them all). With profiles the points run on a
     testbed of max(workers) hosts, made here and removed at the end. Returns the points and each
     profile's measured node1 -> node2 Gbit/s."""
+
     def job(framework: str, n: int, name: str) -> PointJob:
         options = [*spec.run_options, *([f"--gpus-per-node={n}"] if spec.gpus and not spec.profiles else [])]
-        return PointJob(framework, n, name, spec.out / "runs", spec.launcher, config_path,
-                        _measured(config, spec, overrides, n), tuple(options))
+        return PointJob(
+            framework,
+            n,
+            name,
+            spec.out / "runs",
+            spec.launcher,
+            config_path,
+            _measured(config, spec, overrides, n),
+            tuple(options),
+        )
 
     points = []
     if not spec.profiles:

@@ -88,10 +88,17 @@ class Testbed:
         tag = f"{os.getpid() % 0xFFFF:04x}{cls.made}"
         net = ipaddress.ip_network(_free_subnet())
         addrs = list(net.hosts())
-        bed = cls(tag=tag, subnet=str(net), bridge=f"mdbr{tag}", bridge_address=str(addrs[0]),
-                  folder=tempfile.mkdtemp(prefix=f"mnist-dist-testbed-{tag}-"))
+        bed = cls(
+            tag=tag,
+            subnet=str(net),
+            bridge=f"mdbr{tag}",
+            bridge_address=str(addrs[0]),
+            folder=tempfile.mkdtemp(prefix=f"mnist-dist-testbed-{tag}-"),
+        )
         os.chmod(bed.folder, 0o755)
-        bed.hosts = [Host(f"node{i}", str(addrs[i]), f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i in range(1, n + 1)]
+        bed.hosts = [
+            Host(f"node{i}", str(addrs[i]), f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i in range(1, n + 1)
+        ]
         bed._save()  # before anything exists, so that `down` finds whatever got made
         try:
             _ip("link", "add", bed.bridge, "type", "bridge")
@@ -105,8 +112,11 @@ class Testbed:
                 _ip("netns", "add", h.netns)
                 _ip("link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
                 _ip("link", "set", h.veth, "master", bed.bridge, "up")
-                for args in (("addr", "add", f"{h.address}/{net.prefixlen}", "dev", "eth0"),
-                             ("link", "set", "eth0", "up"), ("link", "set", "lo", "up")):
+                for args in (
+                    ("addr", "add", f"{h.address}/{net.prefixlen}", "dev", "eth0"),
+                    ("link", "set", "eth0", "up"),
+                    ("link", "set", "lo", "up"),
+                ):
                     _ip("-n", h.netns, *args)
             if rate:
                 bed.shape(rate)
@@ -133,8 +143,27 @@ class Testbed:
                 if rate:
                     # tbf passes at most one burst per timer tick: at 10gbit 256kb would cap it near 2gbit
                     burst = "4mb" if rate.startswith("10g") else "256kb"
-                    subprocess.run([*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
-                                    "burst", burst, "latency", "50ms"], check=True, capture_output=True, timeout=30)
+                    subprocess.run(
+                        [
+                            *prefix,
+                            "tc",
+                            "qdisc",
+                            "add",
+                            "dev",
+                            dev,
+                            "root",
+                            "tbf",
+                            "rate",
+                            rate,
+                            "burst",
+                            burst,
+                            "latency",
+                            "50ms",
+                        ],
+                        check=True,
+                        capture_output=True,
+                        timeout=30,
+                    )
 
     def down(self) -> None:
         """End every process on every host, delete namespaces, links and the bridge; never raises."""
@@ -158,8 +187,21 @@ class Testbed:
     def command(self, name: str, cmd: list[str]) -> list[str]:
         """`cmd` as it runs on host `name`: in its network namespace, with its hostname and hosts file."""
         h = self.host(name)
-        return ["nsenter", f"--net=/run/netns/{h.netns}", "unshare", "--uts", "--mount", "--",
-                "sh", "-c", _AS_HOST, "sh", h.name, self.hosts_file(name), *cmd]
+        return [
+            "nsenter",
+            f"--net=/run/netns/{h.netns}",
+            "unshare",
+            "--uts",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            _AS_HOST,
+            "sh",
+            h.name,
+            self.hosts_file(name),
+            *cmd,
+        ]
 
     def popen(self, name: str, cmd: list[str], **kwargs) -> subprocess.Popen:
         return subprocess.Popen(self.command(name, cmd), **kwargs)

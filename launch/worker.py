@@ -18,8 +18,10 @@ from launch.world import World, detect_world
 
 
 def parse_args(prog: str, argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog=prog, description="Train an MNIST model data-parallel. "
-                                     "Rank and world size come from the launcher's environment.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train an MNIST model data-parallel. Rank and world size come from the launcher's environment.",
+    )
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     return load_config(args.config, args.overrides)

@@ -69,9 +69,12 @@ class World:
     def torch_env(self) -> dict[str, str]:
         """The variables PyTorch's env:// rendezvous reads, for processes started without torchrun."""
         return {
-            "RANK": str(self.rank), "WORLD_SIZE": str(self.size),
-            "LOCAL_RANK": str(self.local_rank), "LOCAL_WORLD_SIZE": str(self.local_size),
-            "MASTER_ADDR": self.master_addr, "MASTER_PORT": str(self.master_port),
+            "RANK": str(self.rank),
+            "WORLD_SIZE": str(self.size),
+            "LOCAL_RANK": str(self.local_rank),
+            "LOCAL_WORLD_SIZE": str(self.local_size),
+            "MASTER_ADDR": self.master_addr,
+            "MASTER_PORT": str(self.master_port),
         }
 
 
@@ -86,9 +89,11 @@ def worker_addresses(world: World) -> list[str]:
     elif len(world.hosts) == world.num_nodes and world.size == world.local_size * world.num_nodes:
         hosts = [world.hosts[r // world.local_size] for r in range(world.size)]
     else:
-        raise WorldError(f"cannot place {world.size} {world.source} ranks on {world.num_nodes} nodes: TensorFlow "
-                         "needs every worker's host; pass `mnist-dist run --hosts node1,node2,...` (the same list on "
-                         "every node), set TF_CONFIG, or start it under Slurm with equal tasks per node")
+        raise WorldError(
+            f"cannot place {world.size} {world.source} ranks on {world.num_nodes} nodes: TensorFlow "
+            "needs every worker's host; pass `mnist-dist run --hosts node1,node2,...` (the same list on "
+            "every node), set TF_CONFIG, or start it under Slurm with equal tasks per node"
+        )
     # An ephemeral master port (torchrun --standalone picks one) has neighbours that outgoing
     # connections take at any moment: move such a base below Linux's ephemeral range (32768+).
     base = world.master_port if world.master_port < 32768 else _PORT_BASE + world.master_port % _PORT_SPAN
@@ -106,13 +111,15 @@ def port_for_job(job_id: str) -> int:
     return _PORT_BASE + number % _PORT_SPAN
 
 
-def detect_world(env: Mapping[str, str] | None = None,
-                 expand: Callable[[str], list[str]] = expand_hostlist) -> World:
+def detect_world(env: Mapping[str, str] | None = None, expand: Callable[[str], list[str]] = expand_hostlist) -> World:
     env = os.environ if env is None else env
     world = _detect(env, expand)
     # mnist-dist's local launcher names its job and counts its restarts like torchrun and Slurm do
-    restarts = (_int(env, "TORCHELASTIC_RESTART_COUNT", 0) or _int(env, "SLURM_RESTART_COUNT", 0)
-                or _int(env, "MNIST_DIST_RESTART_COUNT", 0))
+    restarts = (
+        _int(env, "TORCHELASTIC_RESTART_COUNT", 0)
+        or _int(env, "SLURM_RESTART_COUNT", 0)
+        or _int(env, "MNIST_DIST_RESTART_COUNT", 0)
+    )
     job_id = world.job_id or env.get("MNIST_DIST_JOB_ID")
     return dataclasses.replace(world, restarts=restarts, job_id=job_id)
 
@@ -128,15 +135,37 @@ def _from_launcher(env: Mapping[str, str], expand: Callable[[str], list[str]]) -
     if "RANK" in env and "WORLD_SIZE" in env:
         return _checked(_from_torchrun(env))
     if "OMPI_COMM_WORLD_RANK" in env:
-        return _checked(_from_mpi(env, "openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                                  "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE",
-                                  env.get("OMPI_MCA_ess_base_jobid") or env.get("PMIX_NAMESPACE"), expand))
+        return _checked(
+            _from_mpi(
+                env,
+                "openmpi",
+                "OMPI_COMM_WORLD_RANK",
+                "OMPI_COMM_WORLD_SIZE",
+                "OMPI_COMM_WORLD_LOCAL_RANK",
+                "OMPI_COMM_WORLD_LOCAL_SIZE",
+                env.get("OMPI_MCA_ess_base_jobid") or env.get("PMIX_NAMESPACE"),
+                expand,
+            )
+        )
     if "HOROVOD_RANK" in env and "HOROVOD_SIZE" in env:
-        return _checked(_from_mpi(env, "horovod", "HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK",
-                                  "HOROVOD_LOCAL_SIZE", env.get("HOROVOD_GLOO_RENDEZVOUS_PORT"), expand))
+        return _checked(
+            _from_mpi(
+                env,
+                "horovod",
+                "HOROVOD_RANK",
+                "HOROVOD_SIZE",
+                "HOROVOD_LOCAL_RANK",
+                "HOROVOD_LOCAL_SIZE",
+                env.get("HOROVOD_GLOO_RENDEZVOUS_PORT"),
+                expand,
+            )
+        )
     if "PMI_RANK" in env and "PMI_SIZE" in env:
-        return _checked(_from_mpi(env, "pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
-                                  "MPI_LOCALNRANKS", env.get("PMI_JOBID"), expand))
+        return _checked(
+            _from_mpi(
+                env, "pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", env.get("PMI_JOBID"), expand
+            )
+        )
     if "SLURM_PROCID" in env and "SLURM_STEP_NUM_TASKS" in env:
         return _checked(_from_slurm(env, expand))
     return None
@@ -152,35 +181,53 @@ def _with_tf_config(launched: World | None, env: Mapping[str, str]) -> World:
         hosts = [a.rsplit(":", 1)[0] for a in addresses]
         ports = [int(a.rsplit(":", 1)[1]) for a in addresses]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        raise WorldError("TF_CONFIG is not {\"cluster\": {\"worker\": [\"host:port\", ...]}, \"task\": {\"type\": "
-                         "\"worker\", \"index\": N}}: fix it, or unset it and let the launcher give the rank") from None
+        raise WorldError(
+            'TF_CONFIG is not {"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+            '"worker", "index": N}}: fix it, or unset it and let the launcher give the rank'
+        ) from None
     if not addresses:
-        raise WorldError("TF_CONFIG's cluster has no chief or worker addresses: list them under \"worker\"")
+        raise WorldError('TF_CONFIG\'s cluster has no chief or worker addresses: list them under "worker"')
     rank = None
     if task:
         kind, index = task.get("type"), task.get("index", 0)
         if kind not in ("chief", "worker"):
-            raise WorldError(f"TF_CONFIG task type {kind!r}: MultiWorkerMirroredStrategy runs only chief and worker "
-                             "tasks; give this process a worker task")
+            raise WorldError(
+                f"TF_CONFIG task type {kind!r}: MultiWorkerMirroredStrategy runs only chief and worker "
+                "tasks; give this process a worker task"
+            )
         rank = index if kind == "chief" else len(cluster.get("chief", [])) + index
         if not 0 <= rank < len(addresses):
             raise WorldError(f"TF_CONFIG task {kind} {index} is not in its cluster of {len(addresses)}: fix its index")
     if launched is not None:
         if len(addresses) != launched.size or rank not in (None, launched.rank):
             said = f"rank {rank} of {len(addresses)}" if rank is not None else f"a world of {len(addresses)}"
-            raise WorldError(f"TF_CONFIG says {said} but {launched.source} says rank {launched.rank} of "
-                             f"{launched.size}: unset TF_CONFIG, or make it agree with the launcher")
+            raise WorldError(
+                f"TF_CONFIG says {said} but {launched.source} says rank {launched.rank} of "
+                f"{launched.size}: unset TF_CONFIG, or make it agree with the launcher"
+            )
         return dataclasses.replace(launched, tf_workers=tuple(addresses))
     if rank is None:
-        raise WorldError("TF_CONFIG has no \"task\" and no launcher gives the rank: add \"task\": {\"type\": "
-                         "\"worker\", \"index\": N} for this process, or start it with a launcher")
+        raise WorldError(
+            'TF_CONFIG has no "task" and no launcher gives the rank: add "task": {"type": '
+            '"worker", "index": N} for this process, or start it with a launcher'
+        )
     nodes = list(dict.fromkeys(hosts))  # distinct hosts, in rank order
     peers = [r for r, h in enumerate(hosts) if h == hosts[rank]]
-    return _checked(World(
-        rank=rank, size=len(addresses), local_rank=peers.index(rank), local_size=len(peers),
-        node_rank=nodes.index(hosts[rank]), num_nodes=len(nodes), master_addr=env.get("MASTER_ADDR") or hosts[0],
-        master_port=_int(env, "MASTER_PORT", ports[0]), source="tf_config", hosts=tuple(nodes),
-        tf_workers=tuple(addresses)))
+    return _checked(
+        World(
+            rank=rank,
+            size=len(addresses),
+            local_rank=peers.index(rank),
+            local_size=len(peers),
+            node_rank=nodes.index(hosts[rank]),
+            num_nodes=len(nodes),
+            master_addr=env.get("MASTER_ADDR") or hosts[0],
+            master_port=_int(env, "MASTER_PORT", ports[0]),
+            source="tf_config",
+            hosts=tuple(nodes),
+            tf_workers=tuple(addresses),
+        )
+    )
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
@@ -199,15 +246,22 @@ def _from_torchrun(env) -> World:
     rank, size = _int(env, "RANK"), _int(env, "WORLD_SIZE")
     local_size = _int(env, "LOCAL_WORLD_SIZE", size)
     if size > 1 and not env.get("MASTER_ADDR"):
-        raise WorldError("RANK/WORLD_SIZE are set but MASTER_ADDR is not: use torchrun, or export "
-                         "MASTER_ADDR and MASTER_PORT for env:// rendezvous")
+        raise WorldError(
+            "RANK/WORLD_SIZE are set but MASTER_ADDR is not: use torchrun, or export "
+            "MASTER_ADDR and MASTER_PORT for env:// rendezvous"
+        )
     run_id = env.get("TORCHELASTIC_RUN_ID")
     return World(
-        rank=rank, size=size, local_rank=_int(env, "LOCAL_RANK", 0), local_size=local_size,
+        rank=rank,
+        size=size,
+        local_rank=_int(env, "LOCAL_RANK", 0),
+        local_size=local_size,
         node_rank=_int(env, "GROUP_RANK", rank // max(local_size, 1)),
         num_nodes=max(size // max(local_size, 1), 1),
-        master_addr=env.get("MASTER_ADDR", "127.0.0.1"), master_port=_int(env, "MASTER_PORT", DEFAULT_PORT),
-        source="torchrun", job_id=None if run_id in (None, "", "none") else run_id,
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+        master_port=_int(env, "MASTER_PORT", DEFAULT_PORT),
+        source="torchrun",
+        job_id=None if run_id in (None, "", "none") else run_id,
     )
 
 
@@ -223,20 +277,32 @@ def _from_mpi(env, source, rank_var, size_var, local_rank_var, local_size_var, j
         hosts = tuple(expand(env["SLURM_JOB_NODELIST"]))
         master = hosts[0]  # mpirun places rank 0 on the allocation's first node by default
     else:
-        raise WorldError(f"{source} ranks span several nodes but MASTER_ADDR is not set: pass "
-                         "`-x MASTER_ADDR=<rank 0's host>` to mpirun")
+        raise WorldError(
+            f"{source} ranks span several nodes but MASTER_ADDR is not set: pass "
+            "`-x MASTER_ADDR=<rank 0's host>` to mpirun"
+        )
     return World(
-        rank=rank, size=size, local_rank=_int(env, local_rank_var, rank), local_size=local_size,
-        node_rank=rank // max(local_size, 1), num_nodes=max(size // max(local_size, 1), 1),
-        master_addr=master, master_port=_port(env, job_id), source=source, job_id=job_id, hosts=hosts,
+        rank=rank,
+        size=size,
+        local_rank=_int(env, local_rank_var, rank),
+        local_size=local_size,
+        node_rank=rank // max(local_size, 1),
+        num_nodes=max(size // max(local_size, 1), 1),
+        master_addr=master,
+        master_port=_port(env, job_id),
+        source=source,
+        job_id=job_id,
+        hosts=hosts,
     )
 
 
 def _from_slurm(env, expand) -> World:
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
     if not nodelist:
-        raise WorldError("SLURM_PROCID is set but no SLURM_STEP_NODELIST/SLURM_JOB_NODELIST: "
-                         "start the job with srun inside an allocation")
+        raise WorldError(
+            "SLURM_PROCID is set but no SLURM_STEP_NODELIST/SLURM_JOB_NODELIST: "
+            "start the job with srun inside an allocation"
+        )
     hosts = tuple(expand(nodelist))
     node_rank = _int(env, "SLURM_NODEID", 0)
     per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
@@ -249,10 +315,16 @@ def _from_slurm(env, expand) -> World:
     job = env.get("SLURM_JOB_ID")
     step = env.get("SLURM_STEP_ID")
     return World(
-        rank=_int(env, "SLURM_PROCID"), size=_int(env, "SLURM_STEP_NUM_TASKS"),
-        local_rank=_int(env, "SLURM_LOCALID", 0), local_size=counts[node_rank], node_rank=node_rank,
-        num_nodes=len(hosts), master_addr=env.get("MASTER_ADDR") or hosts[0],
-        master_port=_port(env, job), source="slurm", hosts=hosts,
+        rank=_int(env, "SLURM_PROCID"),
+        size=_int(env, "SLURM_STEP_NUM_TASKS"),
+        local_rank=_int(env, "SLURM_LOCALID", 0),
+        local_size=counts[node_rank],
+        node_rank=node_rank,
+        num_nodes=len(hosts),
+        master_addr=env.get("MASTER_ADDR") or hosts[0],
+        master_port=_port(env, job),
+        source="slurm",
+        hosts=hosts,
         # a requeued job keeps its id and restarts its step numbers, so it finds its run again
         job_id=f"{job}.{step}" if job and step else job,
     )

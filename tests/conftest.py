@@ -33,8 +33,9 @@ def _slurm(testbed=None):
     from slurm_cluster import LocalSlurm, binaries_present
 
     if not binaries_present():
-        pytest.skip("SLURM BINARIES ABSENT: install slurm-wlm and munge (make test and .ci/run do) "
-                    "to run the sbatch tests")
+        pytest.skip(
+            "SLURM BINARIES ABSENT: install slurm-wlm and munge (make test and .ci/run do) to run the sbatch tests"
+        )
     # munged needs every folder above its socket to be traversable by all: pytest's are private
     root = Path(tempfile.mkdtemp(prefix="mnist-dist-slurm-"))
     cluster = LocalSlurm(root, testbed=testbed)

@@ -135,8 +135,9 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
     acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     acc.Reload()
-    return {tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-            for tag in acc.Tags()["tensors"]}
+    return {
+        tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]
+    }
 
 
 def all_positive_finite(points: list[tuple[int, float]]) -> bool:
@@ -164,6 +165,7 @@ def live_pids_mentioning(text: str) -> list[int]:
 
 
 # --- what a run trained (MNIST_DIST_SAMPLE_LOG) ---------------------------------------------------
+
 
 def trained_lineage(folder: Path) -> dict[int, list[dict]]:
     """Step -> every rank's batch record, as far as the final model holds them: an attempt that resumed
@@ -196,6 +198,7 @@ def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int], n
 
 # --- the mnist-dist command in this process ---------------------------------------------------------
 
+
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`mnist-dist ARGS` run in this process (for commands that start nothing: dry runs, config,
     refusals), with the environment the subprocess tests give theirs; its exit code and output."""
@@ -206,8 +209,12 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     from launch.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with mock.patch.dict(os.environ, ONE_THREAD), contextlib.chdir(cwd), \
-            contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        mock.patch.dict(os.environ, ONE_THREAD),
+        contextlib.chdir(cwd),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
         try:
             main(list(args))
             code = 0

@@ -18,9 +18,18 @@ from launch.data import load_dataset
 from launch.frameworks import FRAMEWORKS, Framework
 from launch.world import World
 
-ROW = Framework(name="numpy", module="numpy_engine", checkpoint=r"np-(\d+)\.json", color="tab:gray",
-                needs_hosts=False, launchers=("local",), elastic_launchers=(), backends=("auto",),
-                strategies=("auto",), compressions={"auto": ("none",)})
+ROW = Framework(
+    name="numpy",
+    module="numpy_engine",
+    checkpoint=r"np-(\d+)\.json",
+    color="tab:gray",
+    needs_hosts=False,
+    launchers=("local",),
+    elastic_launchers=(),
+    backends=("auto",),
+    strategies=("auto",),
+    compressions={"auto": ("none",)},
+)
 
 
 def register(monkeypatch) -> None:
@@ -98,7 +107,7 @@ class NumpyEngine(loop.Engine):
         return -np.log(p[np.arange(len(y)), y] + 1e-12), p
 
     def train_step(self, batch: int) -> int:
-        take = self.indices[batch * self.batch_per_rank:(batch + 1) * self.batch_per_rank]
+        take = self.indices[batch * self.batch_per_rank : (batch + 1) * self.batch_per_rank]
         x, y = self.images[take], self.labels[take]
         losses, p = self._loss(x, y)
         correct = float((p.argmax(1) == y).sum())
@@ -126,8 +135,9 @@ class NumpyEngine(loop.Engine):
     def save_checkpoint(self, folder: Path, step: int, progress: dict) -> None:
         if self.world.is_chief:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"np-{step}.json").write_text(json.dumps({"weights": self.weights.tolist(),
-                                                                "progress": progress}))
+            (folder / f"np-{step}.json").write_text(
+                json.dumps({"weights": self.weights.tolist(), "progress": progress})
+            )
         self.comm.barrier()
 
     def restore_checkpoint(self, path: Path, lr: float) -> dict:

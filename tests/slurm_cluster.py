@@ -66,8 +66,9 @@ class LocalSlurm:
         self.pids: dict[str, int] = {}
 
     def run(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([_exe(args[0]), *args[1:]], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=check)
+        return subprocess.run(
+            [_exe(args[0]), *args[1:]], env=self.env, capture_output=True, text=True, timeout=timeout, check=check
+        )
 
     def start(self) -> LocalSlurm:
         r = self.root
@@ -78,13 +79,25 @@ class LocalSlurm:
         key, sock = r / "munge" / "munge.key", r / "munge" / "munge.sock"
         subprocess.run([_exe("mungekey"), "--create", f"--keyfile={key}"], check=True, capture_output=True, timeout=30)
         os.chmod(key, 0o400)
-        subprocess.run([_exe("munged"), f"--key-file={key}", f"--socket={sock}", f"--pid-file={r / 'munge/munged.pid'}",
-                        f"--log-file={r / 'log/munged.log'}", f"--seed-file={r / 'munge/munged.seed'}"],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                _exe("munged"),
+                f"--key-file={key}",
+                f"--socket={sock}",
+                f"--pid-file={r / 'munge/munged.pid'}",
+                f"--log-file={r / 'log/munged.log'}",
+                f"--seed-file={r / 'munge/munged.seed'}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.pids["munged"] = self._read_pid(r / "munge/munged.pid")
         ctld_port, d_port = _free_port(), _free_port()
-        node_lines = "\n".join(f"NodeName={name} NodeAddr={addr} CPUs={self.cpus} RealMemory=8000 State=UNKNOWN"
-                               for name, addr in self.nodes)
+        node_lines = "\n".join(
+            f"NodeName={name} NodeAddr={addr} CPUs={self.cpus} RealMemory=8000 State=UNKNOWN"
+            for name, addr in self.nodes
+        )
         names = ",".join(name for name, _ in self.nodes)
         self.conf.write_text(f"""\
 ClusterName=mnistdist
@@ -96,18 +109,18 @@ CredType=cred/munge
 AuthInfo=socket={sock},cred_expire=20
 SlurmUser=root
 SlurmdUser=root
-StateSaveLocation={r / 'state'}
-SlurmdSpoolDir={r / 'spool/%n'}
-SlurmctldPidFile={r / 'slurmctld.pid'}
-SlurmdPidFile={r / 'slurmd-%n.pid'}
-SlurmctldLogFile={r / 'log/slurmctld.log'}
-SlurmdLogFile={r / 'log/slurmd-%n.log'}
+StateSaveLocation={r / "state"}
+SlurmdSpoolDir={r / "spool/%n"}
+SlurmctldPidFile={r / "slurmctld.pid"}
+SlurmdPidFile={r / "slurmd-%n.pid"}
+SlurmctldLogFile={r / "log/slurmctld.log"}
+SlurmdLogFile={r / "log/slurmd-%n.log"}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
-JobCompLoc={r / 'log/jobcomp.txt'}
+JobCompLoc={r / "log/jobcomp.txt"}
 MinJobAge=3600
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
@@ -120,19 +133,29 @@ MpiDefault=none
 {node_lines}
 PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
-        subprocess.run([_exe("slurmctld"), "-c", "-f", str(self.conf)], env=self.env, check=True,
-                       capture_output=True, timeout=30)
+        subprocess.run(
+            [_exe("slurmctld"), "-c", "-f", str(self.conf)], env=self.env, check=True, capture_output=True, timeout=30
+        )
         self.pids["slurmctld"] = _wait_for(lambda: self._read_pid(r / "slurmctld.pid"), 30, "slurmctld's pid file")
         for name, _ in self.nodes:
             slurmd = [_exe("slurmd"), "-N", name, "-f", str(self.conf)]
             # on a testbed host: its network namespace, hostname and hosts file
-            subprocess.run(self.testbed.command(name, slurmd) if self.testbed else slurmd, env=self.env, check=True,
-                           capture_output=True, timeout=30)
+            subprocess.run(
+                self.testbed.command(name, slurmd) if self.testbed else slurmd,
+                env=self.env,
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             pid_file = r / f"slurmd-{name}.pid"
-            self.pids[f"slurmd {name}"] = _wait_for(lambda f=pid_file: self._read_pid(f), 30,
-                                                    f"slurmd's pid file on {name}")
-        _wait_for(lambda: self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split() == ["idle"] * len(
-            self.nodes), 60, "every node to become idle")
+            self.pids[f"slurmd {name}"] = _wait_for(
+                lambda f=pid_file: self._read_pid(f), 30, f"slurmd's pid file on {name}"
+            )
+        _wait_for(
+            lambda: self.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split() == ["idle"] * len(self.nodes),
+            60,
+            "every node to become idle",
+        )
         return self
 
     def stop(self) -> None:
@@ -176,6 +199,7 @@ PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubs
                 return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
             except OSError:
                 return True
+
         try:
             return _wait_for(gone, timeout, f"pid {pid} to end", 0.1)
         except TimeoutError:

@@ -20,8 +20,13 @@ SGD = ["train.optimizer=sgd", "train.lr=0.1", "train.threads=1", "log.progress=n
 
 
 def torch_run(tmp_path: Path, name: str, *overrides: str, workers: int = 2):
-    out = run(train_cmd("torch_dist.train", "torchrun", workers,
-                        [f"log.dir={tmp_path}", f"log.run_name={name}", *SGD, *overrides]), cwd=tmp_path, timeout=600)
+    out = run(
+        train_cmd(
+            "torch_dist.train", "torchrun", workers, [f"log.dir={tmp_path}", f"log.run_name={name}", *SGD, *overrides]
+        ),
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return read_json(tmp_path / name / "summary.json"), torch.load(tmp_path / name / "model.pt", weights_only=True)
 
@@ -42,10 +47,18 @@ def test_torch_accumulation_equals_one_batch_of_k_times_the_size(tmp_path):
 
 
 def test_tf_accumulation_equals_one_batch_of_k_times_the_size(tmp_path):
-    a, infos = probe(tmp_path, tmp_path / "acc", "torchrun", 2, *SGD, *ONE_EPOCH, "train.batch_size=32",
-                     "train.accumulate_steps=2", "log.run_name=acc")
-    b, _ = probe(tmp_path, tmp_path / "big", "torchrun", 2, *SGD, *ONE_EPOCH, "train.batch_size=64",
-                 "log.run_name=big")
+    a, infos = probe(
+        tmp_path,
+        tmp_path / "acc",
+        "torchrun",
+        2,
+        *SGD,
+        *ONE_EPOCH,
+        "train.batch_size=32",
+        "train.accumulate_steps=2",
+        "log.run_name=acc",
+    )
+    b, _ = probe(tmp_path, tmp_path / "big", "torchrun", 2, *SGD, *ONE_EPOCH, "train.batch_size=64", "log.run_name=big")
     assert read_json(tmp_path / "acc" / "summary.json")["steps"] == 8 and infos[0]["replica_batch_sizes"] == [52]
     for x, y in zip(a[0], b[0]):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -60,8 +73,18 @@ def engine_factory(tmp_path):
     comms = []
 
     def make(*overrides: str):
-        config = load_config(MLP, ["data.dataset=synthetic", "data.limit=512", "train.batch_size=32",
-                                   "dist.backend=gloo", f"log.dir={tmp_path}", *SGD, *overrides])
+        config = load_config(
+            MLP,
+            [
+                "data.dataset=synthetic",
+                "data.limit=512",
+                "train.batch_size=32",
+                "dist.backend=gloo",
+                f"log.dir={tmp_path}",
+                *SGD,
+                *overrides,
+            ],
+        )
         comm, device = distributed.connect(config.dist, World(), gpus=0)
         comms.append(comm)
         return TorchEngine(config, World(), comm, device), comm
@@ -105,8 +128,9 @@ def test_compressed_all_reduce_trains_like_the_plain_one(tmp_path):
     approximation: both must change the weights (else the hook did nothing) and still train."""
     plain, w = torch_run(tmp_path, "plain", *FASHION)
     fp16, w16 = torch_run(tmp_path, "fp16", *FASHION, "dist.compression=fp16")
-    power, wp = torch_run(tmp_path, "powersgd", *FASHION, "dist.compression=powersgd", "dist.powersgd_rank=1",
-                          "dist.powersgd_start=3")
+    power, wp = torch_run(
+        tmp_path, "powersgd", *FASHION, "dist.compression=powersgd", "dist.powersgd_rank=1", "dist.powersgd_start=3"
+    )
     assert (fp16["compression"], power["compression"]) == ("fp16", "powersgd")
     diff16 = max(float((w16[k] - w[k]).abs().max()) for k in w)
     diff_power = max(float((wp[k] - w[k]).abs().max()) for k in w)
@@ -138,17 +162,42 @@ def test_bf16_compression_runs_where_torch_allows_it_else_says_why(engine_factor
 
 
 def test_compression_needs_several_workers_or_a_named_backend(tmp_path):
-    out = run(train_cmd("torch_dist.train", "single", 1, [f"log.dir={tmp_path}", "dist.compression=fp16",
-                                                          "data.dataset=synthetic", "data.limit=256"]), cwd=tmp_path)
+    out = run(
+        train_cmd(
+            "torch_dist.train",
+            "single",
+            1,
+            [f"log.dir={tmp_path}", "dist.compression=fp16", "data.dataset=synthetic", "data.limit=256"],
+        ),
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "one worker has none" in out.stderr.strip().splitlines()[-1]
 
 
 # --- TensorFlow --------------------------------------------------------------------------------
 
+
 def test_tf_packs_gradients_by_bucket_mb_and_refuses_compression(tmp_path):
-    _, infos = probe(tmp_path, tmp_path / "p", "torchrun", 2, *SGD, "data.dataset=synthetic", "data.limit=512",
-                     "train.epochs=1", "dist.bucket_mb=0.5", "log.run_name=p")
+    _, infos = probe(
+        tmp_path,
+        tmp_path / "p",
+        "torchrun",
+        2,
+        *SGD,
+        "data.dataset=synthetic",
+        "data.limit=512",
+        "train.epochs=1",
+        "dist.bucket_mb=0.5",
+        "log.run_name=p",
+    )
     assert infos[0]["bytes_per_pack"] == 512 * 1024
-    out = run(train_cmd("tf_dist.train", "single", 1, [f"log.dir={tmp_path}", "dist.compression=fp16",
-                                                       "data.dataset=synthetic", "data.limit=256"]), cwd=tmp_path)
+    out = run(
+        train_cmd(
+            "tf_dist.train",
+            "single",
+            1,
+            [f"log.dir={tmp_path}", "dist.compression=fp16", "data.dataset=synthetic", "data.limit=256"],
+        ),
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "tf.distribute has no gradient compression" in out.stderr.strip().splitlines()[-1]

@@ -21,8 +21,17 @@ def test_shipped_configs_load():
 
 
 def test_overrides_are_typed_and_win_over_the_file():
-    cfg = load_config(ROOT / "configs/mlp.yaml", ["train.epochs=3", "train.lr=0.01", "data.dir=/x",
-                                                  "train.shuffle=false", "log.run_name=2024", "data.limit=null"])
+    cfg = load_config(
+        ROOT / "configs/mlp.yaml",
+        [
+            "train.epochs=3",
+            "train.lr=0.01",
+            "data.dir=/x",
+            "train.shuffle=false",
+            "log.run_name=2024",
+            "data.limit=null",
+        ],
+    )
     assert cfg.train.epochs == 3 and cfg.train.lr == 0.01 and cfg.data.dir == "/x"
     assert cfg.train.shuffle is False and cfg.log.run_name == "2024" and cfg.data.limit is None
 
@@ -60,7 +69,10 @@ BAD_OVERRIDES = [
     ("train.shuffle=3", "train.shuffle must be true or false, got 3"),
     ("train.epochs=null", "train.epochs must be set (it cannot be null)"),
     ("model.name=resnet", "model.name must be one of mlp, cnn; got 'resnet'"),
-    ("data.dataset=mnsit", "data.dataset must be one of mnist, fashion-mnist, synthetic; got 'mnsit' (did you mean mnist?)"),
+    (
+        "data.dataset=mnsit",
+        "data.dataset must be one of mnist, fashion-mnist, synthetic; got 'mnsit' (did you mean mnist?)",
+    ),
     ("train=3", "train must be a mapping, got int 3"),
     ("log.progress=off", "log.progress must be one of auto, always, never; got False"),
     ("trainepochs", "override 'trainepochs' is not of the form section.key=value"),
@@ -77,12 +89,15 @@ def test_bad_override_is_one_line_and_exit_2(override, message):
     assert message in lines[0]
 
 
-@pytest.mark.parametrize("content,message", [
-    ("- a\n- b\n", "must be a mapping of sections"),
-    ("train: {epochs: [1\n", "is not valid YAML at line"),
-    ("train:\n  epochs: 3\n  batch: 64\n", "unknown config key train.batch; did you mean train.batch_size?"),
-    ("!!python/object/apply:os.system ['echo pwned']\n", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("- a\n- b\n", "must be a mapping of sections"),
+        ("train: {epochs: [1\n", "is not valid YAML at line"),
+        ("train:\n  epochs: 3\n  batch: 64\n", "unknown config key train.batch; did you mean train.batch_size?"),
+        ("!!python/object/apply:os.system ['echo pwned']\n", "is not valid YAML"),
+    ],
+)
 def test_bad_file_is_one_line_and_exit_2(tmp_path, content, message):
     path = tmp_path / "bad.yaml"
     path.write_text(content)

@@ -20,8 +20,9 @@ DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def mnist_dist(*args):
-    return subprocess.run([sys.executable, "-m", "launch", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "launch", *args], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -38,8 +39,13 @@ def test_npz_form(tmp_path):
     arrays = fake_mnist()
     folder = tmp_path / "npz"
     folder.mkdir()
-    np.savez(folder / "mnist.npz", x_train=arrays["train_images"], y_train=arrays["train_labels"],
-             x_test=arrays["test_images"], y_test=arrays["test_labels"])
+    np.savez(
+        folder / "mnist.npz",
+        x_train=arrays["train_images"],
+        y_train=arrays["train_labels"],
+        x_test=arrays["test_images"],
+        y_test=arrays["test_labels"],
+    )
     data = load_dataset("mnist", folder)
     np.testing.assert_array_equal(data.train_labels, arrays["train_labels"])
     assert data.source.endswith("mnist.npz")
@@ -54,18 +60,27 @@ def _broken(tmp_path, name, content):
 GOOD = idx_files(fake_mnist())
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("train-images-idx3-ubyte.gz", GOOD["train-images-idx3-ubyte.gz"][:-200], "corrupt or truncated gzip"),
-    ("train-images-idx3-ubyte.gz", gzip.compress(gzip.decompress(GOOD["train-images-idx3-ubyte.gz"])[:-28]),
-     "truncated (header (120, 28, 28) needs"),
-    ("train-images-idx3-ubyte.gz", b"\x1f\x8bnot really gzip", "corrupt or truncated gzip"),
-    ("train-labels-idx1-ubyte.gz", gzip.compress(b"\x00\x00\x0d\x01" + b"\x00" * 8), "IDX data type 0x0d"),
-    ("train-labels-idx1-ubyte.gz", gzip.compress(b"PK\x03\x04garbage"), "not an IDX file (bad magic number)"),
-    ("train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(np.zeros(119, np.uint8))), "120 images but 119 labels"),
-    ("train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(np.full(120, 12, np.uint8))), "labels outside 0..9"),
-    ("t10k-images-idx3-ubyte.gz", gzip.compress(idx_bytes(np.zeros((30, 32, 32), np.uint8))),
-     "images have shape (30, 32, 32), expected (N, 28, 28)"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("train-images-idx3-ubyte.gz", GOOD["train-images-idx3-ubyte.gz"][:-200], "corrupt or truncated gzip"),
+        (
+            "train-images-idx3-ubyte.gz",
+            gzip.compress(gzip.decompress(GOOD["train-images-idx3-ubyte.gz"])[:-28]),
+            "truncated (header (120, 28, 28) needs",
+        ),
+        ("train-images-idx3-ubyte.gz", b"\x1f\x8bnot really gzip", "corrupt or truncated gzip"),
+        ("train-labels-idx1-ubyte.gz", gzip.compress(b"\x00\x00\x0d\x01" + b"\x00" * 8), "IDX data type 0x0d"),
+        ("train-labels-idx1-ubyte.gz", gzip.compress(b"PK\x03\x04garbage"), "not an IDX file (bad magic number)"),
+        ("train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(np.zeros(119, np.uint8))), "120 images but 119 labels"),
+        ("train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(np.full(120, 12, np.uint8))), "labels outside 0..9"),
+        (
+            "t10k-images-idx3-ubyte.gz",
+            gzip.compress(idx_bytes(np.zeros((30, 32, 32), np.uint8))),
+            "images have shape (30, 32, 32), expected (N, 28, 28)",
+        ),
+    ],
+)
 def test_broken_files_are_named_errors(tmp_path, name, content, message):
     path = _broken(tmp_path, name, content)
     with pytest.raises(DataError) as err:
@@ -134,15 +149,22 @@ def test_offline_with_nothing_found_lists_places_and_fixes(tmp_path, monkeypatch
 
 
 def test_data_command_offline_error_exit_code(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "launch", "data", "--dataset", "mnist", "--no-download",
-                          "--dir", str(tmp_path / "x")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "launch", "data", "--dataset", "mnist", "--no-download", "--dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert out.returncode == 3
     assert out.stderr.startswith("mnist-dist: error: mnist not found (looked in: ")
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed "
-                    "(make test and .ci/run install it)")
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (make test and .ci/run install it)",
+)
 def test_real_fashion_mnist_from_debian():
     out = mnist_dist("data", "--dataset", "fashion-mnist", "--no-download")
     assert out.returncode == 0, out.stderr

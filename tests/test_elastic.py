@@ -13,9 +13,18 @@ from helpers import check_every_sample_once, read_json, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 N, BATCH, LR = 1000, 32, 0.01  # 1000 is not divisible by 3: the dropped tail is exercised too
-COMMON = ["data.dataset=synthetic", f"data.limit={N}", f"train.batch_size={BATCH}", "train.epochs=2",
-          "train.optimizer=sgd", f"train.lr={LR}", "train.lr_scaling=linear", "train.threads=1",
-          "log.progress=never", "log.run_name=r"]
+COMMON = [
+    "data.dataset=synthetic",
+    f"data.limit={N}",
+    f"train.batch_size={BATCH}",
+    "train.epochs=2",
+    "train.optimizer=sgd",
+    f"train.lr={LR}",
+    "train.lr_scaling=linear",
+    "train.threads=1",
+    "log.progress=never",
+    "log.run_name=r",
+]
 MID_EPOCH_STOP = 5  # log.interval: the first interval ends at step 5 of a >= 11-step epoch
 
 
@@ -42,21 +51,26 @@ CASES = [(2, 1, True), (1, 2, False), (2, 3, True), (3, 2, False)]
 
 
 @pytest.mark.parametrize("module", ["torch_dist.train", "tf_dist.train"])
-@pytest.mark.parametrize("before,after,mid_epoch", CASES,
-                         ids=[f"{b}to{a}-{'mid-epoch' if m else 'epoch-end'}" for b, a, m in CASES])
+@pytest.mark.parametrize(
+    "before,after,mid_epoch", CASES, ids=[f"{b}to{a}-{'mid-epoch' if m else 'epoch-end'}" for b, a, m in CASES]
+)
 def test_resume_on_another_world_size_trains_every_sample_once(tmp_path, module, before, after, mid_epoch):
     resumed = stop_and_resume(tmp_path, module, before, after, mid_epoch)
     stop = MID_EPOCH_STOP if mid_epoch else steps_per_epoch(N // before, BATCH)
     position = stop * BATCH * before if mid_epoch else N  # an epoch's end passes its dropped tail too
-    assert f"(epoch 0, step {stop}, sample {position} of {N} in this epoch) on {after} worker(s), not {before}" \
+    assert (
+        f"(epoch 0, step {stop}, sample {position} of {N} in this epoch) on {after} worker(s), not {before}"
         in resumed.stdout
+    )
     rest = steps_per_epoch((N - position) // after, BATCH)
     steps = stop + rest + steps_per_epoch(N // after, BATCH)
 
     summary = read_json(tmp_path / "r" / "summary.json")
     assert summary["steps"] == steps and summary["epochs"] == 2 and summary["world_size"] == after
-    assert [(h["world_size"], h["steps"], h["global_batch_size"], h["lr"]) for h in summary["world_size_history"]] \
-        == [(before, [0, stop], BATCH * before, LR * before), (after, [stop, steps], BATCH * after, LR * after)]
+    assert [(h["world_size"], h["steps"], h["global_batch_size"], h["lr"]) for h in summary["world_size_history"]] == [
+        (before, [0, stop], BATCH * before, LR * before),
+        (after, [stop, steps], BATCH * after, LR * after),
+    ]
     assert [e["epoch"] for e in read_json(tmp_path / "r" / "history.json")["epochs"]] == [1, 2]
     first_epoch_dropped = (N - position) % after if mid_epoch else N % before
     check_every_sample_once(tmp_path / "samples", steps, {0: first_epoch_dropped, 1: N % after}, N)

@@ -22,8 +22,11 @@ def rank_pid(text: str, rank: int) -> int | None:
     """The pid of the worker process of `rank` among those whose command line mentions `text`."""
     for pid in live_pids_mentioning(text):
         try:
-            env = dict(item.split("=", 1) for item in
-                       Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
+            env = dict(
+                item.split("=", 1)
+                for item in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in item
+            )
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
@@ -47,8 +50,9 @@ def listening_ports() -> set[int]:
 
 
 def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 LONG = ["data.dataset=synthetic", "train.epochs=1000", "train.threads=1", "log.progress=never"]
@@ -56,8 +60,23 @@ LONG = ["data.dataset=synthetic", "train.epochs=1000", "train.threads=1", "log.p
 
 @pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("torch", "mpirun"), ("tf", "local")])
 def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
-    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2",
-           "--config", MLP, *LONG, f"log.dir={tmp_path}", "log.run_name=r"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch",
+        "run",
+        "--framework",
+        framework,
+        "--launcher",
+        launcher,
+        "--nproc",
+        "2",
+        "--config",
+        MLP,
+        *LONG,
+        f"log.dir={tmp_path}",
+        "log.run_name=r",
+    ]
     job = start(cmd, tmp_path)
     try:
         _wait_for(lambda: list((tmp_path / "r").glob("events.out.tfevents.*")), 300, "training to start", 0.2)
@@ -79,12 +98,39 @@ def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
     """Without a launcher to stop them, survivors fail on their own: the peer's socket closes, or
     dist.timeout runs out."""
     port = 29000 + os.getpid() % 1000
-    envs = [{"RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "LOCAL_WORLD_SIZE": "2",
-             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)} for r in range(2)]
-    cmd = [sys.executable, "-m", "torch_dist.train", "--config", MLP, *LONG, f"log.dir={tmp_path}", "log.run_name=r",
-           "dist.timeout=20"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, **ONE_THREAD, **env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for env in envs]
+    envs = [
+        {
+            "RANK": str(r),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(r),
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        for r in range(2)
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch_dist.train",
+        "--config",
+        MLP,
+        *LONG,
+        f"log.dir={tmp_path}",
+        "log.run_name=r",
+        "dist.timeout=20",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=tmp_path,
+            env={**os.environ, **ONE_THREAD, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for env in envs
+    ]
     try:
         _wait_for(lambda: list((tmp_path / "r").glob("events.out.tfevents.*")), 300, "training to start", 0.2)
         procs[1].kill()
@@ -100,10 +146,33 @@ def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
 # torchrun's restart needs a fresh rendezvous store (pytorch#135712), which the launcher asks for
 @pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("torch", "local"), ("tf", "local")])
 def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, launcher):
-    common = ["data.dataset=synthetic", "data.limit=12000", "train.epochs=4", "train.threads=1",
-              "model.name=cnn", "log.progress=never", f"log.dir={tmp_path}"]  # the CNN: slow enough to hit
-    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2",
-           "--max-restarts", "1", "--config", MLP, *common, "log.run_name=r"]
+    common = [
+        "data.dataset=synthetic",
+        "data.limit=12000",
+        "train.epochs=4",
+        "train.threads=1",
+        "model.name=cnn",
+        "log.progress=never",
+        f"log.dir={tmp_path}",
+    ]  # the CNN: slow enough to hit
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch",
+        "run",
+        "--framework",
+        framework,
+        "--launcher",
+        launcher,
+        "--nproc",
+        "2",
+        "--max-restarts",
+        "1",
+        "--config",
+        MLP,
+        *common,
+        "log.run_name=r",
+    ]
     job = start(cmd, tmp_path)
     try:
         # kill rank 1 in the middle of epoch 2, after the first checkpoint
@@ -124,18 +193,32 @@ def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, l
 def test_a_mid_epoch_stop_resumes_at_the_next_batch(tmp_path, module):
     """A stop requested before the run starts is taken at the first interval (step 10 of a 63-step
     epoch); the resumed run must train exactly the batches an uninterrupted run trains."""
-    common = ["data.dataset=synthetic", "data.limit=4000", "train.batch_size=64", "train.epochs=2",
-              "train.optimizer=sgd", "train.lr=0.05", "log.interval=10", "train.threads=1", "log.progress=never",
-              f"log.dir={tmp_path}"]
+    common = [
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.batch_size=64",
+        "train.epochs=2",
+        "train.optimizer=sgd",
+        "train.lr=0.05",
+        "log.interval=10",
+        "train.threads=1",
+        "log.progress=never",
+        f"log.dir={tmp_path}",
+    ]
     whole = run(train_cmd(module, "single", 1, [*common, "log.run_name=whole"]), cwd=tmp_path, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / "PREEMPT").touch()
     stopped = run(train_cmd(module, "single", 1, [*common, "log.run_name=cut"]), cwd=tmp_path, timeout=300)
     assert stopped.returncode == 75 and "stop requested: checkpointed step 10" in stopped.stdout, stopped.stderr[-3000:]
-    resumed = run(train_cmd(module, "single", 1, [*common, "log.run_name=cut", "checkpoint.resume=true"]),
-                  cwd=tmp_path, timeout=300)
-    assert resumed.returncode == 0 and "(epoch 0, step 10, sample 640 of 4000 " in resumed.stdout, resumed.stderr[-3000:]
+    resumed = run(
+        train_cmd(module, "single", 1, [*common, "log.run_name=cut", "checkpoint.resume=true"]),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert resumed.returncode == 0 and "(epoch 0, step 10, sample 640 of 4000 " in resumed.stdout, resumed.stderr[
+        -3000:
+    ]
     a, b = (read_json(tmp_path / name / "history.json")["epochs"] for name in ("whole", "cut"))
     assert [e["step"] for e in a] == [e["step"] for e in b] == [63, 126]
     assert b[-1]["eval_loss"] == pytest.approx(a[-1]["eval_loss"], rel=1e-5)  # the same weights at the end
@@ -156,12 +239,17 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
         "print('first', flush=True)\n"
         "big = [{'w': torch.zeros(50_000_000)} for _ in range(8)]  # ~1.6 GB: slow to write\n"
         "save_checkpoint(checkpoint_path(folder, 20), model=model, optimizer=opt, model_name='mlp',"
-        " progress={'step': 20, 'history': big})\n")
+        " progress={'step': 20, 'history': big})\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "first"
-        _wait_for(lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".step-00000020")], 60,
-                  "the second checkpoint's temp file", 0.01)
+        _wait_for(
+            lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".step-00000020")],
+            60,
+            "the second checkpoint's temp file",
+            0.01,
+        )
         proc.kill()
     finally:
         proc.wait()
@@ -173,9 +261,14 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
 
 # --- hostile and broken input: a clear message, the exit code, nothing overwritten ---------------
 
+
 def trainer(tmp_path, module, *overrides, env=None):
-    return run([sys.executable, "-m", module, "--config", MLP, f"log.dir={tmp_path}", "log.progress=never",
-                *overrides], cwd=tmp_path, timeout=300, env=env)
+    return run(
+        [sys.executable, "-m", module, "--config", MLP, f"log.dir={tmp_path}", "log.progress=never", *overrides],
+        cwd=tmp_path,
+        timeout=300,
+        env=env,
+    )
 
 
 def last_line(out) -> str:
@@ -211,11 +304,19 @@ def test_wrong_checksum_download_exit_code(tmp_path, monkeypatch, capsys):
 
 
 def test_checkpoint_from_another_framework_is_refused(tmp_path):
-    first = trainer(tmp_path, "torch_dist.train", "data.dataset=synthetic", "data.limit=1000", "train.epochs=1",
-                    "log.run_name=r")
+    first = trainer(
+        tmp_path, "torch_dist.train", "data.dataset=synthetic", "data.limit=1000", "train.epochs=1", "log.run_name=r"
+    )
     assert first.returncode == 0, first.stderr[-2000:]
-    out = trainer(tmp_path, "tf_dist.train", "data.dataset=synthetic", "data.limit=1000", "train.epochs=2",
-                  "log.run_name=r", "checkpoint.resume=true")
+    out = trainer(
+        tmp_path,
+        "tf_dist.train",
+        "data.dataset=synthetic",
+        "data.limit=1000",
+        "train.epochs=2",
+        "log.run_name=r",
+        "checkpoint.resume=true",
+    )
     assert out.returncode == 1 and "holds torch checkpoints, which tf cannot resume" in last_line(out)
 
 
@@ -247,37 +348,73 @@ def test_finished_run_is_never_overwritten_unless_asked(tmp_path):
 
 @pytest.mark.parametrize("module", ["torch_dist.train", "tf_dist.train"])
 def test_nan_loss_stops_with_the_step(tmp_path, module):
-    out = trainer(tmp_path, module, "data.dataset=synthetic", "data.limit=2000", "train.optimizer=sgd",
-                  "train.lr=1e30", "log.interval=5", "log.run_name=n")
+    out = trainer(
+        tmp_path,
+        module,
+        "data.dataset=synthetic",
+        "data.limit=2000",
+        "train.optimizer=sgd",
+        "train.lr=1e30",
+        "log.interval=5",
+        "log.run_name=n",
+    )
     assert out.returncode == 1
     assert "the training loss became NaN or infinite between steps 0 and 5: lower train.lr" in last_line(out)
 
 
 def test_yaml_that_is_not_a_mapping(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    out = run([sys.executable, "-m", "tf_dist.train", "--config", str(tmp_path / "list.yaml")], cwd=tmp_path,
-              timeout=300)
+    out = run(
+        [sys.executable, "-m", "tf_dist.train", "--config", str(tmp_path / "list.yaml")], cwd=tmp_path, timeout=300
+    )
     assert out.returncode == 2 and "must be a mapping of sections" in last_line(out)
 
 
 def test_world_larger_than_the_dataset(tmp_path):
-    out = run(train_cmd("torch_dist.train", "torchrun", 2, [f"log.dir={tmp_path}", "data.dataset=synthetic",
-                                                             "data.limit=1"]), cwd=tmp_path, timeout=300)
+    out = run(
+        train_cmd("torch_dist.train", "torchrun", 2, [f"log.dir={tmp_path}", "data.dataset=synthetic", "data.limit=1"]),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode != 0
     assert "world size 2 is larger than the training set (1 samples)" in out.stderr
 
 
 # --- exit hygiene --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("framework,runs", [("torch", 50), ("tf", 20)])
 def test_exit_hygiene_over_many_runs(tmp_path, framework, runs):
     ports = listening_ports()
     launcher = "torchrun" if framework == "torch" else "local"
     for i in range(runs):
-        out = run([sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher,
-                   "--nproc", "2", "--config", MLP, "data.dataset=synthetic", "data.limit=512", "train.epochs=1",
-                   "train.batch_size=64", "train.threads=1", "checkpoint.interval=0", "log.progress=never",
-                   f"log.dir={tmp_path}", f"log.run_name=r{i}"], cwd=tmp_path, timeout=300)
+        out = run(
+            [
+                sys.executable,
+                "-m",
+                "launch",
+                "run",
+                "--framework",
+                framework,
+                "--launcher",
+                launcher,
+                "--nproc",
+                "2",
+                "--config",
+                MLP,
+                "data.dataset=synthetic",
+                "data.limit=512",
+                "train.epochs=1",
+                "train.batch_size=64",
+                "train.threads=1",
+                "checkpoint.interval=0",
+                "log.progress=never",
+                f"log.dir={tmp_path}",
+                f"log.run_name=r{i}",
+            ],
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert out.returncode == 0, f"run {i}: {out.stdout[-2000:]} {out.stderr[-2000:]}"
         assert "terminate called" not in out.stdout + out.stderr and "SIGABRT" not in out.stdout + out.stderr
         assert not live_pids_mentioning(str(tmp_path)), f"run {i} left a process behind"

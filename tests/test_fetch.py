@@ -20,15 +20,17 @@ FAST = {"timeout": 5, "retries": 2, "backoff": 0.01}
 
 def tamper(content: bytes) -> bytes:
     middle = len(content) // 2
-    return content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1:]
+    return content[:middle] + bytes([content[middle] ^ 0xFF]) + content[middle + 1 :]
 
 
 @pytest.fixture
 def mirror_of(monkeypatch):
     """Point the mnist dataset at local mirrors serving FILES (with optional faults)."""
+
     def make(*mirrors):
         monkeypatch.setitem(data_mod.MIRRORS, "mnist", [m.url for m in mirrors])
         monkeypatch.setitem(data_mod.CHECKSUMS, "mnist", SUMS)
+
     return make
 
 

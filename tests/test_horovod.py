@@ -14,13 +14,21 @@ from helpers import ROOT, all_positive_finite, read_json, read_scalars, run, tra
 pytestmark = pytest.mark.timeout(900)
 needs_horovod = pytest.mark.skipif(
     importlib.util.find_spec("horovod") is None,
-    reason="Horovod is not installed: build it with `python -m torch_dist.horovod_build` (.ci/run does)")
+    reason="Horovod is not installed: build it with `python -m torch_dist.horovod_build` (.ci/run does)",
+)
 HOROVODRUN = str(Path(sys.executable).parent / "horovodrun")
 
 
 def horovod_cmd(launcher: str, n: int, overrides: list[str]) -> list[str]:
     if launcher == "horovodrun":
-        return [HOROVODRUN, "-np", str(n), "-H", f"localhost:{n}", *train_cmd("torch_dist.train", "single", 1, overrides)]
+        return [
+            HOROVODRUN,
+            "-np",
+            str(n),
+            "-H",
+            f"localhost:{n}",
+            *train_cmd("torch_dist.train", "single", 1, overrides),
+        ]
     return train_cmd("torch_dist.train", "mpirun", n, overrides)
 
 
@@ -32,13 +40,27 @@ def hvd_train(tmp_path, launcher, n, *overrides):
 @needs_horovod
 @pytest.mark.parametrize("launcher", ["horovodrun", "mpirun"])
 def test_horovod_averages_gradients_like_one_worker_with_double_batch(tmp_path, launcher):
-    common = ["data.dataset=synthetic", "data.limit=4000", "train.optimizer=sgd", "train.lr=0.1",
-              "train.max_steps=12", "checkpoint.interval=0", "train.threads=1"]
+    common = [
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.optimizer=sgd",
+        "train.lr=0.1",
+        "train.max_steps=12",
+        "checkpoint.interval=0",
+        "train.threads=1",
+    ]
     two = hvd_train(tmp_path, launcher, 2, *common, "train.batch_size=32", "log.run_name=two")
     assert two.returncode == 0, two.stderr[-3000:] + two.stdout[-2000:]
-    one = run(train_cmd("torch_dist.train", "single", 1, [f"log.dir={tmp_path}", "log.progress=never", *common,
-                                                          "train.batch_size=64", "log.run_name=one"]),
-              cwd=tmp_path, timeout=300)
+    one = run(
+        train_cmd(
+            "torch_dist.train",
+            "single",
+            1,
+            [f"log.dir={tmp_path}", "log.progress=never", *common, "train.batch_size=64", "log.run_name=one"],
+        ),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     a = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
@@ -51,8 +73,9 @@ def test_horovod_averages_gradients_like_one_worker_with_double_batch(tmp_path, 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Debian's Fashion-MNIST")
 @pytest.mark.parametrize("launcher", ["horovodrun", "mpirun"])
 def test_horovod_trains_fashion_mnist(tmp_path, launcher):
-    out = hvd_train(tmp_path, launcher, 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=r",
-                    "train.threads=1")
+    out = hvd_train(
+        tmp_path, launcher, 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=r", "train.threads=1"
+    )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     summary = read_json(tmp_path / "r" / "summary.json")
     assert summary["world_size"] == 2 and summary["backend"] == "horovod" and summary["final_eval_accuracy"] >= 0.8
@@ -64,10 +87,34 @@ def test_horovod_trains_fashion_mnist(tmp_path, launcher):
 
 @needs_horovod
 def test_mnist_dist_run_horovodrun_and_sweep_variant(tmp_path):
-    out = run([sys.executable, "-m", "launch", "sweep", "--framework", "torch,horovod", "--workers", "2",
-               "--repeats", "1", "--steps", "5", "--warmup", "2", "--out", str(tmp_path / "s"), "--config",
-               str(ROOT / "configs/mlp.yaml"), "data.dataset=synthetic", "data.limit=2000", "train.threads=1"],
-              cwd=tmp_path, timeout=600, env={"PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"})
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "launch",
+            "sweep",
+            "--framework",
+            "torch,horovod",
+            "--workers",
+            "2",
+            "--repeats",
+            "1",
+            "--steps",
+            "5",
+            "--warmup",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+            "--config",
+            str(ROOT / "configs/mlp.yaml"),
+            "data.dataset=synthetic",
+            "data.limit=2000",
+            "train.threads=1",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+        env={"PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"},
+    )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     assert read_json(tmp_path / "s" / "runs" / "horovod-w2-r0" / "summary.json")["backend"] == "horovod"
     table = (tmp_path / "s" / "scaling.md").read_text()
@@ -76,8 +123,13 @@ def test_mnist_dist_run_horovodrun_and_sweep_variant(tmp_path):
 
 
 def test_tf_with_horovod_is_a_clear_error(tmp_path):
-    out = run(train_cmd("tf_dist.train", "single", 1, [f"log.dir={tmp_path}", "data.dataset=synthetic",
-                                                       "dist.backend=horovod"]), cwd=tmp_path, timeout=300)
+    out = run(
+        train_cmd(
+            "tf_dist.train", "single", 1, [f"log.dir={tmp_path}", "data.dataset=synthetic", "dist.backend=horovod"]
+        ),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert out.returncode == 2 and "MultiWorkerMirroredStrategy" in out.stderr
 
 
@@ -86,8 +138,13 @@ def test_missing_horovod_is_a_clear_error(tmp_path):
     blocker = tmp_path / "block"
     (blocker / "horovod").mkdir(parents=True)
     (blocker / "horovod" / "__init__.py").write_text("raise ImportError('hidden for this test')\n")
-    out = run(train_cmd("torch_dist.train", "single", 1, [f"log.dir={tmp_path}", "data.dataset=synthetic",
-                                                          "dist.backend=horovod"]),
-              cwd=tmp_path, timeout=300, env={"PYTHONPATH": str(blocker)})
+    out = run(
+        train_cmd(
+            "torch_dist.train", "single", 1, [f"log.dir={tmp_path}", "data.dataset=synthetic", "dist.backend=horovod"]
+        ),
+        cwd=tmp_path,
+        timeout=300,
+        env={"PYTHONPATH": str(blocker)},
+    )
     assert out.returncode == 2
     assert "Horovod is not installed" in out.stderr and "python -m torch_dist.horovod_build" in out.stderr

@@ -18,8 +18,9 @@ from helpers import ROOT, cli, read_json, read_scalars, run
 
 pytestmark = pytest.mark.timeout(900)
 needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed")
-needs_fashion = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                                   reason="Debian's dataset-fashion-mnist is not installed")
+needs_fashion = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
 
 
 def mnist_dist(*args, env=None, timeout=600, cwd=ROOT):
@@ -57,19 +58,43 @@ def test_dry_run_torchrun_restarts_get_a_fresh_rendezvous_store():
 
 
 def test_dry_run_torchrun_two_nodes_needs_a_real_master():
-    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "torchrun", "--nodes", "2",
-                     "--nproc", "4")
+    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "torchrun", "--nodes", "2", "--nproc", "4")
     assert out.returncode == 1 and "loopback address, which other nodes cannot reach" in out.stderr
-    text = dry("--framework", "torch", "--launcher", "torchrun", "--nodes", "2", "--nproc", "4", "--node-rank", "1",
-               "--master-addr", "gpu-01", "--master-port", "29400")
+    text = dry(
+        "--framework",
+        "torch",
+        "--launcher",
+        "torchrun",
+        "--nodes",
+        "2",
+        "--nproc",
+        "4",
+        "--node-rank",
+        "1",
+        "--master-addr",
+        "gpu-01",
+        "--master-port",
+        "29400",
+    )
     assert "--rdzv-endpoint=gpu-01:29400" in text and "--node-rank=1" in text
     ranks = [line.split()[0] for line in text.splitlines() if line[:1].isdigit()]
     assert ranks == ["4", "5", "6", "7"]  # this node's ranks
 
 
 def test_dry_run_elastic_node_range():
-    text = dry("--framework", "torch", "--launcher", "torchrun", "--nodes", "1:2", "--hosts", "gpu-a,gpu-b",
-               "--max-restarts", "3", "log.run_name=e")
+    text = dry(
+        "--framework",
+        "torch",
+        "--launcher",
+        "torchrun",
+        "--nodes",
+        "1:2",
+        "--hosts",
+        "gpu-a,gpu-b",
+        "--max-restarts",
+        "3",
+        "log.run_name=e",
+    )
     cmd = shlex.split(text.splitlines()[0])
     assert "--nnodes=1:2" in cmd and "--rdzv-backend=c10d" in cmd and "--max-restarts=3" in cmd
     assert cmd[-1] == "checkpoint.resume=true"
@@ -80,22 +105,26 @@ def test_dry_run_elastic_node_range():
     assert refused.returncode != 0 and "a node range (1:2) needs the torch template" in refused.stderr
 
 
-@pytest.mark.parametrize("args,error", [
-    (["--launcher", "local", "--nodes", "1:2", "--hosts", "a,b"], "a node range (1:2) needs an elastic launcher"),
-    (["--launcher", "mpirun", "--nodes", "1:2", "--hosts", "a,b"], "a node range (1:2) needs an elastic launcher"),
-    (["--launcher", "torchrun", "--nodes", "2:1"], "MIN at most MAX"),
-    (["--launcher", "torchrun", "--nodes", "one"], "is not a node count N or a range MIN:MAX"),
-    (["--launcher", "torchrun", "--nodes", "1:2", "--hosts", "a,b", "--max-restarts", "1"],
-     "--max-restarts across nodes needs log.run_name=NAME"),
-])
+@pytest.mark.parametrize(
+    "args,error",
+    [
+        (["--launcher", "local", "--nodes", "1:2", "--hosts", "a,b"], "a node range (1:2) needs an elastic launcher"),
+        (["--launcher", "mpirun", "--nodes", "1:2", "--hosts", "a,b"], "a node range (1:2) needs an elastic launcher"),
+        (["--launcher", "torchrun", "--nodes", "2:1"], "MIN at most MAX"),
+        (["--launcher", "torchrun", "--nodes", "one"], "is not a node count N or a range MIN:MAX"),
+        (
+            ["--launcher", "torchrun", "--nodes", "1:2", "--hosts", "a,b", "--max-restarts", "1"],
+            "--max-restarts across nodes needs log.run_name=NAME",
+        ),
+    ],
+)
 def test_node_ranges_are_checked_before_anything_starts(args, error):
     out = cli("run", "--dry-run", "--framework", "torch", *args)
     assert out.returncode != 0 and error in out.stderr and "Traceback" not in out.stderr
 
 
 def test_tf_refuses_a_node_range_under_torchrun():
-    out = cli("run", "--dry-run", "--framework", "tf", "--launcher", "torchrun", "--nodes", "1:2",
-                     "--hosts", "a,b")
+    out = cli("run", "--dry-run", "--framework", "tf", "--launcher", "torchrun", "--nodes", "1:2", "--hosts", "a,b")
     assert out.returncode != 0 and "TensorFlow's workers are fixed while they run" in out.stderr
 
 
@@ -107,22 +136,57 @@ def test_dry_run_mpirun_says_why_it_adds_flags():
     assert "--oversubscribe" not in dry("--framework", "tf", "--launcher", "mpirun", "--nproc", "1").split("\n")[0]
 
 
-SBATCH = ["--launcher", "slurm", "--nodes", "2", "--nproc", "4", "--gpus-per-node", "4", "--partition", "gpu",
-          "--account", "proj1", "--job-name", "cnn-run", "--cpus-per-task", "8", "--time", "02:00:00",
-          "--sbatch=--qos=high", "--setup", "module load cuda/12", "--setup", "source ~/venv/bin/activate"]
+SBATCH = [
+    "--launcher",
+    "slurm",
+    "--nodes",
+    "2",
+    "--nproc",
+    "4",
+    "--gpus-per-node",
+    "4",
+    "--partition",
+    "gpu",
+    "--account",
+    "proj1",
+    "--job-name",
+    "cnn-run",
+    "--cpus-per-task",
+    "8",
+    "--time",
+    "02:00:00",
+    "--sbatch=--qos=high",
+    "--setup",
+    "module load cuda/12",
+    "--setup",
+    "source ~/venv/bin/activate",
+]
 
 
-@pytest.mark.parametrize("framework,template,task_line,launch_line", [
-    ("torch", None, "#SBATCH --ntasks-per-node=1", "-m torch.distributed.run --nnodes=\"$SLURM_NNODES\""),
-    ("tf", None, "#SBATCH --ntasks-per-node=4", "srun --kill-on-bad-exit=1 "),
-    ("torch", "mpi", "#SBATCH --ntasks-per-node=4", 'mpirun -np "$SLURM_NTASKS"'),
-])
+@pytest.mark.parametrize(
+    "framework,template,task_line,launch_line",
+    [
+        ("torch", None, "#SBATCH --ntasks-per-node=1", '-m torch.distributed.run --nnodes="$SLURM_NNODES"'),
+        ("tf", None, "#SBATCH --ntasks-per-node=4", "srun --kill-on-bad-exit=1 "),
+        ("torch", "mpi", "#SBATCH --ntasks-per-node=4", 'mpirun -np "$SLURM_NTASKS"'),
+    ],
+)
 def test_dry_run_sbatch_two_nodes_four_gpus(framework, template, task_line, launch_line):
     extra = ["--template", template] if template else []
     text = dry("--framework", framework, *SBATCH, *extra)
-    for line in ("#SBATCH --job-name=cnn-run", "#SBATCH --nodes=2", task_line, "#SBATCH --cpus-per-task=8",
-                 "#SBATCH --time=02:00:00", "#SBATCH --gpus-per-node=4", "#SBATCH --partition=gpu",
-                 "#SBATCH --account=proj1", "#SBATCH --qos=high", "module load cuda/12", "source ~/venv/bin/activate"):
+    for line in (
+        "#SBATCH --job-name=cnn-run",
+        "#SBATCH --nodes=2",
+        task_line,
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj1",
+        "#SBATCH --qos=high",
+        "module load cuda/12",
+        "source ~/venv/bin/activate",
+    ):
         assert line in text.splitlines(), line
     assert launch_line in text
     rows = [line.split() for line in text.splitlines() if line[:1].isdigit()]
@@ -155,38 +219,80 @@ def test_every_template_can_be_preempted():
     for template, framework in (("torch", "torch"), ("tf", "tf"), ("mpi", "torch")):
         text = dry("--framework", framework, "--launcher", "slurm", "--template", template, "--preempt-signal=USR2@90")
         assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR2@90" in text
-        assert "trap 'requeue=1; mkdir -p \"$run_dir\"; touch \"$run_dir/PREEMPT\"' USR2" in text
+        assert 'trap \'requeue=1; mkdir -p "$run_dir"; touch "$run_dir/PREEMPT"\' USR2' in text
         assert "\npreemptible " in text and "checkpoint.resume=true" in text
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--job-name", "x; rm -rf ~", "--job-name 'x; rm -rf ~' may hold only letters"),
-    ("--partition", "gpu\n#SBATCH --uid=0", "--partition"),
-    ("--time", "1 hour", "is not a Slurm time"),
-    ("--output", "/tmp/$(reboot).out", "must be a path without spaces, quotes or shell characters"),
-    ("--sbatch", "--qos=high; reboot", "extra #SBATCH option"),
-    ("--preempt-signal", "KILL; reboot", "must look like USR1@60"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--job-name", "x; rm -rf ~", "--job-name 'x; rm -rf ~' may hold only letters"),
+        ("--partition", "gpu\n#SBATCH --uid=0", "--partition"),
+        ("--time", "1 hour", "is not a Slurm time"),
+        ("--output", "/tmp/$(reboot).out", "must be a path without spaces, quotes or shell characters"),
+        ("--sbatch", "--qos=high; reboot", "extra #SBATCH option"),
+        ("--preempt-signal", "KILL; reboot", "must look like USR1@60"),
+    ],
+)
 def test_hostile_sbatch_options_are_refused(flag, value, message):
-    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
-                     "configs/mlp.yaml", f"{flag}={value}")
+    out = cli(
+        "run",
+        "--dry-run",
+        "--framework",
+        "torch",
+        "--launcher",
+        "slurm",
+        "--config",
+        "configs/mlp.yaml",
+        f"{flag}={value}",
+    )
     assert out.returncode == 1 and message in out.stderr and out.stdout == ""
 
 
 def test_nccl_needs_one_gpu_per_task():
-    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--nproc", "8",
-                     "--gpus-per-node", "4", "--config", "configs/mlp.yaml")
+    out = cli(
+        "run",
+        "--dry-run",
+        "--framework",
+        "torch",
+        "--launcher",
+        "slurm",
+        "--nproc",
+        "8",
+        "--gpus-per-node",
+        "4",
+        "--config",
+        "configs/mlp.yaml",
+    )
     assert out.returncode == 1 and "--nproc 8 tasks per node but --gpus-per-node 4" in out.stderr
-    out = cli("run", "--dry-run", "--framework", "torch", "--launcher", "slurm", "--config",
-                     "configs/mlp.yaml", "dist.backend=nccl")
+    out = cli(
+        "run",
+        "--dry-run",
+        "--framework",
+        "torch",
+        "--launcher",
+        "slurm",
+        "--config",
+        "configs/mlp.yaml",
+        "dist.backend=nccl",
+    )
     assert out.returncode == 1 and "dist.backend=nccl needs GPUs" in out.stderr
 
 
 def test_missing_programs_are_named(tmp_path):
     env = {"PATH": str(tmp_path)}  # nothing on PATH: no mpirun, no sbatch
     for launcher, program in (("mpirun", "mpirun"), ("slurm", "sbatch")):
-        out = mnist_dist("run", "--framework", "torch", "--launcher", launcher, "--config", "configs/mlp.yaml",
-                         "data.dataset=synthetic", env=env)
+        out = mnist_dist(
+            "run",
+            "--framework",
+            "torch",
+            "--launcher",
+            launcher,
+            "--config",
+            "configs/mlp.yaml",
+            "data.dataset=synthetic",
+            env=env,
+        )
         assert out.returncode == 1, out.stderr
         assert f"{program} not found on PATH" in out.stderr
 
@@ -196,21 +302,53 @@ def test_port_in_use_is_refused():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = mnist_dist("run", "--framework", "tf", "--nproc", "2", "--master-port", str(port), "--config",
-                         "configs/mlp.yaml", "data.dataset=synthetic")
+        out = mnist_dist(
+            "run",
+            "--framework",
+            "tf",
+            "--nproc",
+            "2",
+            "--master-port",
+            str(port),
+            "--config",
+            "configs/mlp.yaml",
+            "data.dataset=synthetic",
+        )
     assert out.returncode == 1 and f"port {port} is already in use" in out.stderr
 
 
 def test_bad_config_fails_before_anything_starts(tmp_path):
-    out = mnist_dist("run", "--framework", "torch", "--nproc", "2", "--config", "configs/mlp.yaml",
-                     "train.epocs=1", f"log.dir={tmp_path}")
+    out = mnist_dist(
+        "run",
+        "--framework",
+        "torch",
+        "--nproc",
+        "2",
+        "--config",
+        "configs/mlp.yaml",
+        "train.epocs=1",
+        f"log.dir={tmp_path}",
+    )
     assert out.returncode == 2 and "did you mean train.epochs?" in out.stderr and not any(tmp_path.iterdir())
 
 
 def test_local_launcher_prefixes_other_ranks_and_trains(tmp_path):
-    out = mnist_dist("run", "--framework", "tf", "--nproc", "2", "--config", "configs/mlp.yaml",
-                     "data.dataset=synthetic", "data.limit=2000", "train.epochs=1", "train.threads=1",
-                     f"log.dir={tmp_path}", "log.run_name=l", "log.progress=never")
+    out = mnist_dist(
+        "run",
+        "--framework",
+        "tf",
+        "--nproc",
+        "2",
+        "--config",
+        "configs/mlp.yaml",
+        "data.dataset=synthetic",
+        "data.limit=2000",
+        "train.epochs=1",
+        "train.threads=1",
+        f"log.dir={tmp_path}",
+        "log.run_name=l",
+        "log.progress=never",
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     assert "tf_dist.train: done:" in out.stdout
     other = [line for line in out.stdout.splitlines() if line.startswith("[rank 1] ")]
@@ -219,8 +357,19 @@ def test_local_launcher_prefixes_other_ranks_and_trains(tmp_path):
 
 
 def test_local_launcher_fails_fast_when_a_rank_fails(tmp_path):
-    out = mnist_dist("run", "--framework", "torch", "--nproc", "2", "--config", "configs/mlp.yaml",
-                     "data.dataset=synthetic", "train.precision=fp16", f"log.dir={tmp_path}", timeout=300)
+    out = mnist_dist(
+        "run",
+        "--framework",
+        "torch",
+        "--nproc",
+        "2",
+        "--config",
+        "configs/mlp.yaml",
+        "data.dataset=synthetic",
+        "train.precision=fp16",
+        f"log.dir={tmp_path}",
+        timeout=300,
+    )
     assert out.returncode == 2 and "fp16 needs a GPU" in out.stdout
 
 
@@ -228,9 +377,23 @@ def test_local_launcher_fails_fast_when_a_rank_fails(tmp_path):
 @needs_mpirun
 @pytest.mark.parametrize("framework", ["torch", "tf"])
 def test_mpirun_launcher_trains(tmp_path, framework):
-    out = mnist_dist("run", "--framework", framework, "--launcher", "mpirun", "--nproc", "2", "--config",
-                     "configs/mlp.yaml", "data.dataset=fashion-mnist", "train.epochs=1", "train.threads=1",
-                     f"log.dir={tmp_path}", "log.run_name=m", "log.progress=never")
+    out = mnist_dist(
+        "run",
+        "--framework",
+        framework,
+        "--launcher",
+        "mpirun",
+        "--nproc",
+        "2",
+        "--config",
+        "configs/mlp.yaml",
+        "data.dataset=fashion-mnist",
+        "train.epochs=1",
+        "train.threads=1",
+        f"log.dir={tmp_path}",
+        "log.run_name=m",
+        "log.progress=never",
+    )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     assert "fashion-mnist data at /usr/share/datasets/fashion-mnist" in out.stdout  # checked once, up front
     summary = read_json(tmp_path / "m" / "summary.json")
@@ -252,8 +415,20 @@ def _free_port():
 
 
 def test_dry_run_local_tf_across_hosts_gives_each_rank_tf_config():
-    out = cli("run", "--framework", "tf", "--hosts", "gpu-a,gpu-b", "--node-rank", "1", "--nproc", "2",
-                     "--master-port", "29400", "--dry-run")
+    out = cli(
+        "run",
+        "--framework",
+        "tf",
+        "--hosts",
+        "gpu-a,gpu-b",
+        "--node-rank",
+        "1",
+        "--nproc",
+        "2",
+        "--master-port",
+        "29400",
+        "--dry-run",
+    )
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
     assert "MASTER_ADDR=gpu-a" in first and "RANK=2" in first
@@ -267,8 +442,7 @@ def test_tf_on_several_nodes_without_hosts_is_refused_with_the_fix():
 
 
 def test_dry_run_mpirun_across_hosts_names_them_and_exports_the_cluster():
-    out = cli("run", "--framework", "tf", "--launcher", "mpirun", "--hosts", "gpu-a,gpu-b", "--nproc", "2",
-                     "--dry-run")
+    out = cli("run", "--framework", "tf", "--launcher", "mpirun", "--hosts", "gpu-a,gpu-b", "--nproc", "2", "--dry-run")
     assert out.returncode == 0, out.stderr
     line = out.stdout.splitlines()[0]
     assert "--host gpu-a:2,gpu-b:2" in line and "-x TF_CONFIG" in line and "-x MASTER_ADDR=gpu-a" in line
@@ -280,6 +454,19 @@ def test_hosts_and_nodes_must_agree():
 
 
 def test_an_incompatible_combination_is_refused_before_a_script_is_rendered():
-    out = cli("run", "--dry-run", "--framework", "tf", "--launcher", "slurm", "--nodes", "2", "--nproc", "2",
-              "--config", "configs/mlp.yaml", "dist.compression=powersgd")
+    out = cli(
+        "run",
+        "--dry-run",
+        "--framework",
+        "tf",
+        "--launcher",
+        "slurm",
+        "--nodes",
+        "2",
+        "--nproc",
+        "2",
+        "--config",
+        "configs/mlp.yaml",
+        "dist.compression=powersgd",
+    )
     assert out.returncode == 2 and out.stdout == "" and "tf.distribute has no gradient compression" in out.stderr

@@ -24,16 +24,29 @@ def numpy_framework(monkeypatch, tmp_path):
 
 
 def config(tmp_path, *overrides):
-    return load_config(None, ["data.dataset=synthetic", f"data.limit={N}", f"train.batch_size={BATCH}",
-                              "train.epochs=2", f"train.lr={LR}", "train.lr_scaling=linear", "log.progress=never",
-                              f"log.dir={tmp_path}", "log.run_name=r", *overrides])
+    return load_config(
+        None,
+        [
+            "data.dataset=synthetic",
+            f"data.limit={N}",
+            f"train.batch_size={BATCH}",
+            "train.epochs=2",
+            f"train.lr={LR}",
+            "train.lr_scaling=linear",
+            "log.progress=never",
+            f"log.dir={tmp_path}",
+            "log.run_name=r",
+            *overrides,
+        ],
+    )
 
 
 CASES = [(2, 1, True), (1, 2, False), (2, 3, True), (3, 2, False), (4, 3, True), (1, 4, True)]
 
 
-@pytest.mark.parametrize("before,after,mid_epoch", CASES,
-                         ids=[f"{b}to{a}-{'mid-epoch' if m else 'epoch-end'}" for b, a, m in CASES])
+@pytest.mark.parametrize(
+    "before,after,mid_epoch", CASES, ids=[f"{b}to{a}-{'mid-epoch' if m else 'epoch-end'}" for b, a, m in CASES]
+)
 def test_resume_on_another_world_size_trains_every_sample_once(tmp_path, before, after, mid_epoch):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / loop.STOP_FILE).touch()  # seen at the first interval's end: step 5, or the epoch's end
@@ -47,8 +60,10 @@ def test_resume_on_another_world_size_trains_every_sample_once(tmp_path, before,
     steps = stop + steps_per_epoch((N - position) // after, BATCH) + steps_per_epoch(N // after, BATCH)
     summary = read_json(tmp_path / "r" / "summary.json")
     assert summary["steps"] == steps and summary["epochs"] == 2 and summary["world_size"] == after
-    assert [(h["world_size"], h["steps"], h["global_batch_size"], h["lr"]) for h in summary["world_size_history"]] \
-        == [(before, [0, stop], BATCH * before, LR * before), (after, [stop, steps], BATCH * after, LR * after)]
+    assert [(h["world_size"], h["steps"], h["global_batch_size"], h["lr"]) for h in summary["world_size_history"]] == [
+        (before, [0, stop], BATCH * before, LR * before),
+        (after, [stop, steps], BATCH * after, LR * after),
+    ]
     first_epoch_dropped = (N - position) % after if mid_epoch else N % before
     check_every_sample_once(tmp_path / "samples", steps, {0: first_epoch_dropped, 1: N % after}, N)
 

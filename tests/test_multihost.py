@@ -19,13 +19,24 @@ import pytest
 
 from helpers import ONE_THREAD, ROOT, read_json, read_scalars
 
-pytestmark = [pytest.mark.multihost, pytest.mark.timeout(900),
-              pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                                 reason="Debian's dataset-fashion-mnist is not installed")]
+pytestmark = [
+    pytest.mark.multihost,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(
+        not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+    ),
+]
 MLP = str(ROOT / "configs/mlp.yaml")
 FASHION = ["data.dataset=fashion-mnist", "train.epochs=1", "train.threads=1", "log.progress=never"]
-TAGS = {"throughput/images_per_sec", "throughput/images_per_sec_per_worker", "time/step_ms", "train/loss",
-        "train/accuracy", "eval/loss", "eval/accuracy"}
+TAGS = {
+    "throughput/images_per_sec",
+    "throughput/images_per_sec_per_worker",
+    "time/step_ms",
+    "train/loss",
+    "train/accuracy",
+    "eval/loss",
+    "eval/accuracy",
+}
 HOSTS = ("node1", "node2")
 
 
@@ -34,12 +45,19 @@ def mnist_dist(*args: str) -> list[str]:
 
 
 def start(bed, host: str, cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    return bed.popen(host, cmd, cwd=log.parent, env={**os.environ, **ONE_THREAD, **(env or {})},
-                     stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return bed.popen(
+        host,
+        cmd,
+        cwd=log.parent,
+        env={**os.environ, **ONE_THREAD, **(env or {})},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
-def on_hosts(bed, tmp_path: Path, cmds: dict[str, list[str]], timeout: float = 300,
-             env: dict | None = None) -> dict[str, tuple[int, str]]:
+def on_hosts(
+    bed, tmp_path: Path, cmds: dict[str, list[str]], timeout: float = 300, env: dict | None = None
+) -> dict[str, tuple[int, str]]:
     """Run one command on each host, together; (exit code, output) per host. A hang fails the test."""
     logs = {host: tmp_path / f"{host}.log" for host in cmds}
     procs = {host: start(bed, host, cmd, logs[host], env) for host, cmd in cmds.items()}
@@ -73,8 +91,12 @@ def test_the_testbed_gives_each_host_its_own_name_address_and_shaped_link(testbe
         assert [line.split()[0] for line in rest[:2]] == [testbed.host(h).address for h in HOSTS]
     testbed.shape("1gbit")
     for host in HOSTS:  # both directions of the link: the bridge's end and the host's end
-        assert "rate 1Gbit" in subprocess.run(["tc", "qdisc", "show", "dev", testbed.host(host).veth],
-                                              capture_output=True, text=True).stdout
+        assert (
+            "rate 1Gbit"
+            in subprocess.run(
+                ["tc", "qdisc", "show", "dev", testbed.host(host).veth], capture_output=True, text=True
+            ).stdout
+        )
         assert "rate 1Gbit" in testbed.run(host, ["tc", "qdisc", "show", "dev", "eth0"]).stdout
     testbed.shape(None)
     assert "tbf" not in testbed.run("node1", ["tc", "qdisc", "show", "dev", "eth0"]).stdout
@@ -82,13 +104,33 @@ def test_the_testbed_gives_each_host_its_own_name_address_and_shaped_link(testbe
 
 # --- every launcher, both frameworks, 2 hosts x 1 and x 2 workers --------------------------------
 
+
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_torchrun_launcher_across_two_hosts(testbed, tmp_path, nproc):
-    results = on_hosts(testbed, tmp_path, {
-        host: mnist_dist("--framework", "torch", "--launcher", "torchrun", "--nodes", "2", "--node-rank", str(k),
-                         "--master-addr", "node1", "--nproc", str(nproc), *FASHION, f"log.dir={tmp_path / host}",
-                         "log.run_name=r")
-        for k, host in enumerate(HOSTS)})
+    results = on_hosts(
+        testbed,
+        tmp_path,
+        {
+            host: mnist_dist(
+                "--framework",
+                "torch",
+                "--launcher",
+                "torchrun",
+                "--nodes",
+                "2",
+                "--node-rank",
+                str(k),
+                "--master-addr",
+                "node1",
+                "--nproc",
+                str(nproc),
+                *FASHION,
+                f"log.dir={tmp_path / host}",
+                "log.run_name=r",
+            )
+            for k, host in enumerate(HOSTS)
+        },
+    )
     assert_ok(results)
     assert_trained(tmp_path / "node1" / "r", "torch", 2 * nproc)
     assert not (tmp_path / "node2" / "r").exists()  # only the chief writes the run directory
@@ -96,19 +138,49 @@ def test_torchrun_launcher_across_two_hosts(testbed, tmp_path, nproc):
 
 def test_plain_torchrun_across_two_hosts(testbed, tmp_path):
     """torchrun as the README shows it, with c10d rendezvous on node1 and the same command on both."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
-           "--rdzv-endpoint=node1:29400", "--rdzv-id=plain", "-m", "torch_dist.train", "--config", MLP, *FASHION,
-           f"log.dir={tmp_path}", "log.run_name=r"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node1:29400",
+        "--rdzv-id=plain",
+        "-m",
+        "torch_dist.train",
+        "--config",
+        MLP,
+        *FASHION,
+        f"log.dir={tmp_path}",
+        "log.run_name=r",
+    ]
     assert_ok(on_hosts(testbed, tmp_path, dict.fromkeys(HOSTS, cmd)))
     assert_trained(tmp_path / "r", "torch", 2)
 
 
 @pytest.mark.parametrize("framework,nproc", [("torch", 1), ("tf", 1), ("torch", 2), ("tf", 2)])
 def test_local_launcher_across_two_hosts(testbed, tmp_path, framework, nproc):
-    results = on_hosts(testbed, tmp_path, {
-        host: mnist_dist("--framework", framework, "--hosts", "node1,node2", "--node-rank", str(k), "--nproc",
-                         str(nproc), *FASHION, f"log.dir={tmp_path}", "log.run_name=r")
-        for k, host in enumerate(HOSTS)})
+    results = on_hosts(
+        testbed,
+        tmp_path,
+        {
+            host: mnist_dist(
+                "--framework",
+                framework,
+                "--hosts",
+                "node1,node2",
+                "--node-rank",
+                str(k),
+                "--nproc",
+                str(nproc),
+                *FASHION,
+                f"log.dir={tmp_path}",
+                "log.run_name=r",
+            )
+            for k, host in enumerate(HOSTS)
+        },
+    )
     assert_ok(results)
     assert_trained(tmp_path / "r", framework, 2 * nproc)
     # the worker lines name node2's ranks as the other ranks of the job
@@ -116,27 +188,65 @@ def test_local_launcher_across_two_hosts(testbed, tmp_path, framework, nproc):
 
 
 def test_tf_across_hosts_without_their_names_is_refused_before_starting(testbed, tmp_path):
-    code, out = on_hosts(testbed, tmp_path, {"node2": mnist_dist(
-        "--framework", "tf", "--nodes", "2", "--node-rank", "1", "--master-addr", "node1", *FASHION,
-        f"log.dir={tmp_path}")}, timeout=60)["node2"]
+    code, out = on_hosts(
+        testbed,
+        tmp_path,
+        {
+            "node2": mnist_dist(
+                "--framework",
+                "tf",
+                "--nodes",
+                "2",
+                "--node-rank",
+                "1",
+                "--master-addr",
+                "node1",
+                *FASHION,
+                f"log.dir={tmp_path}",
+            )
+        },
+        timeout=60,
+    )["node2"]
     assert code != 0 and "pass --hosts node1,node2" in out
     assert "tf_dist.train" not in out  # nothing started
 
 
 def mpirun_env(bed) -> dict[str, str]:
     """OpenMPI's own MCA variables: start node2's daemon through the testbed, talk over its subnet."""
-    return {"OMPI_MCA_plm_rsh_agent": f"{sys.executable} -m launch.testbed rsh {bed.tag}",
-            "OMPI_MCA_oob_tcp_if_include": bed.subnet, "OMPI_MCA_btl_tcp_if_include": bed.subnet}
+    return {
+        "OMPI_MCA_plm_rsh_agent": f"{sys.executable} -m launch.testbed rsh {bed.tag}",
+        "OMPI_MCA_oob_tcp_if_include": bed.subnet,
+        "OMPI_MCA_btl_tcp_if_include": bed.subnet,
+    }
 
 
-@pytest.mark.parametrize("framework,nproc,extra", [("torch", 1, []), ("tf", 1, []), ("torch", 2, []),
-                                                   ("torch", 1, ["dist.backend=horovod"])])
+@pytest.mark.parametrize(
+    "framework,nproc,extra", [("torch", 1, []), ("tf", 1, []), ("torch", 2, []), ("torch", 1, ["dist.backend=horovod"])]
+)
 def test_mpirun_across_two_hosts(testbed, tmp_path, framework, nproc, extra):
     if extra:
         pytest.importorskip("horovod.torch", reason="Horovod is not installed: `make horovod` builds it")
-    code, out = on_hosts(testbed, tmp_path, {"node1": mnist_dist(
-        "--framework", framework, "--launcher", "mpirun", "--hosts", "node1,node2", "--nproc", str(nproc), *FASHION,
-        *extra, f"log.dir={tmp_path}", "log.run_name=r")}, env=mpirun_env(testbed))["node1"]
+    code, out = on_hosts(
+        testbed,
+        tmp_path,
+        {
+            "node1": mnist_dist(
+                "--framework",
+                framework,
+                "--launcher",
+                "mpirun",
+                "--hosts",
+                "node1,node2",
+                "--nproc",
+                str(nproc),
+                *FASHION,
+                *extra,
+                f"log.dir={tmp_path}",
+                "log.run_name=r",
+            )
+        },
+        env=mpirun_env(testbed),
+    )["node1"]
     assert code == 0, out[-4000:]
     # num_nodes 2: OpenMPI itself told each rank it is alone on its host (OMPI_COMM_WORLD_LOCAL_SIZE)
     summary = assert_trained(tmp_path / "r", framework, 2 * nproc)
@@ -146,6 +256,7 @@ def test_mpirun_across_two_hosts(testbed, tmp_path, framework, nproc, extra):
 
 # --- TensorFlow's own convention ----------------------------------------------------------------
 
+
 def test_tf_config_set_by_hand_on_two_hosts_makes_one_cluster(testbed, tmp_path):
     """Each host sets TF_CONFIG as TensorFlow's guide shows and starts the trainer with no launcher:
     one cluster of two, not two worlds of one."""
@@ -154,8 +265,22 @@ def test_tf_config_set_by_hand_on_two_hosts_makes_one_cluster(testbed, tmp_path)
     for k, host in enumerate(HOSTS):
         logs[host] = tmp_path / f"{host}.log"
         env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": k}})}
-        procs[host] = start(testbed, host, [sys.executable, "-m", "tf_dist.train", "--config", MLP, *FASHION,
-                                            f"log.dir={tmp_path / host}", "log.run_name=r"], logs[host], env)
+        procs[host] = start(
+            testbed,
+            host,
+            [
+                sys.executable,
+                "-m",
+                "tf_dist.train",
+                "--config",
+                MLP,
+                *FASHION,
+                f"log.dir={tmp_path / host}",
+                "log.run_name=r",
+            ],
+            logs[host],
+            env,
+        )
     for host, proc in procs.items():
         assert proc.wait(timeout=300) == 0, logs[host].read_text()[-3000:]
     summary = assert_trained(tmp_path / "node1" / "r", "tf", 2)
@@ -165,22 +290,47 @@ def test_tf_config_set_by_hand_on_two_hosts_makes_one_cluster(testbed, tmp_path)
 
 # --- equivalence ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("framework,tolerance", [("torch", 1e-5), ("tf", 1e-4)])
 def test_two_hosts_by_one_equal_one_host_by_two(testbed, tmp_path, framework, tolerance):
     """The same global batch, data and seed: 2 hosts x 1 worker ends where 1 host x 2 workers does."""
     args = [*FASHION, "data.limit=12000", "log.run_name=r"]
-    assert_ok(on_hosts(testbed, tmp_path, {
-        host: mnist_dist("--framework", framework, "--hosts", "node1,node2", "--node-rank", str(k), *args,
-                         f"log.dir={tmp_path / 'two'}") for k, host in enumerate(HOSTS)}))
-    assert_ok(on_hosts(testbed, tmp_path, {"node1": mnist_dist("--framework", framework, "--nproc", "2", *args,
-                                                               f"log.dir={tmp_path / 'one'}")}))
+    assert_ok(
+        on_hosts(
+            testbed,
+            tmp_path,
+            {
+                host: mnist_dist(
+                    "--framework",
+                    framework,
+                    "--hosts",
+                    "node1,node2",
+                    "--node-rank",
+                    str(k),
+                    *args,
+                    f"log.dir={tmp_path / 'two'}",
+                )
+                for k, host in enumerate(HOSTS)
+            },
+        )
+    )
+    assert_ok(
+        on_hosts(
+            testbed,
+            tmp_path,
+            {"node1": mnist_dist("--framework", framework, "--nproc", "2", *args, f"log.dir={tmp_path / 'one'}")},
+        )
+    )
     two, one = (read_json(tmp_path / d / "r" / "summary.json") for d in ("two", "one"))
     assert (two["num_nodes"], one["num_nodes"], two["steps"]) == (2, 1, one["steps"])
-    assert abs(two["final_eval_loss"] - one["final_eval_loss"]) <= tolerance, (two["final_eval_loss"],
-                                                                                one["final_eval_loss"])
+    assert abs(two["final_eval_loss"] - one["final_eval_loss"]) <= tolerance, (
+        two["final_eval_loss"],
+        one["final_eval_loss"],
+    )
 
 
 # --- no silent worlds of one ------------------------------------------------------------------
+
 
 def one_line_errors(out: str, prog: str) -> list[str]:
     """The trainer's error lines, without the local launcher's "[rank r] " prefix."""
@@ -194,10 +344,21 @@ def test_a_master_name_node2_cannot_resolve_fails_every_rank_in_time(testbed, tm
     each with one line naming its rank, host and the address it tried."""
     timeout = 10
     prog = f"{framework}_dist.train"
-    common = ["--framework", framework, "--nodes", "2", "--master-port", "29433", *FASHION, f"log.dir={tmp_path}",
-              f"dist.timeout={timeout}"]
-    hosts = {"node1": ["--hosts", "node1,node2", "--node-rank", "0"],
-             "node2": ["--hosts", "master-only-node1-knows,node2", "--node-rank", "1"]}
+    common = [
+        "--framework",
+        framework,
+        "--nodes",
+        "2",
+        "--master-port",
+        "29433",
+        *FASHION,
+        f"log.dir={tmp_path}",
+        f"dist.timeout={timeout}",
+    ]
+    hosts = {
+        "node1": ["--hosts", "node1,node2", "--node-rank", "0"],
+        "node2": ["--hosts", "master-only-node1-knows,node2", "--node-rank", "1"],
+    }
     began = time.monotonic()
     results = on_hosts(testbed, tmp_path, {h: mnist_dist(*common, *a) for h, a in hosts.items()}, timeout=120)
     took = time.monotonic() - began
@@ -213,15 +374,35 @@ def test_a_master_name_node2_cannot_resolve_fails_every_rank_in_time(testbed, tm
 
 
 def test_a_master_port_nobody_serves_fails_in_time(testbed, tmp_path):
-    code, out = on_hosts(testbed, tmp_path, {"node2": mnist_dist(
-        "--framework", "torch", "--nodes", "2", "--node-rank", "1", "--master-addr", "node1", "--master-port", "29435",
-        *FASHION, f"log.dir={tmp_path}", "dist.timeout=10")}, timeout=60)["node2"]
+    code, out = on_hosts(
+        testbed,
+        tmp_path,
+        {
+            "node2": mnist_dist(
+                "--framework",
+                "torch",
+                "--nodes",
+                "2",
+                "--node-rank",
+                "1",
+                "--master-addr",
+                "node1",
+                "--master-port",
+                "29435",
+                *FASHION,
+                f"log.dir={tmp_path}",
+                "dist.timeout=10",
+            )
+        },
+        timeout=60,
+    )["node2"]
     assert code != 0
     [line] = one_line_errors(out, "torch_dist.train")
     assert "rank 1 on node2: cannot reach the master at node1:29435" in line and "within 10s" in line
 
 
 # --- a multi-homed host ------------------------------------------------------------------------
+
 
 def test_multi_homed_hosts_talk_on_the_interface_that_reaches_the_master(testbed, tmp_path):
     """Each host gets a second interface that no other host reaches, and its own name resolves to
@@ -237,14 +418,30 @@ def test_multi_homed_hosts_talk_on_the_interface_that_reaches_the_master(testbed
         hosts.write_text(f"{side} {host}\n{originals[host]}")
     master = testbed.host("node1").address
     try:
+
         def job(rank: int, name: str) -> list[str]:
-            return mnist_dist("--framework", "torch", "--hosts", f"{master},node2", "--node-rank", str(rank), *FASHION,
-                              "data.limit=12000", "dist.timeout=10", f"log.dir={tmp_path}", f"log.run_name={name}")
+            return mnist_dist(
+                "--framework",
+                "torch",
+                "--hosts",
+                f"{master},node2",
+                "--node-rank",
+                str(rank),
+                *FASHION,
+                "data.limit=12000",
+                "dist.timeout=10",
+                f"log.dir={tmp_path}",
+                f"log.run_name={name}",
+            )
 
         assert_ok(on_hosts(testbed, tmp_path, {host: job(k, "r") for k, host in enumerate(HOSTS)}))
         assert_trained(tmp_path / "r", "torch", 2, accuracy=0.7)
-        forced = on_hosts(testbed, tmp_path, {host: ["env", "GLOO_SOCKET_IFNAME=side0", *job(k, "forced")]
-                                              for k, host in enumerate(HOSTS)}, timeout=120)
+        forced = on_hosts(
+            testbed,
+            tmp_path,
+            {host: ["env", "GLOO_SOCKET_IFNAME=side0", *job(k, "forced")] for k, host in enumerate(HOSTS)},
+            timeout=120,
+        )
         assert forced["node1"][0] != 0 and forced["node2"][0] != 0, forced["node1"][1][-2000:]
         assert not (tmp_path / "forced" / "summary.json").exists()
     finally:
@@ -255,16 +452,19 @@ def test_multi_homed_hosts_talk_on_the_interface_that_reaches_the_master(testbed
 
 # --- Slurm: two slurmd, one per host ----------------------------------------------------------
 
+
 # `--mpi-launcher srun` (srun --mpi=pmix) is not among them: Slurm's PMIx plugin makes a per-step folder
 # under /tmp on every node, and the testbed's hosts share one /tmp, so the second node's step fails
 # with "Cannot create directory /tmp/spmix_appdir_...: File exists". Real nodes have their own /tmp.
-@pytest.mark.parametrize("framework,extra", [("torch", []), ("tf", []), ("torch", ["--template", "mpi"]),
-                                             ("tf", ["--template", "mpi"])])
+@pytest.mark.parametrize(
+    "framework,extra", [("torch", []), ("tf", []), ("torch", ["--template", "mpi"]), ("tf", ["--template", "mpi"])]
+)
 def test_slurm_job_across_two_nodes(slurm_two_nodes, tmp_path, framework, extra):
     from test_slurm import job_of, run_dir_of, submit
 
-    out = submit(slurm_two_nodes, tmp_path, "--framework", framework, "--nodes", "2", "--nproc", "1", "--wait", *extra,
-                 *FASHION)
+    out = submit(
+        slurm_two_nodes, tmp_path, "--framework", framework, "--nodes", "2", "--nproc", "1", "--wait", *extra, *FASHION
+    )
     job = job_of(out)
     info = slurm_two_nodes.job(job)
     assert out.returncode == 0, Path(info["StdOut"]).read_text()[-4000:]
@@ -277,15 +477,32 @@ def test_slurm_preemption_across_two_nodes_resumes_exactly(slurm_two_nodes, tmp_
 
     from slurm_cluster import _wait_for
 
-    out = submit(slurm_two_nodes, tmp_path, "--framework", "torch", "--nodes", "2", "--nproc", "1",
-                 "data.dataset=synthetic", "train.epochs=3", "train.threads=1")
+    out = submit(
+        slurm_two_nodes,
+        tmp_path,
+        "--framework",
+        "torch",
+        "--nodes",
+        "2",
+        "--nproc",
+        "1",
+        "data.dataset=synthetic",
+        "train.epochs=3",
+        "train.threads=1",
+    )
     assert out.returncode == 0, out.stderr
     job, run_dir = job_of(out), run_dir_of(out)
     _wait_for(lambda: list(run_dir.glob("events.out.tfevents.*")), 300, "the job to start training", 0.2)
     slurm_two_nodes.run("scancel", "--signal=USR1", "--batch", job)
     _wait_for(lambda: slurm_two_nodes.job(job).get("Restarts", "0") != "0", 120, "the job to requeue itself", 0.2)
-    final = _wait_for(lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
-        slurm_two_nodes.job(job)), 600, "the requeued job to finish", 0.5)
+    final = _wait_for(
+        lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
+            slurm_two_nodes.job(job)
+        ),
+        600,
+        "the requeued job to finish",
+        0.5,
+    )
     log = Path(final["StdOut"]).read_text()
     assert final["JobState"] == "COMPLETED" and final["NodeList"] == "node[1-2]", log[-3000:]
     assert "stop requested: checkpointed step" in log and "resuming from" in log
@@ -303,9 +520,21 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
     from slurm_cluster import _wait_for
 
     cluster, samples = slurm_two_nodes, tmp_path / "samples"
-    out = submit(cluster, tmp_path, "--framework", "torch", "--nodes", "1:2", "--nproc", "1",
-                 "data.dataset=synthetic", "data.limit=12000", "train.epochs=3", "train.threads=1",
-                 env={"MNIST_DIST_SAMPLE_LOG": str(samples)})
+    out = submit(
+        cluster,
+        tmp_path,
+        "--framework",
+        "torch",
+        "--nodes",
+        "1:2",
+        "--nproc",
+        "1",
+        "data.dataset=synthetic",
+        "data.limit=12000",
+        "train.epochs=3",
+        "train.threads=1",
+        env={"MNIST_DIST_SAMPLE_LOG": str(samples)},
+    )
     assert out.returncode == 0, out.stderr
     job, run_dir = job_of(out), run_dir_of(out)
     _wait_for(lambda: list(run_dir.glob("checkpoints/*.pt")), 300, "the first epoch's checkpoint", 0.2)
@@ -313,8 +542,12 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
     cluster.run("scontrol", "update", "NodeName=node2", "State=DRAIN", "Reason=mnist-dist-test")
     try:
         cluster.run("scancel", "--signal=USR1", "--batch", job)
-        final = _wait_for(lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
-            cluster.job(job)), 600, "the requeued job to finish", 0.5)
+        final = _wait_for(
+            lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(cluster.job(job)),
+            600,
+            "the requeued job to finish",
+            0.5,
+        )
     finally:
         cluster.run("scontrol", "update", "NodeName=node2", "State=RESUME")
     log = Path(final["StdOut"]).read_text()
@@ -323,8 +556,10 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
     summary = read_json(run_dir / "summary.json")
     history = summary["world_size_history"]
     assert (summary["world_size"], summary["num_nodes"], summary["restarts"], summary["epochs"]) == (1, 1, 1, 3)
-    assert [h["world_size"] for h in history] == [2, 1] and history[1]["steps"] == [history[0]["steps"][1],
-                                                                                     summary["steps"]]
+    assert [h["world_size"] for h in history] == [2, 1] and history[1]["steps"] == [
+        history[0]["steps"][1],
+        summary["steps"],
+    ]
     check_every_sample_once(samples, summary["steps"], {0: 0, 1: 0, 2: 0}, n=12000)
 
 
@@ -333,12 +568,30 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
 DRILL = ["data.dataset=synthetic", "train.epochs=3", "train.threads=1", "log.progress=never", "log.run_name=r"]
 
 
-def start_job(bed, tmp_path: Path, framework: str, name: str, *extra: str, options: tuple[str, ...] = (),
-              env: dict | None = None) -> dict[str, subprocess.Popen]:
-    return {host: start(bed, host, mnist_dist("--framework", framework, "--hosts", "node1,node2", "--node-rank",
-                                              str(k), *options, *DRILL, f"log.dir={tmp_path}", *extra),
-                        tmp_path / f"{name}-{host}.log", env)
-            for k, host in enumerate(HOSTS)}
+def start_job(
+    bed, tmp_path: Path, framework: str, name: str, *extra: str, options: tuple[str, ...] = (), env: dict | None = None
+) -> dict[str, subprocess.Popen]:
+    return {
+        host: start(
+            bed,
+            host,
+            mnist_dist(
+                "--framework",
+                framework,
+                "--hosts",
+                "node1,node2",
+                "--node-rank",
+                str(k),
+                *options,
+                *DRILL,
+                f"log.dir={tmp_path}",
+                *extra,
+            ),
+            tmp_path / f"{name}-{host}.log",
+            env,
+        )
+        for k, host in enumerate(HOSTS)
+    }
 
 
 def wait_exit(proc: subprocess.Popen, limit: float) -> float:
@@ -364,8 +617,9 @@ def resume_and_check(bed, tmp_path: Path, framework: str) -> None:
 
 
 @pytest.mark.drill
-@pytest.mark.parametrize("framework,loss", [("torch", "kill"), ("tf", "kill"), ("torch", "partition"),
-                                            ("tf", "partition")])
+@pytest.mark.parametrize(
+    "framework,loss", [("torch", "kill"), ("tf", "kill"), ("torch", "partition"), ("tf", "partition")]
+)
 def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
     """(kill) every process of node2 is SIGKILLed, or (partition) node2's link goes down, once the
     first epoch's checkpoint exists: node1's job ends non-zero in time, says which rank or host it
@@ -375,8 +629,12 @@ def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
     from slurm_cluster import _wait_for
 
     pattern = "checkpoints/*" if framework == "torch" else "checkpoints/ckpt-*.index"
-    _wait_for(lambda: list((tmp_path / "r").glob(pattern)) or any(p.poll() is not None for p in procs.values()),
-              300, "the first checkpoint", 0.2)
+    _wait_for(
+        lambda: list((tmp_path / "r").glob(pattern)) or any(p.poll() is not None for p in procs.values()),
+        300,
+        "the first checkpoint",
+        0.2,
+    )
     assert all(p.poll() is None for p in procs.values()), (tmp_path / "lost-node1.log").read_text()[-3000:]
     if loss == "kill":
         testbed.kill_host("node2")
@@ -406,9 +664,17 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     from slurm_cluster import _wait_for
 
     samples = tmp_path / "samples"
-    procs = start_job(testbed, tmp_path, "torch", "elastic", "data.limit=8000", "dist.timeout=60",
-                      options=("--launcher", "torchrun", "--nodes", "1:2", "--max-restarts", "1"),
-                      env={"MNIST_DIST_SAMPLE_LOG": str(samples)})
+    procs = start_job(
+        testbed,
+        tmp_path,
+        "torch",
+        "elastic",
+        "data.limit=8000",
+        "dist.timeout=60",
+        options=("--launcher", "torchrun", "--nodes", "1:2", "--max-restarts", "1"),
+        env={"MNIST_DIST_SAMPLE_LOG": str(samples)},
+    )
+
     def trained_into_epoch_two() -> bool:  # 10 steps past the first epoch's checkpoint (step 32)
         log = samples / "rank0.jsonl"
         return procs["node1"].poll() is not None or (log.exists() and '"step": 42,' in log.read_text())
@@ -436,11 +702,16 @@ def test_testbed_command_makes_shaped_hosts_and_removes_them(testbeds_removed):
     up = subprocess.run([*cli, "up", "2", "--profile", "1g"], capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stderr
     tag = up.stdout.strip()
-    on_node2 = subprocess.run([*cli, "exec", tag, "node2", "--", "hostname"], capture_output=True, text=True,
-                              timeout=60)
+    on_node2 = subprocess.run(
+        [*cli, "exec", tag, "node2", "--", "hostname"], capture_output=True, text=True, timeout=60
+    )
     assert on_node2.stdout.strip() == "node2"
-    qdisc = subprocess.run([*cli, "exec", tag, "node1", "--", "tc", "qdisc", "show", "dev", "eth0"],
-                           capture_output=True, text=True, timeout=60).stdout
+    qdisc = subprocess.run(
+        [*cli, "exec", tag, "node1", "--", "tc", "qdisc", "show", "dev", "eth0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "tbf" in qdisc and "rate 1Gbit" in qdisc, qdisc
     down = subprocess.run([*cli, "down", tag], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0 and not (STATE_DIR / f"{tag}.json").exists()

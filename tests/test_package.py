@@ -11,9 +11,11 @@ def run(*cmd, **kw):
 
 
 def test_import_launch_leaves_frameworks_unimported():
-    code = ("import sys, launch, launch.cli, launch.config, launch.data, launch.world, launch.shard, "
-            "launch.summary, launch.rundir; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras')))")
+    code = (
+        "import sys, launch, launch.cli, launch.config, launch.data, launch.world, launch.shard, "
+        "launch.summary, launch.rundir; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras')))"
+    )
     out = run(sys.executable, "-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -16,8 +16,12 @@ REFUSED = [
     ("tf", [], Placement(launcher="horovodrun"), "horovodrun runs torch_dist only"),
     ("tf", ["dist.backend=horovod"], Placement(), "Horovod's TensorFlow part does not build"),
     ("tf", ["dist.compression=fp16"], Placement(workers=2), "tf.distribute has no gradient compression"),
-    ("torch", ["dist.backend=horovod", "dist.compression=powersgd"], Placement(workers=2),
-     "Horovod compresses only to fp16"),
+    (
+        "torch",
+        ["dist.backend=horovod", "dist.compression=powersgd"],
+        Placement(workers=2),
+        "Horovod compresses only to fp16",
+    ),
     ("torch", ["dist.compression=fp16"], Placement(workers=1), "one worker has none"),
     ("tf", ["dist.strategy=mirrored"], Placement(workers=2), "dist.strategy=mirrored runs in one process"),
     ("torch", ["train.precision=fp16"], Placement(gpus_per_node=0), "train.precision=fp16 needs a GPU"),
@@ -39,7 +43,11 @@ ACCEPTED = [
     ("torch", [], Placement(launcher="torchrun", min_nodes=1, nodes=2)),
     ("torch", [], Placement(launcher="slurm", min_nodes=1, nodes=2, template="torch")),
     ("tf", ["dist.strategy=mirrored", "dist.cpu_devices=2"], Placement(workers=1)),
-    ("tf", [], Placement(launcher="mpirun", workers=4, min_nodes=2, nodes=2, hosts=False)),  # mpirun's ranks need no TF_CONFIG
+    (
+        "tf",
+        [],
+        Placement(launcher="mpirun", workers=4, min_nodes=2, nodes=2, hosts=False),
+    ),  # mpirun's ranks need no TF_CONFIG
     ("tf", ["train.precision=bf16"], Placement(gpus_per_node=0)),
 ]
 
@@ -73,8 +81,17 @@ def spec(**fields) -> JobSpec:
 
 
 def test_torchrun_plan_across_nodes():
-    plan = launchers.plan(spec(launcher="torchrun", nproc=4, nodes=2, node_rank=1, master_addr="gpu-01",
-                               master_port=29400, overrides=("train.epochs=1",)))
+    plan = launchers.plan(
+        spec(
+            launcher="torchrun",
+            nproc=4,
+            nodes=2,
+            node_rank=1,
+            master_addr="gpu-01",
+            master_port=29400,
+            overrides=("train.epochs=1",),
+        )
+    )
     assert plan.command[:4] == ["python", "-m", "torch.distributed.run", "--nnodes=2"]
     assert "--rdzv-endpoint=gpu-01:29400" in plan.command and "--node-rank=1" in plan.command
     assert plan.command[-4:] == ["torch_dist.train", "--config", "/c.yaml", "train.epochs=1"]
@@ -82,15 +99,25 @@ def test_torchrun_plan_across_nodes():
 
 
 def test_torchrun_plan_elastic_with_restarts_gets_a_fresh_store():
-    plan = launchers.plan(spec(launcher="torchrun", nodes=2, min_nodes=1, hosts=("a", "b"), master_addr="a",
-                               max_restarts=3))
+    plan = launchers.plan(
+        spec(launcher="torchrun", nodes=2, min_nodes=1, hosts=("a", "b"), master_addr="a", max_restarts=3)
+    )
     assert "--nnodes=1:2" in plan.command and "--max-restarts=3" in plan.command
     assert plan.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
 
 
 def test_local_tf_plan_gives_each_rank_its_environment_and_tf_config():
-    plan = launchers.plan(spec(framework="tf", nproc=2, hosts=("gpu-a", "gpu-b"), nodes=2, node_rank=1,
-                               master_addr="gpu-a", master_port=29400))
+    plan = launchers.plan(
+        spec(
+            framework="tf",
+            nproc=2,
+            hosts=("gpu-a", "gpu-b"),
+            nodes=2,
+            node_rank=1,
+            master_addr="gpu-a",
+            master_port=29400,
+        )
+    )
     (cmd0, env0), (_, env1) = plan.per_rank
     assert cmd0 == ["python", "-m", "tf_dist.train", "--config", "/c.yaml"]
     assert (env0["RANK"], env1["RANK"], env0["WORLD_SIZE"], env0["MASTER_ADDR"]) == ("2", "3", "4", "gpu-a")
@@ -109,11 +136,14 @@ def test_horovodrun_plan_adds_the_backend():
     assert plan.command[1:5] == ["-np", "2", "-H", "localhost:2"] and plan.command[-1] == "dist.backend=horovod"
 
 
-@pytest.mark.parametrize("fields,words", [
-    ({"nproc": 0}, "--nproc and --nodes must be at least 1"),
-    ({"nodes": 2, "hosts": ("a", "b", "c")}, "--hosts names 3 node(s) but --nodes is 2"),
-    ({"nodes": 2}, "loopback address"),
-])
+@pytest.mark.parametrize(
+    "fields,words",
+    [
+        ({"nproc": 0}, "--nproc and --nodes must be at least 1"),
+        ({"nodes": 2, "hosts": ("a", "b", "c")}, "--hosts names 3 node(s) but --nodes is 2"),
+        ({"nodes": 2}, "loopback address"),
+    ],
+)
 def test_plans_refuse_placements_that_cannot_start(fields, words):
     with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")):
         launchers.plan(spec(**fields))
@@ -126,12 +156,16 @@ def test_sbatch_script_for_an_elastic_torch_job():
     assert prefix == "torch-mlp-mnist-w2-4"
     assert "#SBATCH --nodes=1-2" in script and "--ntasks-per-node" not in script
     assert "#SBATCH --gpus-per-node=2" in script and "#SBATCH --partition=gpu" in script
-    assert "run_dir=/runs/torch-mlp-mnist-w2-4-\"$SLURM_JOB_ID\"" in script
+    assert 'run_dir=/runs/torch-mlp-mnist-w2-4-"$SLURM_JOB_ID"' in script
 
 
 def test_sbatch_script_quotes_every_value():
-    job = spec(launcher="slurm", framework="tf", overrides=("log.run_name=$(rm -rf ~)",),
-               slurm=SlurmOptions(setup=("module load cuda",)))
+    job = spec(
+        launcher="slurm",
+        framework="tf",
+        overrides=("log.run_name=$(rm -rf ~)",),
+        slurm=SlurmOptions(setup=("module load cuda",)),
+    )
     script = slurm.render(job, "x", Path("/runs"))
     assert "'log.run_name=$(rm -rf ~)'" in script and "\nmodule load cuda\n" in script
     with pytest.raises(UserError, match="may hold only letters"):

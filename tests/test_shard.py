@@ -50,9 +50,10 @@ def test_batches_of_w_workers_equal_one_big_batch(world):
     n, batch = 1200, 8
     single = shard_indices(n, 0, 1, epoch=1, seed=9).indices
     for i in range(5):
-        together = np.concatenate([shard_indices(n, r, world, epoch=1, seed=9).indices[i * batch:(i + 1) * batch]
-                                   for r in range(world)])
-        np.testing.assert_array_equal(np.sort(together), np.sort(single[i * batch * world:(i + 1) * batch * world]))
+        together = np.concatenate(
+            [shard_indices(n, r, world, epoch=1, seed=9).indices[i * batch : (i + 1) * batch] for r in range(world)]
+        )
+        np.testing.assert_array_equal(np.sort(together), np.sort(single[i * batch * world : (i + 1) * batch * world]))
 
 
 def test_world_larger_than_dataset():
@@ -68,7 +69,7 @@ def test_steps_per_epoch_counts_short_last_batch():
 @pytest.mark.parametrize("n,batch,steps", [(1000, 32, 5), (1001, 7, 13), (97, 4, 1)])
 def test_a_resume_on_another_world_size_deals_the_rest_of_the_epoch(before, after, n, batch, steps):
     """k steps of W workers consumed positions [0, k*B*W); W' workers take the rest, once each."""
-    first = [shard_indices(n, r, before, epoch=2, seed=3).indices[:steps * batch] for r in range(before)]
+    first = [shard_indices(n, r, before, epoch=2, seed=3).indices[: steps * batch] for r in range(before)]
     position = steps * batch * before
     second = [shard_indices(n, r, after, epoch=2, seed=3, start=position) for r in range(after)]
     trained = np.concatenate(first + [s.indices for s in second])

@@ -10,13 +10,27 @@ from helpers import ROOT, live_pids_mentioning, read_json, read_scalars, run
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(900)
-needs_fashion = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                                   reason="Debian's dataset-fashion-mnist is not installed")
+needs_fashion = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
 
 
 def submit(cluster, tmp_path, *args, timeout=600, env=None):
-    cmd = [sys.executable, "-m", "launch", "run", "--launcher", "slurm", "--config", str(ROOT / "configs/mlp.yaml"),
-           "--time", "10", *args, f"log.dir={tmp_path}", "log.progress=never"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch",
+        "run",
+        "--launcher",
+        "slurm",
+        "--config",
+        str(ROOT / "configs/mlp.yaml"),
+        "--time",
+        "10",
+        *args,
+        f"log.dir={tmp_path}",
+        "log.progress=never",
+    ]
     return run(cmd, cwd=tmp_path, timeout=timeout, env={"SLURM_CONF": str(cluster.conf), **(env or {})})
 
 
@@ -29,12 +43,30 @@ def run_dir_of(out) -> Path:
 
 
 @needs_fashion
-@pytest.mark.parametrize("framework,extra", [("torch", []), ("tf", []), ("torch", ["--template", "mpi"]),
-                                             ("tf", ["--template", "mpi", "--mpi-launcher", "srun"]),
-                                             ("torch", ["--template", "mpi", "--mpi-launcher", "srun"])])
+@pytest.mark.parametrize(
+    "framework,extra",
+    [
+        ("torch", []),
+        ("tf", []),
+        ("torch", ["--template", "mpi"]),
+        ("tf", ["--template", "mpi", "--mpi-launcher", "srun"]),
+        ("torch", ["--template", "mpi", "--mpi-launcher", "srun"]),
+    ],
+)
 def test_two_task_job_trains_fashion_mnist(slurm_cluster, tmp_path, framework, extra):
-    out = submit(slurm_cluster, tmp_path, "--framework", framework, "--nproc", "2", "--wait", *extra,
-                 "data.dataset=fashion-mnist", "train.epochs=1", "train.threads=1")
+    out = submit(
+        slurm_cluster,
+        tmp_path,
+        "--framework",
+        framework,
+        "--nproc",
+        "2",
+        "--wait",
+        *extra,
+        "data.dataset=fashion-mnist",
+        "train.epochs=1",
+        "train.threads=1",
+    )
     log = Path(re.search(r"log: +(\S+)", out.stdout)[1])
     assert out.returncode == 0, out.stdout + out.stderr + (log.read_text() if log.exists() else "")
     job = job_of(out)
@@ -49,8 +81,17 @@ def test_two_task_job_trains_fashion_mnist(slurm_cluster, tmp_path, framework, e
 
 def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
     # fp16 passes the launcher's checks but the trainer refuses it on CPU (exit code 2)
-    out = submit(slurm_cluster, tmp_path, "--framework", "tf", "--nproc", "2", "--wait",
-                 "data.dataset=synthetic", "train.precision=fp16")
+    out = submit(
+        slurm_cluster,
+        tmp_path,
+        "--framework",
+        "tf",
+        "--nproc",
+        "2",
+        "--wait",
+        "data.dataset=synthetic",
+        "train.precision=fp16",
+    )
     job = job_of(out)
     assert out.returncode != 0
     assert f"job {job} FAILED" in out.stdout
@@ -58,14 +99,27 @@ def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
     assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0"
     log = Path(info["StdOut"]).read_text()
     assert "train.precision=fp16 needs a GPU" in log
-    status = run([sys.executable, "-m", "launch", "slurm", "status", job], cwd=tmp_path, timeout=60,
-                 env={"SLURM_CONF": str(slurm_cluster.conf)})
+    status = run(
+        [sys.executable, "-m", "launch", "slurm", "status", job],
+        cwd=tmp_path,
+        timeout=60,
+        env={"SLURM_CONF": str(slurm_cluster.conf)},
+    )
     assert status.returncode == 0 and "FAILED" in status.stdout
 
 
 def test_scancel_leaves_no_process_behind(slurm_cluster, tmp_path):
-    out = submit(slurm_cluster, tmp_path, "--framework", "torch", "--nproc", "2", "data.dataset=synthetic",
-                 "train.epochs=1000", "train.threads=1")
+    out = submit(
+        slurm_cluster,
+        tmp_path,
+        "--framework",
+        "torch",
+        "--nproc",
+        "2",
+        "data.dataset=synthetic",
+        "train.epochs=1000",
+        "train.threads=1",
+    )
     assert out.returncode == 0, out.stderr
     job = job_of(out)
     run_dir = run_dir_of(out)
@@ -78,15 +132,30 @@ def test_scancel_leaves_no_process_behind(slurm_cluster, tmp_path):
 
 
 def test_preemption_signal_checkpoints_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
-    out = submit(slurm_cluster, tmp_path, "--framework", "torch", "--nproc", "2", "data.dataset=synthetic",
-                 "train.epochs=6", "train.threads=1")
+    out = submit(
+        slurm_cluster,
+        tmp_path,
+        "--framework",
+        "torch",
+        "--nproc",
+        "2",
+        "data.dataset=synthetic",
+        "train.epochs=6",
+        "train.threads=1",
+    )
     assert out.returncode == 0, out.stderr
     job, run_dir = job_of(out), run_dir_of(out)
     _wait_for(lambda: list(run_dir.glob("events.out.tfevents.*")), 300, "the job to start training", 0.2)
     slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)  # what sbatch --signal=B:USR1@60 sends
     _wait_for(lambda: slurm_cluster.job(job).get("Restarts", "0") != "0", 120, "the job to requeue itself", 0.2)
-    final = _wait_for(lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
-        slurm_cluster.job(job)), 600, "the requeued job to finish", 0.5)
+    final = _wait_for(
+        lambda: (lambda i: i if i["JobState"] in ("COMPLETED", "FAILED", "CANCELLED") else None)(
+            slurm_cluster.job(job)
+        ),
+        600,
+        "the requeued job to finish",
+        0.5,
+    )
     log = Path(final["StdOut"]).read_text()
     assert final["JobState"] == "COMPLETED", log[-3000:]
     assert "stop requested: checkpointed step" in log and "resuming from" in log

@@ -20,10 +20,28 @@ def mnist_dist(*args, cwd):
 
 
 def test_tiny_sweep_both_frameworks(tmp_path):
-    out = mnist_dist("sweep", "--framework", "torch,tf", "--workers", "1,2", "--repeats", "1", "--steps", "8",
-                     "--warmup", "2", "--out", str(tmp_path / "s"), "--config", str(ROOT / "configs/mlp.yaml"),
-                     "data.dataset=synthetic", "data.limit=4000", "train.threads=1", "train.batch_size=64",
-                     cwd=tmp_path)
+    out = mnist_dist(
+        "sweep",
+        "--framework",
+        "torch,tf",
+        "--workers",
+        "1,2",
+        "--repeats",
+        "1",
+        "--steps",
+        "8",
+        "--warmup",
+        "2",
+        "--out",
+        str(tmp_path / "s"),
+        "--config",
+        str(ROOT / "configs/mlp.yaml"),
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.threads=1",
+        "train.batch_size=64",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     sweep = tmp_path / "s"
     for framework in ("torch", "tf"):
@@ -46,17 +64,38 @@ def test_tiny_sweep_both_frameworks(tmp_path):
         assert float(r["peak_rss_mib_per_worker"]) == pytest.approx(summary["peak_rss_bytes_max"] / MIB, abs=0.5)
         one.setdefault(r["framework"], summary["images_per_sec"])
         assert float(r["efficiency"]) == pytest.approx(
-            summary["images_per_sec"] / (int(r["workers"]) * one[r["framework"]]), abs=1e-3)
+            summary["images_per_sec"] / (int(r["workers"]) * one[r["framework"]]), abs=1e-3
+        )
     table = (sweep / "scaling.md").read_text()
     assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
 
 
 def test_sweep_survives_a_failed_point(tmp_path):
     # one training sample: a world of 2 is larger than the dataset, so that point fails
-    out = mnist_dist("sweep", "--framework", "torch", "--workers", "1,2", "--repeats", "1", "--steps", "2",
-                     "--warmup", "1", "--mode", "strong", "--out", str(tmp_path / "s"), "--config",
-                     str(ROOT / "configs/mlp.yaml"), "data.dataset=synthetic", "data.limit=1", "train.batch_size=2",
-                     "train.threads=1", cwd=tmp_path)
+    out = mnist_dist(
+        "sweep",
+        "--framework",
+        "torch",
+        "--workers",
+        "1,2",
+        "--repeats",
+        "1",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--mode",
+        "strong",
+        "--out",
+        str(tmp_path / "s"),
+        "--config",
+        str(ROOT / "configs/mlp.yaml"),
+        "data.dataset=synthetic",
+        "data.limit=1",
+        "train.batch_size=2",
+        "train.threads=1",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "torch-w2-r0 failed" in out.stdout
     rows = list(csv.DictReader(open(tmp_path / "s" / "scaling.csv")))
@@ -67,20 +106,43 @@ def test_sweep_survives_a_failed_point(tmp_path):
 
 
 def test_strong_scaling_needs_a_divisible_batch(tmp_path):
-    out = mnist_dist("sweep", "--workers", "1,3", "--mode", "strong", "--out", str(tmp_path / "s"),
-                     "train.batch_size=128", cwd=tmp_path)
+    out = mnist_dist(
+        "sweep",
+        "--workers",
+        "1,3",
+        "--mode",
+        "strong",
+        "--out",
+        str(tmp_path / "s"),
+        "train.batch_size=128",
+        cwd=tmp_path,
+    )
     assert out.returncode == 1 and "divisible by every worker count" in out.stderr
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Debian's Fashion-MNIST")
 def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
-    out = mnist_dist("compare", "--out", str(tmp_path / "c"), "--target-accuracy", "0.5", "--config",
-                     str(ROOT / "configs/mlp.yaml"), "data.dataset=fashion-mnist", "data.limit=500", "train.epochs=2",
-                     "train.batch_size=32", cwd=tmp_path)
+    out = mnist_dist(
+        "compare",
+        "--out",
+        str(tmp_path / "c"),
+        "--target-accuracy",
+        "0.5",
+        "--config",
+        str(ROOT / "configs/mlp.yaml"),
+        "data.dataset=fashion-mnist",
+        "data.limit=500",
+        "train.epochs=2",
+        "train.batch_size=32",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     report = (tmp_path / "c" / "compare.md").read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| measure")
-             and not line.startswith("| claim")]
+    table = [
+        line
+        for line in report.splitlines()
+        if line.startswith("| ") and not line.startswith("| measure") and not line.startswith("| claim")
+    ]
     measures = [line for line in table if line.count("|") == 4 and "**" not in line]
     assert len(measures) == 8
     for line in measures:
@@ -88,8 +150,12 @@ def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
         assert all(cells) and "n/a" not in cells, line
     torch, tf = (read_json(next((tmp_path / "c" / "runs").glob(f"{fw}*/summary.json"))) for fw in ("torch", "tf"))
     expected = {
-        "TensorFlow trains faster thanks to its graph": ratio_verdict("", torch["images_per_sec"] / tf["images_per_sec"], "").verdict,
-        "PyTorch uses less memory": ratio_verdict("", torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"], "").verdict,
+        "TensorFlow trains faster thanks to its graph": ratio_verdict(
+            "", torch["images_per_sec"] / tf["images_per_sec"], ""
+        ).verdict,
+        "PyTorch uses less memory": ratio_verdict(
+            "", torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"], ""
+        ).verdict,
         "PyTorch models are smaller": ratio_verdict("", torch["model_size_bytes"] / tf["model_size_bytes"], "").verdict,
         "Both are portable": "confirmed",
     }
@@ -102,9 +168,11 @@ def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
 
 
 def test_testbed_sweep_refuses_what_it_cannot_run(tmp_path):
-    for args, message in ((["--testbed", "2g"], "unknown network profile(s) ['2g']: use loopback, 10g, 1g"),
-                          (["--testbed", "1g", "--launcher", "mpirun"], "use --launcher local or torchrun"),
-                          (["--testbed", "1g", "--framework", "horovod"], "--testbed runs torch and tf")):
+    for args, message in (
+        (["--testbed", "2g"], "unknown network profile(s) ['2g']: use loopback, 10g, 1g"),
+        (["--testbed", "1g", "--launcher", "mpirun"], "use --launcher local or torchrun"),
+        (["--testbed", "1g", "--framework", "horovod"], "--testbed runs torch and tf"),
+    ):
         out = mnist_dist("sweep", *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
         assert out.returncode == 1 and message in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
@@ -113,37 +181,67 @@ def test_testbed_sweep_refuses_what_it_cannot_run(tmp_path):
 def _netns_and_bridges() -> set[str]:
     out = subprocess.run(["ip", "-o", "link", "show", "type", "bridge"], capture_output=True, text=True).stdout
     return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()) | {
-        line.split(":")[1].strip() for line in out.splitlines()}
+        line.split(":")[1].strip() for line in out.splitlines()
+    }
 
 
 @pytest.mark.multihost
 def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile(tmp_path, testbeds_removed):
     before = _netns_and_bridges()
-    out = mnist_dist("sweep", "--testbed", "loopback,1g", "--framework", "torch,tf", "--workers", "1,2",
-                     "--repeats", "1", "--steps", "6", "--warmup", "2", "--out", str(tmp_path / "s"), "--config",
-                     str(ROOT / "configs/mlp.yaml"), "data.dataset=synthetic", "data.limit=4000", "train.threads=1",
-                     "train.batch_size=64", cwd=tmp_path)
+    out = mnist_dist(
+        "sweep",
+        "--testbed",
+        "loopback,1g",
+        "--framework",
+        "torch,tf",
+        "--workers",
+        "1,2",
+        "--repeats",
+        "1",
+        "--steps",
+        "6",
+        "--warmup",
+        "2",
+        "--out",
+        str(tmp_path / "s"),
+        "--config",
+        str(ROOT / "configs/mlp.yaml"),
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.threads=1",
+        "train.batch_size=64",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     assert _netns_and_bridges() == before  # the sweep's hosts, links and bridge are gone
     sweep = tmp_path / "s"
     rows = list(csv.DictReader(open(sweep / "scaling.csv")))
     assert [(r["framework"], r["profile"], r["workers"]) for r in rows] == [
-        (f, p, n) for p in ("loopback", "1g") for f in ("torch", "tf") for n in ("1", "2")]
+        (f, p, n) for p in ("loopback", "1g") for f in ("torch", "tf") for n in ("1", "2")
+    ]
     for r in rows:
         run_dir = sweep / "runs" / f"{r['framework']}-{r['profile']}-w{r['workers']}-r0"
         summary = read_json(run_dir / "summary.json")
         assert (summary["framework"], summary["world_size"], summary["num_nodes"], summary["steps"]) == (
-            r["framework"], int(r["workers"]), int(r["workers"]), 8)
+            r["framework"],
+            int(r["workers"]),
+            int(r["workers"]),
+            8,
+        )
         # rank 0 ran on node1 (its hostname names the event file); rank 1 on node2, whose output has its own log
         assert [p.name.split(".")[4] for p in run_dir.glob("events.out.tfevents.*")] == ["node1"]
         assert (sweep / "runs" / f"{run_dir.name}-node2.log").exists() == (r["workers"] == "2")
-        base = next(float(b["images_per_sec_mean"]) for b in rows
-                    if (b["framework"], b["profile"], b["workers"]) == (r["framework"], r["profile"], "1"))
+        base = next(
+            float(b["images_per_sec_mean"])
+            for b in rows
+            if (b["framework"], b["profile"], b["workers"]) == (r["framework"], r["profile"], "1")
+        )
         assert float(r["efficiency"]) == pytest.approx(summary["images_per_sec"] / (int(r["workers"]) * base), abs=1e-3)
         scalars = read_scalars(sweep / "tensorboard" / f"{r['framework']}-{r['profile']}")
         assert dict(scalars["scaling/efficiency"])[int(r["workers"])] == pytest.approx(float(r["efficiency"]), abs=1e-3)
         assert dict(scalars["scaling/images_per_sec"])[int(r["workers"])] == pytest.approx(
-            summary["images_per_sec"], rel=1e-4)
+            summary["images_per_sec"], rel=1e-4
+        )
     table = (sweep / "scaling.md").read_text()
     assert "| torch | 1g | weak | 2 |" in table and "| tf | loopback | weak | 1 |" in table
     links = {p: float(g) for p, g in re.findall(r"(\w+) ([\d.]+) Gbit/s", table)}

@@ -12,8 +12,9 @@ from launch.world import World, tf_config
 from helpers import ROOT, all_positive_finite, launch_prefix, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
-needs_fashion = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                                   reason="Debian's dataset-fashion-mnist is not installed")
+needs_fashion = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
 needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed")
 PROBE = str(ROOT / "tests" / "tf_probe.py")
 
@@ -25,8 +26,18 @@ def tf_train(tmp_path, launcher, n, *overrides, timeout=600):
 
 def probe(tmp_path, out: Path, launcher, n, *overrides):
     out.mkdir()
-    cmd = launch_prefix(launcher, n) + [PROBE] + [
-        str(out), "--config", str(ROOT / "configs/mlp.yaml"), f"log.dir={tmp_path}", "log.progress=never", *overrides]
+    cmd = (
+        launch_prefix(launcher, n)
+        + [PROBE]
+        + [
+            str(out),
+            "--config",
+            str(ROOT / "configs/mlp.yaml"),
+            f"log.dir={tmp_path}",
+            "log.progress=never",
+            *overrides,
+        ]
+    )
     result = run(cmd, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = [np.load(p) for p in sorted(out.glob("weights-rank*.npz"))]
@@ -36,10 +47,25 @@ def probe(tmp_path, out: Path, launcher, n, *overrides):
 
 def test_mirrored_splits_the_global_batch_and_equals_one_replica_with_double_batch(tmp_path):
     """2 logical CPU replicas x batch B == 1 replica x batch 2B after k SGD steps on the same samples."""
-    common = ["data.dataset=synthetic", "data.limit=4000", "train.optimizer=sgd", "train.lr=0.1",
-              "train.max_steps=10", "checkpoint.interval=0", "train.threads=1"]
-    two, two_info = probe(tmp_path, tmp_path / "two", "single", 1, *common, "train.batch_size=32",
-                          "dist.cpu_devices=2", "log.run_name=two")
+    common = [
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.optimizer=sgd",
+        "train.lr=0.1",
+        "train.max_steps=10",
+        "checkpoint.interval=0",
+        "train.threads=1",
+    ]
+    two, two_info = probe(
+        tmp_path,
+        tmp_path / "two",
+        "single",
+        1,
+        *common,
+        "train.batch_size=32",
+        "dist.cpu_devices=2",
+        "log.run_name=two",
+    )
     one, one_info = probe(tmp_path, tmp_path / "one", "single", 1, *common, "train.batch_size=64", "log.run_name=one")
     assert two_info[0] == {"replica_batch_sizes": [32, 32], "replicas": 2}  # the global batch of 64 really split
     assert one_info[0] == {"replica_batch_sizes": [64], "replicas": 1}
@@ -64,8 +90,16 @@ def check_run_dir(run_dir: Path, world_size: int, min_accuracy: float) -> dict:
 
 @needs_fashion
 def test_multi_worker_trains_fashion_mnist_with_identical_weights(tmp_path):
-    weights, infos = probe(tmp_path, tmp_path / "out", "torchrun", 2, "data.dataset=fashion-mnist",
-                           "train.epochs=1", "log.run_name=r", "train.threads=1")
+    weights, infos = probe(
+        tmp_path,
+        tmp_path / "out",
+        "torchrun",
+        2,
+        "data.dataset=fashion-mnist",
+        "train.epochs=1",
+        "log.run_name=r",
+        "train.threads=1",
+    )
     assert [i["replicas"] for i in infos] == [2, 2]
     assert len(weights) == 2
     for a, b in zip(*weights):
@@ -77,8 +111,9 @@ def test_multi_worker_trains_fashion_mnist_with_identical_weights(tmp_path):
 @needs_fashion
 @needs_mpirun
 def test_multi_worker_under_mpirun(tmp_path):
-    out = tf_train(tmp_path, "mpirun", 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=m",
-                   "train.threads=1")
+    out = tf_train(
+        tmp_path, "mpirun", 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=m", "train.threads=1"
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     check_run_dir(tmp_path / "m", 2, 0.80)
 
@@ -104,15 +139,25 @@ def test_fp16_on_cpu_and_horovod_are_clear_errors(tmp_path):
     out = tf_train(tmp_path, "single", 1, "data.dataset=synthetic", "train.precision=fp16")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        "tf_dist.train: error: train.precision=fp16 needs a GPU (mixed_float16): use bf16 or fp32 on CPU")
+        "tf_dist.train: error: train.precision=fp16 needs a GPU (mixed_float16): use bf16 or fp32 on CPU"
+    )
     out = tf_train(tmp_path, "single", 1, "data.dataset=synthetic", "dist.backend=horovod")
     assert out.returncode == 2 and "Horovod's TensorFlow part does not build" in out.stderr
     assert not any(tmp_path.glob("*/summary.json"))
 
 
 def test_bf16_policy_trains(tmp_path):
-    out = tf_train(tmp_path, "single", 1, "data.dataset=synthetic", "data.limit=4000", "train.epochs=1",
-                   "train.precision=bf16", "log.run_name=b", "train.threads=1")
+    out = tf_train(
+        tmp_path,
+        "single",
+        1,
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.epochs=1",
+        "train.precision=bf16",
+        "log.run_name=b",
+        "train.threads=1",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = read_json(tmp_path / "b" / "summary.json")
     assert summary["precision"] == "bf16" and summary["final_eval_accuracy"] > 0.6
@@ -120,9 +165,23 @@ def test_bf16_policy_trains(tmp_path):
 
 def test_tf_config_from_world():
     local = tf_config(World(rank=1, size=2, local_rank=1, local_size=2, master_port=29500))
-    assert local == {"cluster": {"worker": ["127.0.0.1:29501", "127.0.0.1:29502"]}, "task": {"type": "worker", "index": 1}}
-    slurm = tf_config(World(rank=5, size=8, local_rank=1, local_size=4, node_rank=1, num_nodes=2,
-                            master_addr="gpu-01", master_port=21000, hosts=("gpu-01", "gpu-02")))
+    assert local == {
+        "cluster": {"worker": ["127.0.0.1:29501", "127.0.0.1:29502"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    slurm = tf_config(
+        World(
+            rank=5,
+            size=8,
+            local_rank=1,
+            local_size=4,
+            node_rank=1,
+            num_nodes=2,
+            master_addr="gpu-01",
+            master_port=21000,
+            hosts=("gpu-01", "gpu-02"),
+        )
+    )
     assert slurm["cluster"]["worker"] == [f"gpu-0{1 + r // 4}:{21001 + r % 4}" for r in range(8)]
     assert slurm["task"] == {"type": "worker", "index": 5}
 

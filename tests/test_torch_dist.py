@@ -31,8 +31,15 @@ def test_two_workers_average_gradients_like_one_worker_with_double_batch(tmp_pat
 
     Summed gradients would double the step, skipped ones would halve the data: both break this.
     """
-    common = ["data.dataset=synthetic", "data.limit=4000", "train.optimizer=sgd", "train.lr=0.1",
-              "train.max_steps=12", "train.shuffle=true", "checkpoint.interval=0"]
+    common = [
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.optimizer=sgd",
+        "train.lr=0.1",
+        "train.max_steps=12",
+        "train.shuffle=true",
+        "checkpoint.interval=0",
+    ]
     two = torch_train(tmp_path, "torchrun", 2, *common, "train.batch_size=32", "log.run_name=two")
     assert two.returncode == 0, two.stderr[-3000:]
     one = torch_train(tmp_path, "single", 1, *common, "train.batch_size=64", "log.run_name=one")
@@ -40,18 +47,29 @@ def test_two_workers_average_gradients_like_one_worker_with_double_batch(tmp_pat
     a, b = params(tmp_path / "two" / "model.pt"), params(tmp_path / "one" / "model.pt")
     torch.manual_seed(0)
     from torch_dist.models import build_model
+
     init = build_model("mlp").state_dict()
     for name in a:
         assert not torch.allclose(a[name], init[name]), f"{name} did not train"
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-    assert read_json(tmp_path / "two" / "summary.json")["steps"] == read_json(tmp_path / "one" / "summary.json")["steps"] == 12
+    assert (
+        read_json(tmp_path / "two" / "summary.json")["steps"]
+        == read_json(tmp_path / "one" / "summary.json")["steps"]
+        == 12
+    )
 
 
 def test_a_named_backend_gives_one_process_the_ddp_path(tmp_path):
     """dist.backend=gloo in one process: a one-rank process group and DDP (how the GPU benchmark
     measures nccl on one GPU), training exactly as the plain single process does."""
-    common = ["data.dataset=synthetic", "data.limit=2000", "train.optimizer=sgd", "train.lr=0.1",
-              "train.max_steps=8", "checkpoint.interval=0"]
+    common = [
+        "data.dataset=synthetic",
+        "data.limit=2000",
+        "train.optimizer=sgd",
+        "train.lr=0.1",
+        "train.max_steps=8",
+        "checkpoint.interval=0",
+    ]
     for name, backend in (("plain", "auto"), ("ddp", "gloo")):
         out = torch_train(tmp_path, "single", 1, *common, f"dist.backend={backend}", f"log.run_name={name}")
         assert out.returncode == 0, out.stderr[-3000:]
@@ -108,8 +126,17 @@ def test_resume_after_epoch_one_of_two(tmp_path):
 
 
 def test_bf16_on_cpu_trains(tmp_path):
-    out = torch_train(tmp_path, "single", 1, "data.dataset=synthetic", "data.limit=4000", "train.epochs=1",
-                      "train.precision=bf16", "model.name=cnn", "log.run_name=b")
+    out = torch_train(
+        tmp_path,
+        "single",
+        1,
+        "data.dataset=synthetic",
+        "data.limit=4000",
+        "train.epochs=1",
+        "train.precision=bf16",
+        "model.name=cnn",
+        "log.run_name=b",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = read_json(tmp_path / "b" / "summary.json")
     assert summary["precision"] == "bf16" and summary["final_eval_accuracy"] > 0.6  # chance is 0.1
@@ -119,7 +146,8 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path):
     out = torch_train(tmp_path, "single", 1, "data.dataset=synthetic", "train.precision=fp16")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        "torch_dist.train: error: train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU")
+        "torch_dist.train: error: train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU"
+    )
     assert not list(tmp_path.iterdir())  # nothing written
 
 
@@ -165,8 +193,13 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     from torch_dist.models import build_model
 
     model = build_model("cnn")
-    save_checkpoint(tmp_path / "step-00000010.pt", model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                    model_name="cnn", progress={"step": 10})
+    save_checkpoint(
+        tmp_path / "step-00000010.pt",
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        model_name="cnn",
+        progress={"step": 10},
+    )
     with pytest.raises(UserError, match="holds model 'cnn', not 'mlp'"):
         load_checkpoint(tmp_path / "step-00000010.pt", "mlp", torch.device("cpu"))
     assert load_checkpoint(tmp_path / "step-00000010.pt", "cnn", torch.device("cpu"))["progress"]["step"] == 10

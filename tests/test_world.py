@@ -23,8 +23,16 @@ def test_single_process():
     assert world({}).is_chief
 
 
-TORCHRUN = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "1",
-            "MASTER_ADDR": "node-a", "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "abc"}
+TORCHRUN = {
+    "RANK": "5",
+    "WORLD_SIZE": "8",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "4",
+    "GROUP_RANK": "1",
+    "MASTER_ADDR": "node-a",
+    "MASTER_PORT": "29400",
+    "TORCHELASTIC_RUN_ID": "abc",
+}
 
 
 def test_torchrun():
@@ -42,8 +50,14 @@ def test_env_rank_without_master_is_an_error():
         world({"RANK": "0", "WORLD_SIZE": "2"})
 
 
-OMPI = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
-        "OMPI_COMM_WORLD_LOCAL_SIZE": "2", "OMPI_MCA_ess_base_jobid": "1627455489", "PMIX_RANK": "3"}
+OMPI = {
+    "OMPI_COMM_WORLD_RANK": "3",
+    "OMPI_COMM_WORLD_SIZE": "4",
+    "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+    "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+    "OMPI_MCA_ess_base_jobid": "1627455489",
+    "PMIX_RANK": "3",
+}
 
 
 def test_openmpi_multi_node_takes_master_from_slurm_allocation():
@@ -75,15 +89,39 @@ def test_pmi_hydra():
 
 
 def test_horovodrun_gloo():
-    w = world({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "2",
-               "HOROVOD_GLOO_RENDEZVOUS_PORT": "43977"})
-    assert (w.source, w.rank, w.size, w.local_rank, w.master_addr, w.job_id) == ("horovod", 1, 2, 1, "127.0.0.1", "43977")
+    w = world(
+        {
+            "HOROVOD_RANK": "1",
+            "HOROVOD_SIZE": "2",
+            "HOROVOD_LOCAL_RANK": "1",
+            "HOROVOD_LOCAL_SIZE": "2",
+            "HOROVOD_GLOO_RENDEZVOUS_PORT": "43977",
+        }
+    )
+    assert (w.source, w.rank, w.size, w.local_rank, w.master_addr, w.job_id) == (
+        "horovod",
+        1,
+        2,
+        1,
+        "127.0.0.1",
+        "43977",
+    )
 
 
-SLURM = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "2", "SLURM_NTASKS": "7",
-         "SLURM_STEP_NUM_TASKS": "7", "SLURM_STEP_TASKS_PER_NODE": "2(x3),1", "SLURM_TASKS_PER_NODE": "2(x3),1",
-         "SLURM_STEP_NODELIST": "gpu-[01-03],cpu7", "SLURM_JOB_NODELIST": "gpu-[01-03],cpu7",
-         "SLURM_NNODES": "4", "SLURM_JOB_ID": "123456", "SLURM_STEP_ID": "0"}
+SLURM = {
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "2",
+    "SLURM_NTASKS": "7",
+    "SLURM_STEP_NUM_TASKS": "7",
+    "SLURM_STEP_TASKS_PER_NODE": "2(x3),1",
+    "SLURM_TASKS_PER_NODE": "2(x3),1",
+    "SLURM_STEP_NODELIST": "gpu-[01-03],cpu7",
+    "SLURM_JOB_NODELIST": "gpu-[01-03],cpu7",
+    "SLURM_NNODES": "4",
+    "SLURM_JOB_ID": "123456",
+    "SLURM_STEP_ID": "0",
+}
 
 
 def test_slurm_step_several_nodes():
@@ -127,24 +165,30 @@ def test_rank_outside_world():
 
 
 # precedence: the first source present wins
-@pytest.mark.parametrize("env,source", [
-    ({**SLURM, **OMPI, **TORCHRUN}, "torchrun"),  # torchrun started by srun or mpirun
-    ({**SLURM, **OMPI}, "openmpi"),  # mpirun inside an sbatch allocation
-    ({**SLURM, "HOROVOD_RANK": "5", "HOROVOD_SIZE": "7"}, "horovod"),  # horovodrun --gloo in an allocation
-    ({**SLURM, "PMI_RANK": "5", "PMI_SIZE": "7"}, "pmi"),  # srun --mpi=pmi2
-    (SLURM, "slurm"),
-])
+@pytest.mark.parametrize(
+    "env,source",
+    [
+        ({**SLURM, **OMPI, **TORCHRUN}, "torchrun"),  # torchrun started by srun or mpirun
+        ({**SLURM, **OMPI}, "openmpi"),  # mpirun inside an sbatch allocation
+        ({**SLURM, "HOROVOD_RANK": "5", "HOROVOD_SIZE": "7"}, "horovod"),  # horovodrun --gloo in an allocation
+        ({**SLURM, "PMI_RANK": "5", "PMI_SIZE": "7"}, "pmi"),  # srun --mpi=pmi2
+        (SLURM, "slurm"),
+    ],
+)
 def test_precedence(env, source):
     assert world(env).source == source
 
 
-@pytest.mark.parametrize("hostlist,expected", [
-    ("node1", ["node1"]),
-    ("gpu-[01-03,10],cpu7", ["gpu-01", "gpu-02", "gpu-03", "gpu-10", "cpu7"]),
-    ("a[1-2]-ib[0-1]", ["a1-ib0", "a1-ib1", "a2-ib0", "a2-ib1"]),
-    ("n[008-010]", ["n008", "n009", "n010"]),
-    ("x1,y[3],z", ["x1", "y3", "z"]),
-])
+@pytest.mark.parametrize(
+    "hostlist,expected",
+    [
+        ("node1", ["node1"]),
+        ("gpu-[01-03,10],cpu7", ["gpu-01", "gpu-02", "gpu-03", "gpu-10", "cpu7"]),
+        ("a[1-2]-ib[0-1]", ["a1-ib0", "a1-ib1", "a2-ib0", "a2-ib1"]),
+        ("n[008-010]", ["n008", "n009", "n010"]),
+        ("x1,y[3],z", ["x1", "y3", "z"]),
+    ],
+)
 def test_hostlist_parser(hostlist, expected):
     assert parse_hostlist(hostlist) == expected
 
@@ -162,12 +206,16 @@ def test_tasks_per_node():
         parse_tasks_per_node("2(3)")
 
 
-@pytest.mark.skipif(shutil.which("scontrol") is None, reason="Slurm's scontrol is not installed "
-                    "(make test and .ci/run install slurm-wlm)")
+@pytest.mark.skipif(
+    shutil.which("scontrol") is None,
+    reason="Slurm's scontrol is not installed (make test and .ci/run install slurm-wlm)",
+)
 def test_scontrol_and_parser_agree(tmp_path, monkeypatch):
     """scontrol expands host lists with a config but no running cluster; the fallback parser must agree."""
     conf = tmp_path / "slurm.conf"
-    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost\n")
+    conf.write_text(
+        "ClusterName=t\nSlurmctldHost=localhost\nNodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost\n"
+    )
     monkeypatch.setenv("SLURM_CONF", str(conf))
     for hostlist in ("gpu-[01-03,10],cpu7", "a[1-2]-ib[0-1]", "n[008-010]"):
         out = subprocess.run(["scontrol", "show", "hostnames", hostlist], capture_output=True, text=True, timeout=30)
@@ -185,16 +233,24 @@ def test_detect_world_reads_real_openmpi_environment(tmp_path):
     mpirun = shutil.which("mpirun")
     if mpirun is None:
         pytest.skip("OpenMPI is not installed (make test and .ci/run install openmpi-bin)")
-    code = ("import sys; from pathlib import Path; from launch.world import detect_world as d; w = d(); "
-            "Path(sys.argv[1], f'rank{w.rank}').write_text(f'{w.source} {w.rank} {w.size} {w.local_rank} {w.master_addr}')")
-    out = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-c", code,
-                          str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    code = (
+        "import sys; from pathlib import Path; from launch.world import detect_world as d; w = d(); "
+        "Path(sys.argv[1], f'rank{w.rank}').write_text(f'{w.source} {w.rank} {w.size} {w.local_rank} {w.master_addr}')"
+    )
+    out = subprocess.run(
+        [mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     seen = sorted(p.read_text() for p in tmp_path.glob("rank*"))
     assert seen == ["openmpi 0 2 0 127.0.0.1", "openmpi 1 2 1 127.0.0.1"]
 
 
 # --- TF_CONFIG: TensorFlow's own convention -----------------------------------------------------
+
 
 def tf_config_env(cluster, task=None, **extra):
     import json
@@ -226,22 +282,32 @@ def test_tf_config_without_task_takes_the_rank_from_the_launcher():
     assert (w.source, w.rank, w.tf_workers[w.rank]) == ("openmpi", 3, "d:1")
 
 
-@pytest.mark.parametrize("cluster,task,says", [
-    ({"worker": ["a:1", "b:1"]}, {"type": "worker", "index": 0}, "TF_CONFIG says rank 0 of 2 but torchrun says rank 5 of 8"),
-    ({"worker": ["a:1", "b:1"]}, None, "TF_CONFIG says a world of 2 but torchrun says rank 5 of 8"),
-])
+@pytest.mark.parametrize(
+    "cluster,task,says",
+    [
+        (
+            {"worker": ["a:1", "b:1"]},
+            {"type": "worker", "index": 0},
+            "TF_CONFIG says rank 0 of 2 but torchrun says rank 5 of 8",
+        ),
+        ({"worker": ["a:1", "b:1"]}, None, "TF_CONFIG says a world of 2 but torchrun says rank 5 of 8"),
+    ],
+)
 def test_tf_config_that_contradicts_the_launcher_is_an_error_naming_both(cluster, task, says):
     with pytest.raises(WorldError, match=says):
         world({**TORCHRUN, **tf_config_env(cluster, task)})
 
 
-@pytest.mark.parametrize("value,says", [
-    ("{not json", "TF_CONFIG is not"),
-    ('{"cluster": {"ps": ["a:1"]}}', "no chief or worker addresses"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps'"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "not in its cluster of 1"),
-    ('{"cluster": {"worker": ["a:1", "b:1"]}}', "no \"task\" and no launcher"),
-])
+@pytest.mark.parametrize(
+    "value,says",
+    [
+        ("{not json", "TF_CONFIG is not"),
+        ('{"cluster": {"ps": ["a:1"]}}', "no chief or worker addresses"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps'"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "not in its cluster of 1"),
+        ('{"cluster": {"worker": ["a:1", "b:1"]}}', 'no "task" and no launcher'),
+    ],
+)
 def test_bad_tf_config_is_one_clear_error(value, says):
     with pytest.raises(WorldError, match=re.escape(says)):
         world({"TF_CONFIG": value})

@@ -21,8 +21,10 @@ world = detect_world()
 engine = build(config, world)
 loop.train(config, world, engine)
 np.savez(out / f"weights-rank{world.rank}.npz", *[w.numpy() for w in engine.model.weights])
-info = {"replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
-        "replicas": engine.strategy.num_replicas_in_sync}
+info = {
+    "replica_batch_sizes": engine.replica_batch_sizes.numpy().tolist(),
+    "replicas": engine.strategy.num_replicas_in_sync,
+}
 if world.size > 1:  # MultiWorkerMirroredStrategy's CommunicationOptions (dist.bucket_mb), as it holds them
     info["bytes_per_pack"] = engine.strategy.extended._communication_options.bytes_per_pack
 (out / f"probe-rank{world.rank}.json").write_text(json.dumps(info))

@@ -36,9 +36,13 @@ class Checkpoints:
             self.checkpoint.restore(path).assert_existing_objects_matched()
             info = json.loads(self.info.numpy().decode())
         except (tf.errors.OpError, AssertionError, ValueError) as exc:
-            raise UserError(f"{path}: not a tf_dist checkpoint of model {self.model_name!r} "
-                            f"({str(exc).splitlines()[0]}); use another checkpoint.dir") from None
+            raise UserError(
+                f"{path}: not a tf_dist checkpoint of model {self.model_name!r} "
+                f"({str(exc).splitlines()[0]}); use another checkpoint.dir"
+            ) from None
         if info.get("framework") != "tf" or info.get("model_name") != self.model_name:
-            raise UserError(f"{path}: holds {info.get('framework')} model {info.get('model_name')!r}, not tf "
-                            f"{self.model_name!r}; resume with the same model.name or use another checkpoint.dir")
+            raise UserError(
+                f"{path}: holds {info.get('framework')} model {info.get('model_name')!r}, not tf "
+                f"{self.model_name!r}; resume with the same model.name or use another checkpoint.dir"
+            )
         return info.get("progress", {})

@@ -27,15 +27,19 @@ def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
     # (benchmarks/tf_profile.py). Collectives are asynchronous kernels and need no spare thread;
     # several replicas in one process keep two, to run side by side.
     inter = threads if cpu_devices == 1 else max(2, threads)
-    if (tf.config.threading.get_intra_op_parallelism_threads(),
-            tf.config.threading.get_inter_op_parallelism_threads()) != (threads, inter):
+    if (
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    ) != (threads, inter):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     gpus = tf.config.list_physical_devices("GPU")
     if world.size > 1 and gpus:
         if world.local_rank >= len(gpus):
-            raise ConfigError(f"this node runs {world.local_size} workers but has {len(gpus)} GPU(s): "
-                              f"start at most {len(gpus)} per node")
+            raise ConfigError(
+                f"this node runs {world.local_size} workers but has {len(gpus)} GPU(s): "
+                f"start at most {len(gpus)} per node"
+            )
         gpus = [gpus[world.local_rank]]  # one GPU per worker process
         tf.config.set_visible_devices(gpus, "GPU")
     if not gpus and cpu_devices > 1:
@@ -55,10 +59,12 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
             # TF_CONFIG given whole (it agrees with the world: launch.world checked) stays as it is.
             os.environ["TF_CONFIG"] = json.dumps(tf_config(world))
         options = tf.distribute.experimental.CommunicationOptions(
-            implementation=getattr(tf.distribute.experimental.CommunicationImplementation,
-                                   _IMPLEMENTATIONS[config.dist.backend]),
+            implementation=getattr(
+                tf.distribute.experimental.CommunicationImplementation, _IMPLEMENTATIONS[config.dist.backend]
+            ),
             timeout_seconds=config.dist.timeout,
-            bytes_per_pack=int(config.dist.bucket_mb * 2**20))  # gradients packed into all-reduces of this size
+            bytes_per_pack=int(config.dist.bucket_mb * 2**20),
+        )  # gradients packed into all-reduces of this size
         chief, port = worker_addresses(world)[0].rsplit(":", 1)
         rendezvous.check_master(world, chief, int(port), config.dist.timeout)
         # TensorFlow's chief waits for missing workers without a bound: the deadline ends it.

@@ -16,10 +16,14 @@ def build_model(name: str) -> keras.Model:
         body = [layers.Flatten(), layers.Dense(128, activation="relu")]
     elif name == "cnn":
         # Keras' simple MNIST convnet without dropout.
-        body = [layers.Reshape((28, 28, 1)),
-                layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2),
-                layers.Conv2D(64, 3, activation="relu"), layers.MaxPooling2D(2),
-                layers.Flatten()]
+        body = [
+            layers.Reshape((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+        ]
     else:
         raise ValueError(f"unknown model {name!r}")
     return keras.Sequential([keras.Input((28, 28)), *body, layers.Dense(10, dtype="float32")], name=name)

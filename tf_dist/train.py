@@ -151,7 +151,7 @@ class TFEngine(loop.Engine):
         x_all, y_all = self.test_images[rank::size], self.test_labels[rank::size]
         loss_sum = correct = 0.0
         for start in range(0, len(x_all), EVAL_BATCH):
-            loss, right = self.eval_fn(x_all[start:start + EVAL_BATCH], y_all[start:start + EVAL_BATCH])
+            loss, right = self.eval_fn(x_all[start : start + EVAL_BATCH], y_all[start : start + EVAL_BATCH])
             loss_sum, correct = loss_sum + float(loss), correct + float(right)
         return loss_sum, correct, len(x_all)
 

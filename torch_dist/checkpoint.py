@@ -18,8 +18,9 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"step-{step:08d}.pt"
 
 
-def save_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_name: str,
-                    progress: dict) -> None:
+def save_checkpoint(
+    path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_name: str, progress: dict
+) -> None:
     state = {
         "framework": "torch",
         "model_name": model_name,
@@ -46,13 +47,17 @@ def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError, among others
-        raise UserError(f"{path}: not a loadable torch_dist checkpoint ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0]}); remove it or point checkpoint.dir elsewhere") from None
+        raise UserError(
+            f"{path}: not a loadable torch_dist checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}); remove it or point checkpoint.dir elsewhere"
+        ) from None
     if not isinstance(state, dict) or state.get("framework") != "torch":
         raise UserError(f"{path}: not a torch_dist checkpoint; point checkpoint.dir at this run's checkpoints")
     if state.get("model_name") != model_name:
-        raise UserError(f"{path}: holds model {state.get('model_name')!r}, not {model_name!r}; "
-                        "resume with the same model.name or use another checkpoint.dir")
+        raise UserError(
+            f"{path}: holds model {state.get('model_name')!r}, not {model_name!r}; "
+            "resume with the same model.name or use another checkpoint.dir"
+        )
     return state
 
 

@@ -31,8 +31,10 @@ def backend_for(requested: str, world: World, gpus: int) -> str:
     if requested == "auto":
         return "nccl" if gpus and world.local_size <= gpus else "gloo"
     if requested == "nccl" and world.local_size > gpus:
-        raise ConfigError(f"dist.backend=nccl needs one GPU per rank, but this node runs {world.local_size} "
-                          f"ranks and has {gpus} GPU(s): start at most {gpus} ranks per node, or use gloo")
+        raise ConfigError(
+            f"dist.backend=nccl needs one GPU per rank, but this node runs {world.local_size} "
+            f"ranks and has {gpus} GPU(s): start at most {gpus} ranks per node, or use gloo"
+        )
     return requested
 
 
@@ -64,16 +66,19 @@ class DDP:
         timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
             if world.rank == 0 and _restarts_reuse_the_agent_store():
-                log.get().warning("torchrun --max-restarts with its shared rendezvous store: restarted workers can "
-                                  "read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
-                                  "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)")
+                log.get().warning(
+                    "torchrun --max-restarts with its shared rendezvous store: restarted workers can "
+                    "read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
+                    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)"
+                )
             # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
             url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
             rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
             rendezvous.choose_gloo_interface(world, world.master_addr)
             with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
-                dist.init_process_group(backend, init_method=url, rank=world.rank, world_size=world.size,
-                                        timeout=timeout)
+                dist.init_process_group(
+                    backend, init_method=url, rank=world.rank, world_size=world.size, timeout=timeout
+                )
             self.heartbeats = Heartbeats(world)
         elif explicit:
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
@@ -86,8 +91,9 @@ class DDP:
         if not dist.is_initialized():
             return model, optimizer  # one worker (launch.frameworks refused compression for it)
         ids = [device.index] if device.type == "cuda" else None
-        ddp = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True,
-                                      bucket_cap_mb=self.options.bucket_mb)
+        ddp = DistributedDataParallel(
+            model, device_ids=ids, gradient_as_bucket_view=True, bucket_cap_mb=self.options.bucket_mb
+        )
         compression = self.options.compression
         if compression in ("fp16", "bf16"):
             hook = default_hooks.fp16_compress_hook if compression == "fp16" else default_hooks.bf16_compress_hook
@@ -96,10 +102,13 @@ class DDP:
             except TypeError as exc:  # DDP allows bf16 only on builds with CUDA 11+ and NCCL 2.10+ (or XPU)
                 raise ConfigError(f"dist.compression={compression}: {exc}; this torch build cannot, use fp16") from None
         elif compression == "powersgd":
-            state = powerSGD_hook.PowerSGDState(process_group=None,
-                                                matrix_approximation_rank=self.options.powersgd_rank,
-                                                start_powerSGD_iter=self.options.powersgd_start,
-                                                use_error_feedback=True, warm_start=True)
+            state = powerSGD_hook.PowerSGDState(
+                process_group=None,
+                matrix_approximation_rank=self.options.powersgd_rank,
+                start_powerSGD_iter=self.options.powersgd_start,
+                use_error_feedback=True,
+                warm_start=True,
+            )
             ddp.register_comm_hook(state=state, hook=powerSGD_hook.powerSGD_hook)
             self.hook_state = state
         return ddp, optimizer
@@ -153,8 +162,7 @@ class Heartbeats:
 
     def __init__(self, world: World):
         self.world, self.stop = world, threading.Event()
-        self.store = dist.TCPStore(world.master_addr, world.master_port, is_master=False,
-                                   timeout=timedelta(seconds=10))
+        self.store = dist.TCPStore(world.master_addr, world.master_port, is_master=False, timeout=timedelta(seconds=10))
         self.store.set(f"mnist-dist/host/{world.rank}", world.host)
         threading.Thread(target=self._beat, daemon=True).start()
 
@@ -180,8 +188,10 @@ class Heartbeats:
 
 
 def _restarts_reuse_the_agent_store() -> bool:
-    return (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-            and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0")
+    return (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0"
+    )
 
 
 class Horovod:
@@ -195,13 +205,17 @@ class Horovod:
         try:
             import horovod.torch as hvd
         except ImportError:
-            raise ConfigError("dist.backend=horovod: Horovod is not installed; build and install it for this "
-                              "torch with `python -m torch_dist.horovod_build` (a few minutes, once)") from None
+            raise ConfigError(
+                "dist.backend=horovod: Horovod is not installed; build and install it for this "
+                "torch with `python -m torch_dist.horovod_build` (a few minutes, once)"
+            ) from None
         self.hvd = hvd
         hvd.init()
         if (hvd.rank(), hvd.size()) != (world.rank, world.size):
-            raise ConfigError(f"Horovod says rank {hvd.rank()} of {hvd.size()} but the launcher's environment "
-                              f"says {world.rank} of {world.size}: start with horovodrun or mpirun")
+            raise ConfigError(
+                f"Horovod says rank {hvd.rank()} of {hvd.size()} but the launcher's environment "
+                f"says {world.rank} of {world.size}: start with horovodrun or mpirun"
+            )
 
     def wrap(self, model: torch.nn.Module, optimizer, device: torch.device, accumulate_steps: int = 1):
         """Horovod all-reduces in backward hooks; with accumulation, after every accumulate_steps-th
@@ -209,8 +223,12 @@ class Horovod:
         hvd = self.hvd
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         compression = hvd.Compression.fp16 if self.compression == "fp16" else hvd.Compression.none
-        return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
-                                               compression=compression, backward_passes_per_step=accumulate_steps)
+        return model, hvd.DistributedOptimizer(
+            optimizer,
+            named_parameters=model.named_parameters(),
+            compression=compression,
+            backward_passes_per_step=accumulate_steps,
+        )
 
     @staticmethod
     def no_sync(model: torch.nn.Module):

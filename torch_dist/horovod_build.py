@@ -28,7 +28,9 @@ def cache_dir() -> Path:
     import torch
 
     root = Path(os.environ.get("MNIST_DIST_WHEELS") or Path.home() / ".cache" / "mnist-dist" / "wheels")
-    return root / f"horovod-{HOROVOD_VERSION}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+    return (
+        root / f"horovod-{HOROVOD_VERSION}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+    )
 
 
 def build(into: Path) -> Path:
@@ -37,8 +39,20 @@ def build(into: Path) -> Path:
             raise SystemExit(f"horovod_build: {tool} not found: install cmake, g++ and libopenmpi-dev")
     with tempfile.TemporaryDirectory(prefix="horovod-build-") as tmp:
         tmp = Path(tmp)
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-              f"horovod=={HOROVOD_VERSION}", "-d", str(tmp)])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"horovod=={HOROVOD_VERSION}",
+                "-d",
+                str(tmp),
+            ]
+        )
         with tarfile.open(next(tmp.glob("horovod-*.tar.gz"))) as sdist:
             sdist.extractall(tmp, filter="data")
         source = tmp / f"horovod-{HOROVOD_VERSION}"
@@ -48,15 +62,33 @@ def build(into: Path) -> Path:
             if not count:
                 raise SystemExit(f"horovod_build: {name} no longer sets C++14; the patch needs a look")
             path.write_text(text)
-        env = {**os.environ, "HOROVOD_WITH_PYTORCH": "1", "HOROVOD_WITHOUT_TENSORFLOW": "1",
-               "HOROVOD_WITHOUT_MXNET": "1", "HOROVOD_WITH_GLOO": "1", "HOROVOD_WITH_MPI": "1",
-               "HOROVOD_GPU_OPERATIONS": os.environ.get("HOROVOD_GPU_OPERATIONS", ""),
-               "MAKEFLAGS": f"-j{os.cpu_count() or 1}"}
+        env = {
+            **os.environ,
+            "HOROVOD_WITH_PYTORCH": "1",
+            "HOROVOD_WITHOUT_TENSORFLOW": "1",
+            "HOROVOD_WITHOUT_MXNET": "1",
+            "HOROVOD_WITH_GLOO": "1",
+            "HOROVOD_WITH_MPI": "1",
+            "HOROVOD_GPU_OPERATIONS": os.environ.get("HOROVOD_GPU_OPERATIONS", ""),
+            "MAKEFLAGS": f"-j{os.cpu_count() or 1}",
+        }
         if not env["HOROVOD_GPU_OPERATIONS"]:
             del env["HOROVOD_GPU_OPERATIONS"]
         # no build isolation: the extension must compile against the torch installed here
-        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
-              str(source)], env=env)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(tmp / "dist"),
+                str(source),
+            ],
+            env=env,
+        )
         wheel = next((tmp / "dist").glob("horovod-*.whl"))
         into.mkdir(parents=True, exist_ok=True)
         partial = into / (wheel.name + ".part")
@@ -71,8 +103,14 @@ def main() -> None:
     wheel = cached[-1] if cached else build(folder)
     print(f"horovod_build: {'cached' if cached else 'built'} {wheel}", flush=True)
     _run([sys.executable, "-m", "pip", "install", "--quiet", str(wheel)])
-    _run([sys.executable, "-c", "import horovod, horovod.torch as hvd; hvd.init(); print('horovod', "
-          "horovod.__version__, 'with gloo' if hvd.gloo_built() else '', 'with mpi' if hvd.mpi_built() else '')"])
+    _run(
+        [
+            sys.executable,
+            "-c",
+            "import horovod, horovod.torch as hvd; hvd.init(); print('horovod', "
+            "horovod.__version__, 'with gloo' if hvd.gloo_built() else '', 'with mpi' if hvd.mpi_built() else '')",
+        ]
+    )
 
 
 def _run(cmd: list[str], env: dict | None = None) -> None:

@@ -18,9 +18,14 @@ def build_model(name: str) -> nn.Module:
         # Keras' simple MNIST convnet without dropout: 28 -> 26 -> 13 -> 11 -> 5; 64*5*5 features.
         model = nn.Sequential(
             nn.Unflatten(1, (1, 28)),  # (N, 28, 28) -> (N, 1, 28, 28)
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 5 * 5, 10),
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * 5 * 5, 10),
         )
     else:
         raise ValueError(f"unknown model {name!r}")

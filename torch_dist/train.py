@@ -80,7 +80,10 @@ class TorchEngine(loop.Engine):
     def start_epoch(self, indices: np.ndarray) -> None:  # train_step slices by batch number
         if self.device == "cpu":
             # numpy's fancy indexing gathers a shard several times faster than torch's on the CPU
-            self.xs, self.ys = torch.from_numpy(self.train_images[indices]), torch.from_numpy(self.train_labels[indices])
+            self.xs, self.ys = (
+                torch.from_numpy(self.train_images[indices]),
+                torch.from_numpy(self.train_labels[indices]),
+            )
         else:
             index = torch.from_numpy(indices).to(self.torch_device)
             self.xs, self.ys = self.train_x[index], self.train_y[index]
@@ -128,8 +131,8 @@ class TorchEngine(loop.Engine):
         x_all, y_all = self.test_x[rank::size], self.test_y[rank::size]
         totals = torch.zeros(3, dtype=torch.float64, device=self.torch_device)
         for start in range(0, len(x_all), EVAL_BATCH):
-            x = x_all[start:start + EVAL_BATCH].float().div_(255)
-            y = y_all[start:start + EVAL_BATCH]
+            x = x_all[start : start + EVAL_BATCH].float().div_(255)
+            y = y_all[start : start + EVAL_BATCH]
             with self.autocast:
                 logits = self.model(x)
             totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
@@ -140,8 +143,13 @@ class TorchEngine(loop.Engine):
 
     def save_checkpoint(self, folder: Path, step: int, progress: dict) -> None:
         if self.world.is_chief:
-            save_checkpoint(checkpoint_path(folder, step), model=self.model, optimizer=self.optimizer,
-                            model_name=self.config.model.name, progress=progress)
+            save_checkpoint(
+                checkpoint_path(folder, step),
+                model=self.model,
+                optimizer=self.optimizer,
+                model_name=self.config.model.name,
+                progress=progress,
+            )
 
     def restore_checkpoint(self, path: Path, lr: float) -> dict:
         """Every rank reads the chief's checkpoint (the run directory is on a shared filesystem)."""
