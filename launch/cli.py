@@ -197,7 +197,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="restart every worker from the latest checkpoint after a failure, up to N times "
         "(torchrun's own for torch under torchrun; adds checkpoint.resume=true)",
     )
-    job = parser.add_argument_group("slurm")
+    _add_slurm_arguments(parser.add_argument_group("slurm"))
+    add_config_arguments(parser)
+
+
+def _add_slurm_arguments(job) -> None:
     job.add_argument("--template", choices=slurm.TEMPLATES, help="sbatch template (default: the framework's)")
     job.add_argument("--gpus-per-node", type=int, default=0)
     job.add_argument("--cpus-per-task", type=int)
@@ -233,7 +237,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="Slurm's warning signal before preemption or the time limit: checkpoint, then requeue",
     )
     job.add_argument("--wait", action="store_true", help="follow the job to its end and exit with its exit code")
-    add_config_arguments(parser)
 
 
 def job_spec(args: argparse.Namespace, config: Config) -> JobSpec:

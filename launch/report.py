@@ -96,6 +96,22 @@ def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
     return rows
 
 
+_CSV_COLUMNS = {  # scaling.csv: column -> its value in a row
+    "framework": lambda r: r.framework,
+    "profile": lambda r: r.profile,
+    "mode": lambda r: r.mode,
+    "workers": lambda r: r.workers,
+    "runs": lambda r: r.runs,
+    "failed": lambda r: r.failed,
+    "images_per_sec_mean": lambda r: f"{r.images_per_sec:.1f}",
+    "images_per_sec_std": lambda r: f"{r.spread:.1f}",
+    "images_per_sec_per_worker": lambda r: f"{r.per_worker:.1f}",
+    "efficiency": lambda r: f"{r.efficiency:.3f}",
+    "peak_rss_mib_per_worker": lambda r: f"{r.peak_rss_mib:.0f}",
+    "step_ms": lambda r: f"{r.step_ms:.2f}",
+}
+
+
 def write_scaling(
     rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None
 ) -> None:
@@ -104,39 +120,14 @@ def write_scaling(
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scaling.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(
-            [
-                "framework",
-                "profile",
-                "mode",
-                "workers",
-                "runs",
-                "failed",
-                "images_per_sec_mean",
-                "images_per_sec_std",
-                "images_per_sec_per_worker",
-                "efficiency",
-                "peak_rss_mib_per_worker",
-                "step_ms",
-            ]
-        )
-        for r in rows:
-            writer.writerow(
-                [
-                    r.framework,
-                    r.profile,
-                    r.mode,
-                    r.workers,
-                    r.runs,
-                    r.failed,
-                    f"{r.images_per_sec:.1f}",
-                    f"{r.spread:.1f}",
-                    f"{r.per_worker:.1f}",
-                    f"{r.efficiency:.3f}",
-                    f"{r.peak_rss_mib:.0f}",
-                    f"{r.step_ms:.2f}",
-                ]
-            )
+        writer.writerow(list(_CSV_COLUMNS))
+        writer.writerows([value(r) for value in _CSV_COLUMNS.values()] for r in rows)
+    (out / "scaling.md").write_text("\n".join(_scaling_markdown(rows, points, links)) + "\n")
+    _plot_scaling(rows, out / "scaling.png")
+    _scaling_scalars(rows, out / "tensorboard")
+
+
+def _scaling_markdown(rows: list[ScalingRow], points: list[Point], links: dict[str, float] | None) -> list[str]:
     summaries = [p.summary for p in points if p.ok]
     failed = [p for p in points if not p.ok]
     lines = [
@@ -146,11 +137,11 @@ def write_scaling(
         "",
     ]
     if summaries:
-        s = summaries[0]
+        s, strong = summaries[0], rows[0].mode == "strong"
         lines += [
             f"Model {s.model}, dataset {s.dataset}, precision {s.precision}, "
-            f"{'global' if rows[0].mode == 'strong' else 'per-worker'} batch "
-            f"{s.global_batch_size if rows[0].mode == 'strong' else s.batch_size_per_worker}; "
+            f"{'global' if strong else 'per-worker'} batch "
+            f"{s.global_batch_size if strong else s.batch_size_per_worker}; "
             "throughput excludes warm-up; mean ± standard deviation over repeats.",
             "",
         ]
@@ -178,10 +169,12 @@ def write_scaling(
         )
     if failed:
         lines += ["", "Failed points: " + ", ".join(f"{p.run_name} (exit code {p.exit_code})" for p in failed)]
-    (out / "scaling.md").write_text("\n".join(lines) + "\n")
-    _plot_scaling(rows, out / "scaling.png")
+    return lines
+
+
+def _scaling_scalars(rows: list[ScalingRow], folder: Path) -> None:
     for series in dict.fromkeys(r.series for r in rows):
-        writer = ScalarWriter(out / "tensorboard" / series)  # one run per series: the curves overlay
+        writer = ScalarWriter(folder / series)  # one run per series: the curves overlay
         for r in rows:
             if r.series == series and r.runs:
                 writer.scalar("scaling/images_per_sec", r.images_per_sec, r.workers)

@@ -39,62 +39,47 @@ def build(into: Path) -> Path:
             raise SystemExit(f"horovod_build: {tool} not found: install cmake, g++ and libopenmpi-dev")
     with tempfile.TemporaryDirectory(prefix="horovod-build-") as tmp:
         tmp = Path(tmp)
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                f"horovod=={HOROVOD_VERSION}",
-                "-d",
-                str(tmp),
-            ]
-        )
-        with tarfile.open(next(tmp.glob("horovod-*.tar.gz"))) as sdist:
-            sdist.extractall(tmp, filter="data")
-        source = tmp / f"horovod-{HOROVOD_VERSION}"
-        for name in PATCHED_FILES:
-            path = source / name
-            text, count = re.subn(r"set\(CMAKE_CXX_STANDARD 14\)", "set(CMAKE_CXX_STANDARD 17)", path.read_text())
-            if not count:
-                raise SystemExit(f"horovod_build: {name} no longer sets C++14; the patch needs a look")
-            path.write_text(text)
-        env = {
-            **os.environ,
-            "HOROVOD_WITH_PYTORCH": "1",
-            "HOROVOD_WITHOUT_TENSORFLOW": "1",
-            "HOROVOD_WITHOUT_MXNET": "1",
-            "HOROVOD_WITH_GLOO": "1",
-            "HOROVOD_WITH_MPI": "1",
-            "HOROVOD_GPU_OPERATIONS": os.environ.get("HOROVOD_GPU_OPERATIONS", ""),
-            "MAKEFLAGS": f"-j{os.cpu_count() or 1}",
-        }
-        if not env["HOROVOD_GPU_OPERATIONS"]:
-            del env["HOROVOD_GPU_OPERATIONS"]
+        source = _patched_source(tmp)
         # no build isolation: the extension must compile against the torch installed here
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "--no-build-isolation",
-                "-w",
-                str(tmp / "dist"),
-                str(source),
-            ],
-            env=env,
-        )
+        pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")]
+        _run([*pip, str(source)], env=_build_env())
         wheel = next((tmp / "dist").glob("horovod-*.whl"))
         into.mkdir(parents=True, exist_ok=True)
         partial = into / (wheel.name + ".part")
         shutil.copy(wheel, partial)
         os.replace(partial, into / wheel.name)  # a half-copied wheel is never taken for a cached one
         return into / wheel.name
+
+
+def _patched_source(tmp: Path) -> Path:
+    """Horovod's sdist unpacked in `tmp`, built as C++17 (current torch headers need it)."""
+    spec = f"horovod=={HOROVOD_VERSION}"
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(tmp)])
+    with tarfile.open(next(tmp.glob("horovod-*.tar.gz"))) as sdist:
+        sdist.extractall(tmp, filter="data")
+    source = tmp / f"horovod-{HOROVOD_VERSION}"
+    for name in PATCHED_FILES:
+        path = source / name
+        text, count = re.subn(r"set\(CMAKE_CXX_STANDARD 14\)", "set(CMAKE_CXX_STANDARD 17)", path.read_text())
+        if not count:
+            raise SystemExit(f"horovod_build: {name} no longer sets C++14; the patch needs a look")
+        path.write_text(text)
+    return source
+
+
+def _build_env() -> dict[str, str]:
+    env = {
+        **os.environ,
+        "HOROVOD_WITH_PYTORCH": "1",
+        "HOROVOD_WITHOUT_TENSORFLOW": "1",
+        "HOROVOD_WITHOUT_MXNET": "1",
+        "HOROVOD_WITH_GLOO": "1",
+        "HOROVOD_WITH_MPI": "1",
+        "MAKEFLAGS": f"-j{os.cpu_count() or 1}",
+    }
+    if os.environ.get("HOROVOD_GPU_OPERATIONS"):
+        env["HOROVOD_GPU_OPERATIONS"] = os.environ["HOROVOD_GPU_OPERATIONS"]
+    return env
 
 
 def main() -> None:
