@@ -7,7 +7,7 @@ APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-f
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test horovod clean
+.PHONY: setup apt venv demo test lint horovod clean
 
 setup: apt venv
 
@@ -31,6 +31,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The linter and formatter (ruff.toml); `$(VENV)/bin/ruff format .` applies the formatting.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Optional: Horovod for torch_dist (dist.backend=horovod). Builds a wheel for the installed torch
 # once (a few minutes; cached in ~/.cache/mnist-dist/wheels), then installs it in seconds.
