@@ -1,0 +1,93 @@
+"""The code's shape, as the project promises it: one-way imports between the project's modules,
+short functions with few parameters, and packages whose import changes nothing outside Python."""
+
+import ast
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+PACKAGES = ("launch", "torch_dist", "tf_dist")
+MAX_LINES, MAX_PARAMETERS = 60, 8
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            found[name] = ast.parse(path.read_text(), str(path))
+    return found
+
+
+def imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """The project modules `name` imports, at any depth of its code (a function's import counts too)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known}
+            out |= {node.module} & known
+    return out - {name, name.split(".")[0]}  # a package's own __init__ is no edge
+
+
+def test_no_two_modules_import_each_other_directly_or_around_a_loop():
+    trees = modules()
+    graph = {name: imports(name, tree, set(trees)) for name, tree in trees.items()}
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            assert state.get(nxt) != "open", "import cycle: " + " -> ".join([*path, node, nxt])
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_functions_are_short_and_take_few_parameters():
+    too_big = []
+    for name, tree in modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+                count = len([p for p in params if p.arg not in ("self", "cls")])
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES or count > MAX_PARAMETERS:
+                    too_big.append(f"{name}.{node.name}: {lines} lines, {count} parameters")
+    assert not too_big, too_big
+
+
+def test_importing_the_packages_leaves_file_descriptors_and_environment_alone():
+    code = (
+        "import os, sys; before = (sorted(os.listdir('/proc/self/fd')), dict(os.environ)); "
+        "import launch, torch_dist, tf_dist; "
+        "after = (sorted(os.listdir('/proc/self/fd')), dict(os.environ)); "
+        "print(before == after, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(maxsplit=1) == ["True", "[]\n"]
+
+
+def test_a_trainer_s_times_count_from_the_process_start_whatever_it_imports(tmp_path):
+    """launch.clock reads when the kernel started the process: an import before it is counted."""
+    code = "import time; time.sleep(1.0); from launch.clock import process_start; print(process_start())"
+    before = __import__("time").time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert abs(float(out.stdout) - before) < 0.5  # not a second later, where the module was imported
