@@ -38,7 +38,7 @@ def accumulate(k: int) -> list[str]:
     return [f"train.accumulate_steps={k}", f"train.lr={k * load_config(str(ROOT / 'configs/mlp.yaml')).train.lr:g}"]
 
 
-OPTIONS = {  # what each framework offers against a slow link (README: Slow links)
+OPTIONS = {  # what each framework offers against a slow link (docs/slow-links.md)
     "torch": {
         "plain": [],
         "fp16": ["dist.compression=fp16"],

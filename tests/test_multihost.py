@@ -137,7 +137,7 @@ def test_torchrun_launcher_across_two_hosts(testbed, tmp_path, nproc):
 
 
 def test_plain_torchrun_across_two_hosts(testbed, tmp_path):
-    """torchrun as the README shows it, with c10d rendezvous on node1 and the same command on both."""
+    """torchrun as docs/several-nodes.md shows it, with c10d rendezvous on node1 and the same command on both."""
     cmd = [
         sys.executable,
         "-m",
