@@ -156,7 +156,7 @@ def load_files(dataset: str, files: dict[str, Path] | Path) -> Dataset:
 def synthetic(n_train: int = SYNTHETIC_SIZES[0], n_test: int = SYNTHETIC_SIZES[1], seed: int = 0) -> Dataset:
     """Seeded MNIST-shaped data: each class is a fixed random template plus noise, so it is learnable.
 
-    Vectorised (no Python loop per sample): 60k images take well under a second.
+    Vectorised: no Python loop per sample.
     """
     rng = np.random.default_rng(seed)
     templates = rng.integers(0, 256, size=(NUM_CLASSES, *IMAGE_SHAPE), dtype=np.int16)
