@@ -18,6 +18,7 @@ from pathlib import Path
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
 from launch.jobspec import JobSpec
+from launch.world import PORT_BASE, PORT_SPAN
 
 TEMPLATES = ("torch", "tf", "mpi")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -135,6 +136,8 @@ def render(spec: JobSpec, run_prefix: str, log_dir: Path) -> str:
         mpi_command=mpi_command,
         train_args=" ".join(shlex.quote(arg) for arg in spec.train_args()),
         run_prefix=shlex.quote(run_prefix),
+        port_base=PORT_BASE,  # the port launch.world derives from a job id
+        port_span=PORT_SPAN,
     )
 
 

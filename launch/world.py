@@ -38,7 +38,7 @@ from launch.errors import WorldError
 from launch.hostlist import expand_hostlist, parse_tasks_per_node
 
 DEFAULT_PORT = 29500
-_PORT_BASE, _PORT_SPAN = 20000, 10000  # below Linux's ephemeral range (32768+)
+PORT_BASE, PORT_SPAN = 20000, 10000  # ports derived from a job id: below Linux's ephemeral range (32768+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def worker_addresses(world: World) -> list[str]:
         )
     # An ephemeral master port (torchrun --standalone picks one) has neighbours that outgoing
     # connections take at any moment: move such a base below Linux's ephemeral range (32768+).
-    base = world.master_port if world.master_port < 32768 else _PORT_BASE + world.master_port % _PORT_SPAN
+    base = world.master_port if world.master_port < 32768 else PORT_BASE + world.master_port % PORT_SPAN
     return [f"{host}:{base + 1 + r % world.local_size}" for r, host in enumerate(hosts)]
 
 
@@ -108,7 +108,7 @@ def tf_config(world: World) -> dict:
 def port_for_job(job_id: str) -> int:
     """A port in 20000-29999 that depends only on the job id."""
     number = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
-    return _PORT_BASE + number % _PORT_SPAN
+    return PORT_BASE + number % PORT_SPAN
 
 
 def detect_world(env: Mapping[str, str] | None = None, expand: Callable[[str], list[str]] = expand_hostlist) -> World:
