@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from launch.config import Config
 from launch.frameworks import FRAMEWORKS, Placement
+from launch.rundir import default_name
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,4 @@ def workers_label(spec: JobSpec) -> str:
 
 def default_run_prefix(spec: JobSpec, config: Config) -> str:
     """A Slurm job's run name before its job id: log.run_name, or what the run is."""
-    return config.log.run_name or "-".join(
-        [spec.framework, config.model.name, config.data.dataset, workers_label(spec)]
-    )
+    return config.log.run_name or default_name(config, spec.framework, workers_label(spec))

@@ -33,6 +33,7 @@ from launch.clock import process_start, stamp
 from launch.comm import Communicator, Rows, gather
 from launch.config import Config
 from launch.errors import UserError
+from launch.files import write_json
 from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, IMAGES_PER_SEC, TRAIN_LOSS, ThroughputMeter, interval_scalars
 from launch.records import (
     FINAL_ROW,
@@ -43,7 +44,7 @@ from launch.records import (
     make_summary,
     plot_history,
 )
-from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for, write_json_atomic
+from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for
 from launch.shard import shard_indices, shard_size, steps_per_epoch
 from launch.summary import peak_rss_bytes, write_summary
 from launch.tensorboard import ScalarWriter
@@ -374,7 +375,7 @@ class _Loop:
         )
         summary = make_summary(self.config, self.world, facts, final, model_file.stat().st_size)
         write_summary(self.run_dir, summary)
-        write_json_atomic(self.run_dir / HISTORY_FILE, {"epochs": history_to_dicts(self.history)})
+        write_json(self.run_dir / HISTORY_FILE, {"epochs": history_to_dicts(self.history)})
         plot_history(
             self.history,
             self.run_dir / "history.png",

@@ -7,10 +7,7 @@ requeues, or else a time stamp the trainer takes from rank 0.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from launch.config import Config, write_config
@@ -22,15 +19,20 @@ SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.json"  # per-epoch train/eval loss and accuracy, with wall time
 
 
+def default_name(config: Config, framework: str, *rest: str) -> str:
+    """A run's name when log.run_name is not set: framework-model-dataset, then `rest`: the w<N> part
+    (w4-8 for an elastic Slurm job) and the job id or time stamp (either may be a glob pattern)."""
+    return "-".join([framework, config.model.name, config.data.dataset, *rest])
+
+
 def run_dir_for(config: Config, framework: str, world: World, stamp: str) -> Path:
     """Where this run writes: log.dir/log.run_name, or a name from what the run is and its job id.
     A job that resumes on another number of workers continues the run its job id started."""
     if config.log.run_name:
         return Path(config.log.dir) / config.log.run_name
-    what = [framework, config.model.name, config.data.dataset]
-    here = Path(config.log.dir) / "-".join([*what, f"w{world.size}", world.job_id or stamp])
+    here = Path(config.log.dir) / default_name(config, framework, f"w{world.size}", world.job_id or stamp)
     if config.checkpoint.resume and world.job_id and not here.exists():
-        earlier = Path(config.log.dir).glob("-".join([*what, "w*", world.job_id]))
+        earlier = Path(config.log.dir).glob(default_name(config, framework, "w*", world.job_id))
         return max(earlier, key=lambda path: path.stat().st_mtime, default=here)
     return here
 
@@ -50,11 +52,3 @@ def create_run_dir(config: Config, run_dir: Path) -> None:
         shutil.rmtree(run_dir)  # asked for: old events and checkpoints would mix with the new run's
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir / CONFIG_FILE)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)

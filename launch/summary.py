@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.errors import UserError
-from launch.rundir import SUMMARY_FILE, write_json_atomic
+from launch.files import write_json
+from launch.rundir import SUMMARY_FILE
 
 SCHEMA_VERSION = 1
 
@@ -56,7 +57,7 @@ class Summary:
 
 def write_summary(run_dir: Path, summary: Summary) -> Path:
     path = run_dir / SUMMARY_FILE
-    write_json_atomic(path, dataclasses.asdict(summary))
+    write_json(path, dataclasses.asdict(summary))
     return path
 
 

@@ -5,13 +5,12 @@ the highest number (an epoch's end, or the step a preemption stopped at: launch.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from launch.errors import UserError
+from launch.files import atomic_write
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -30,16 +29,8 @@ def save_checkpoint(
         "rng": torch.get_rng_state(),  # the data order comes from (seed, epoch), not from here
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
