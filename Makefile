@@ -24,9 +24,10 @@ $(VENV)/.installed: setup.py .ci/cpu-constraints.txt
 	$(PY) -m pip install -q -c .ci/cpu-constraints.txt -e '.[torch,tf-cpu,test]'
 	touch $@
 
-# The main job: 2-worker DDP training of the MLP on real Fashion-MNIST, 1 thread per worker.
+# The main job: 2-worker DDP training of the MLP on real Fashion-MNIST, 1 thread per worker
+# (OMP_NUM_THREADS says so to torchrun, which otherwise prints a banner about choosing it).
 demo: setup
-	$(VENV)/bin/torchrun --standalone --nproc_per_node=2 -m torch_dist.train --config configs/mlp.yaml \
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=2 -m torch_dist.train --config configs/mlp.yaml \
 	  data.dataset=fashion-mnist train.epochs=2 train.threads=1 log.run_name=demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
