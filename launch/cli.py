@@ -446,16 +446,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
-_RELOAD = {  # load a saved model in a fresh process with its framework's own loader; print its size
-    "torch": "import sys, torch; print(sum(v.numel() for v in torch.load(sys.argv[1], weights_only=True).values()))",
-    "tf": "import sys, keras; print(keras.models.load_model(sys.argv[1]).count_params())",
-}
-
-
 def _reload(framework: str, model: Path) -> int | str:
     """The parameter count of a saved model reloaded in a fresh process, or why it did not reload."""
     result = subprocess.run(
-        [sys.executable, "-c", _RELOAD[framework], str(model)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", FRAMEWORKS[framework].reload_model, str(model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if result.returncode != 0:
         return f"{model.name} did not reload: {(result.stderr.strip().splitlines() or ['?'])[-1]}"

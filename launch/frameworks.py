@@ -28,7 +28,11 @@ class Framework:
     backends: tuple[str, ...]  # dist.backend values
     strategies: tuple[str, ...]  # dist.strategy values it honours ("auto": the framework's own choice)
     compressions: dict[str, tuple[str, ...]]  # dist.compression values, per backend
-    gpu_precisions: tuple[str, ...] = ("fp16",)  # train.precision values that need a GPU
+    # Python run in a fresh process: load the saved model (sys.argv[1]) with the framework's own
+    # loader and print its parameter count (compare's proof that the file is usable)
+    reload_model: str
+    fp16_mechanism: str  # what train.precision=fp16 relies on, that needs a GPU
+    compression_fix: str  # what to do about a dist.compression it cannot take
 
     def checkpoint_step(self, name: str) -> int | None:
         """The step of the checkpoint file called `name`, or None when it is none of this framework's."""
@@ -53,6 +57,11 @@ FRAMEWORKS = {
             "nccl": ("none", "fp16", "bf16", "powersgd"),
             "horovod": ("none", "fp16"),
         },
+        reload_model="import sys, torch; "
+        "print(sum(v.numel() for v in torch.load(sys.argv[1], weights_only=True).values()))",
+        fp16_mechanism="it relies on GradScaler",
+        compression_fix="Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or DDP "
+        "(dist.backend=gloo/nccl) for bf16 and powersgd",
     ),
     "tf": Framework(
         name="tf",
@@ -65,6 +74,10 @@ FRAMEWORKS = {
         backends=("auto", "gloo", "nccl"),
         strategies=("auto", "default", "mirrored", "multi-worker"),
         compressions={"auto": ("none",), "gloo": ("none",), "nccl": ("none",)},
+        reload_model="import sys, keras; print(keras.models.load_model(sys.argv[1]).count_params())",
+        fp16_mechanism="mixed_float16",
+        compression_fix="tf.distribute has no gradient compression (CommunicationOptions sets packing, timeout "
+        "and implementation only); leave it out for tf, or use torch_dist's DDP hooks",
     ),
 }
 # Sweep and report series that are a framework run another way: name -> (framework, overrides).
@@ -160,7 +173,7 @@ def _check_options(config: Config, fw: Framework, where: Placement) -> None:
             ">= 2.16; use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod"
         )
     if dist.compression not in fw.compressions[dist.backend]:
-        raise ConfigError(_compression_fix(fw, dist.compression))
+        raise ConfigError(f"dist.compression={dist.compression}: {fw.compression_fix}")
     if dist.compression != "none" and where.workers == 1 and dist.backend == "auto":
         raise ConfigError(
             f"dist.compression={dist.compression} compresses the all-reduce of several workers; one "
@@ -171,22 +184,5 @@ def _check_options(config: Config, fw: Framework, where: Placement) -> None:
             f"dist.strategy={dist.strategy} runs in one process, but {where.workers} were started: "
             "use dist.strategy=multi-worker (or auto)"
         )
-    if config.train.precision in fw.gpu_precisions and where.gpus_per_node == 0:
-        raise ConfigError(_precision_fix(fw))
-
-
-def _compression_fix(fw: Framework, compression: str) -> str:
-    if fw.name == "tf":
-        return (
-            f"dist.compression={compression}: tf.distribute has no gradient compression (CommunicationOptions "
-            "sets packing, timeout and implementation only); leave it out for tf, or use torch_dist's DDP hooks"
-        )
-    return (
-        f"dist.compression={compression}: Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or "
-        "DDP (dist.backend=gloo/nccl) for bf16 and powersgd"
-    )
-
-
-def _precision_fix(fw: Framework) -> str:
-    how = "it relies on GradScaler" if fw.name == "torch" else "mixed_float16"
-    return f"train.precision=fp16 needs a GPU ({how}): use bf16 or fp32 on CPU"
+    if config.train.precision == "fp16" and where.gpus_per_node == 0:
+        raise ConfigError(f"train.precision=fp16 needs a GPU ({fw.fp16_mechanism}): use bf16 or fp32 on CPU")

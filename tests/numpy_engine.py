@@ -29,6 +29,9 @@ ROW = Framework(
     backends=("auto",),
     strategies=("auto",),
     compressions={"auto": ("none",)},
+    reload_model="import sys, numpy; print(numpy.load(sys.argv[1]).size)",
+    fp16_mechanism="numpy has no fp16 training",
+    compression_fix="one process has nothing to compress",
 )
 
 
