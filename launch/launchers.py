@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from launch import log
 from launch.errors import UserError
+from launch.frameworks import FRAMEWORKS
 from launch.jobspec import JobSpec
 from launch.world import DEFAULT_PORT, World, port_for_job, tf_config
 
@@ -43,7 +44,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        head = ["rank", "local rank", "node", "master"] + (["TF_CONFIG"] if self.framework == "tf" else [])
+        tf = FRAMEWORKS[self.framework].tf_config
+        head = ["rank", "local rank", "node", "master"] + (["TF_CONFIG"] if tf else [])
         rows = []
         for w in self.worlds:
             row = [
@@ -52,7 +54,7 @@ class Plan:
                 w.hosts[w.node_rank] if w.hosts else str(w.node_rank),
                 f"{w.master_addr}:{w.master_port}",
             ]
-            if self.framework == "tf":
+            if tf:
                 row.append(json.dumps(tf_config(w), separators=(",", ":")))
             rows.append(row)
         widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
@@ -118,7 +120,7 @@ def plan(spec: JobSpec) -> Plan:
         for r in range(spec.nproc)
     ]
     result = Plan(spec.framework, worlds)
-    if spec.launcher == "torchrun" and spec.framework == "torch":
+    if spec.launcher == "torchrun" and FRAMEWORKS[spec.framework].torchrun_agent:
         _torchrun(spec, port, result)
     elif spec.launcher in ("local", "torchrun"):
         _local(spec, result)
@@ -178,11 +180,12 @@ def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
 
 
 def _local(spec: JobSpec, result: Plan) -> None:
+    fw = FRAMEWORKS[spec.framework]
     if spec.launcher == "torchrun":
-        result.notes.append("TensorFlow needs no torchrun agent: local processes get torchrun's environment")
+        result.notes.append(f"{spec.framework} needs no torchrun agent: local processes get torchrun's environment")
     for w in result.worlds:
         # Across nodes TensorFlow gets its own convention too: every worker's address in TF_CONFIG.
-        tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if spec.framework == "tf" and spec.nodes > 1 else {}
+        tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if fw.tf_config and spec.nodes > 1 else {}
         result.per_rank.append(([spec.python, "-m", spec.module, *spec.train_args()], {**w.torch_env(), **tf_env}))
 
 
@@ -205,7 +208,7 @@ def _mpirun(spec: JobSpec, port: int, result: Plan) -> None:
             "-x",
             f"MASTER_PORT={port}",
         ]
-    if spec.framework == "tf" and spec.hosts:
+    if FRAMEWORKS[spec.framework].tf_config and spec.hosts:
         # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
         result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(result.worlds[0])["cluster"]})
         cmd[1:1] = ["-x", "TF_CONFIG"]
@@ -229,7 +232,7 @@ def preflight(launcher: str, framework: str) -> None:
     for program in needs:
         if shutil.which(horovodrun(sys.executable) if program == "horovodrun" else program) is None:
             raise UserError(f"{program} not found on PATH: {fixes.get(program, fixes['sbatch'])}")
-    if launcher == "torchrun" and framework == "torch":
+    if launcher == "torchrun" and FRAMEWORKS[framework].torchrun_agent:
         try:
             import importlib.util
 
