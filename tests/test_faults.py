@@ -1,6 +1,7 @@
 """Fault drills with real processes: dead workers, restarts, killed checkpoint writes, hostile input,
 and exit hygiene over many runs."""
 
+import concurrent.futures
 import os
 import pickle
 import signal
@@ -385,37 +386,22 @@ def test_world_larger_than_the_dataset(tmp_path):
 
 @pytest.mark.parametrize("framework,runs", [("torch", 50), ("tf", 20)])
 def test_exit_hygiene_over_many_runs(tmp_path, framework, runs):
+    """Many short runs, two at a time (one run's start-up overlaps the other's training): each exits 0
+    without an abort and leaves no process behind; at the end no port is left listening."""
     ports = listening_ports()
     launcher = "torchrun" if framework == "torch" else "local"
-    for i in range(runs):
-        out = run(
-            [
-                sys.executable,
-                "-m",
-                "launch",
-                "run",
-                "--framework",
-                framework,
-                "--launcher",
-                launcher,
-                "--nproc",
-                "2",
-                "--config",
-                MLP,
-                "data.dataset=synthetic",
-                "data.limit=512",
-                "train.epochs=1",
-                "train.batch_size=64",
-                "train.threads=1",
-                "checkpoint.interval=0",
-                "log.progress=never",
-                f"log.dir={tmp_path}",
-                f"log.run_name=r{i}",
-            ],
-            cwd=tmp_path,
-            timeout=300,
-        )
-        assert out.returncode == 0, f"run {i}: {out.stdout[-2000:]} {out.stderr[-2000:]}"
-        assert "terminate called" not in out.stdout + out.stderr and "SIGABRT" not in out.stdout + out.stderr
-        assert not live_pids_mentioning(str(tmp_path)), f"run {i} left a process behind"
+
+    def one(i: int) -> tuple[Path, subprocess.CompletedProcess]:
+        log_dir = tmp_path / f"r{i:02d}"  # one width: no run's folder is a prefix of another's
+        cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher]
+        cmd += ["--nproc", "2", "--config", MLP, "data.dataset=synthetic", "data.limit=512", "train.epochs=1"]
+        cmd += ["train.batch_size=64", "train.threads=1", "checkpoint.interval=0", "log.progress=never"]
+        return log_dir, run([*cmd, f"log.dir={log_dir}", "log.run_name=r"], cwd=tmp_path, timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        for i, (log_dir, out) in enumerate(pool.map(one, range(runs))):
+            assert out.returncode == 0, f"run {i}: {out.stdout[-2000:]} {out.stderr[-2000:]}"
+            assert "terminate called" not in out.stdout + out.stderr and "SIGABRT" not in out.stdout + out.stderr
+            assert not live_pids_mentioning(f"{log_dir}"), f"run {i} left a process behind"
+            assert (log_dir / "r" / "summary.json").is_file()
     assert listening_ports() <= ports, "a run left a listening port behind"
