@@ -80,7 +80,11 @@ def test_two_task_job_trains_fashion_mnist(slurm_cluster, tmp_path, framework, e
 
 
 def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
-    # fp16 passes the launcher's checks but the trainer refuses it on CPU (exit code 2)
+    # fp16 without GPUs is refused before anything is submitted (it would fail only once the job ran)
+    refused = submit(slurm_cluster, tmp_path, "--framework", "tf", "--nproc", "2", "train.precision=fp16")
+    assert refused.returncode == 2 and "train.precision=fp16 needs a GPU" in refused.stderr
+    assert "submitted job" not in refused.stdout and not slurm_cluster.run("squeue", "-h").stdout.strip()
+    # 2 tasks for 1 training sample passes the launcher's checks; the trainer refuses it (exit code 3)
     out = submit(
         slurm_cluster,
         tmp_path,
@@ -90,7 +94,7 @@ def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
         "2",
         "--wait",
         "data.dataset=synthetic",
-        "train.precision=fp16",
+        "data.limit=1",
     )
     job = job_of(out)
     assert out.returncode != 0
@@ -98,7 +102,7 @@ def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
     info = slurm_cluster.job(job)
     assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0"
     log = Path(info["StdOut"]).read_text()
-    assert "train.precision=fp16 needs a GPU" in log
+    assert "world size 2 is larger than the training set (1 samples)" in log
     status = run(
         [sys.executable, "-m", "launch", "slurm", "status", job],
         cwd=tmp_path,
