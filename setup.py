@@ -8,7 +8,7 @@ EXTRAS = {
     "tf": ["tensorflow>=2.16"],
     "tf-cpu": ["tensorflow-cpu>=2.16"],  # the same package without CUDA, for CPU-only machines
     "horovod": ["horovod>=0.28.1"],
-    "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.6"],
+    "test": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.5", "ruff>=0.6"],
 }
 EXTRAS["all"] = EXTRAS["torch"] + EXTRAS["tf"] + EXTRAS["test"]
 

@@ -10,6 +10,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+# Tests that make testbed hosts (network namespaces, a bridge, a subnet) or Slurm daemons run one at
+# a time in one test process: testbeds pick free subnets and clean up after killed runs by state
+# file, which two at once would race on.
+HOST_FIXTURES = {"testbed", "testbed_session", "testbeds_removed", "slurm_cluster", "slurm_two_nodes"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The "hosts" group, first: it is the longest chain of tests that must run one after another."""
+    hosts = [item for item in items if HOST_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    for item in hosts:
+        item.add_marker(pytest.mark.xdist_group("hosts"))
+    others = [item for item in items if item not in set(hosts)]
+    items[:] = hosts + others
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own empty data cache: nothing leaks from ~/.cache or between tests."""

@@ -89,6 +89,8 @@ class Mirror:
 
 # --- running real trainer processes -------------------------------------------------------------
 
+import contextlib  # noqa: E402
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -202,7 +204,6 @@ def check_every_sample_once(folder: Path, steps: int, dropped: dict[int, int], n
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`mnist-dist ARGS` run in this process (for commands that start nothing: dry runs, config,
     refusals), with the environment the subprocess tests give theirs; its exit code and output."""
-    import contextlib
     import io
     from unittest import mock
 
@@ -221,3 +222,45 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+# --- what a command leaves running ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def adopting_orphans():
+    """Inside, this process adopts every orphaned descendant (Linux's child subreaper), so what a
+    command leaves running is found by ancestry, whatever its name or session, and other processes
+    on the machine (another test worker's) are never mistaken for it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:  # adopted orphans that have ended: reap them
+                pass
+
+
+def live_descendants() -> list[int]:
+    """Processes (zombies aside) whose parent chain leads to this process."""
+    parent = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        if proc.name.isdigit() and fields[0] != "Z":
+            parent[int(proc.name)] = int(fields[1])
+    found, me = [], os.getpid()
+    for pid in parent:
+        ancestor = parent.get(pid)
+        while ancestor not in (None, 0, 1, me):
+            ancestor = parent.get(ancestor)
+        if ancestor == me:
+            found.append(pid)
+    return found
+
+
+_PR_SET_CHILD_SUBREAPER = 36
