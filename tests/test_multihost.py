@@ -624,7 +624,7 @@ def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
     """(kill) every process of node2 is SIGKILLed, or (partition) node2's link goes down, once the
     first epoch's checkpoint exists: node1's job ends non-zero in time, says which rank or host it
     lost, and no process is left on either host; the rerun from the checkpoint finishes exactly."""
-    timeout = 60
+    timeout = 30  # a cut link is found when a collective waits this long
     procs = start_job(testbed, tmp_path, framework, "lost", f"dist.timeout={timeout}")
     from slurm_cluster import _wait_for
 
