@@ -93,6 +93,12 @@ class LocalSlurm:
             timeout=30,
         )
         self.pids["munged"] = self._read_pid(r / "munge/munged.pid")
+        self._write_conf(sock)
+        self._start_daemons()
+        return self
+
+    def _write_conf(self, sock: Path) -> None:
+        r = self.root
         ctld_port, d_port = _free_port(), _free_port()
         node_lines = "\n".join(
             f"NodeName={name} NodeAddr={addr} CPUs={self.cpus} RealMemory=8000 State=UNKNOWN"
@@ -133,6 +139,9 @@ MpiDefault=none
 {node_lines}
 PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)
+
+    def _start_daemons(self) -> None:
+        r = self.root
         subprocess.run(
             [_exe("slurmctld"), "-c", "-f", str(self.conf)], env=self.env, check=True, capture_output=True, timeout=30
         )
@@ -156,7 +165,6 @@ PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubs
             60,
             "every node to become idle",
         )
-        return self
 
     def stop(self) -> None:
         """Cancel every job, wait for an empty queue, shut down, and end every process we started."""

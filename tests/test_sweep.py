@@ -188,28 +188,20 @@ def _netns_and_bridges() -> set[str]:
 @pytest.mark.multihost
 def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile(tmp_path, testbeds_removed):
     before = _netns_and_bridges()
+    points = ["--testbed", "loopback,1g", "--framework", "torch,tf", "--workers", "1,2", "--repeats", "1"]
+    training = ["data.dataset=synthetic", "data.limit=4000", "train.threads=1", "train.batch_size=64"]
+    config = ["--config", str(ROOT / "configs/mlp.yaml")]
     out = mnist_dist(
         "sweep",
-        "--testbed",
-        "loopback,1g",
-        "--framework",
-        "torch,tf",
-        "--workers",
-        "1,2",
-        "--repeats",
-        "1",
+        *points,
         "--steps",
         "6",
         "--warmup",
         "2",
         "--out",
         str(tmp_path / "s"),
-        "--config",
-        str(ROOT / "configs/mlp.yaml"),
-        "data.dataset=synthetic",
-        "data.limit=4000",
-        "train.threads=1",
-        "train.batch_size=64",
+        *config,
+        *training,
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
@@ -222,12 +214,8 @@ def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile(tmp_path
     for r in rows:
         run_dir = sweep / "runs" / f"{r['framework']}-{r['profile']}-w{r['workers']}-r0"
         summary = read_json(run_dir / "summary.json")
-        assert (summary["framework"], summary["world_size"], summary["num_nodes"], summary["steps"]) == (
-            r["framework"],
-            int(r["workers"]),
-            int(r["workers"]),
-            8,
-        )
+        what = (summary["framework"], summary["world_size"], summary["num_nodes"], summary["steps"])
+        assert what == (r["framework"], int(r["workers"]), int(r["workers"]), 8)
         # rank 0 ran on node1 (its hostname names the event file); rank 1 on node2, whose output has its own log
         assert [p.name.split(".")[4] for p in run_dir.glob("events.out.tfevents.*")] == ["node1"]
         assert (sweep / "runs" / f"{run_dir.name}-node2.log").exists() == (r["workers"] == "2")
