@@ -51,11 +51,6 @@ def set_world(rank: int, size: int, host: str) -> None:
     _FORMAT.chief = rank == 0
 
 
-def where(rank: int, size: int, host: str) -> str:
-    """The part of an error line that says which rank failed: 'rank 1 on node2: ', or nothing alone."""
-    return f"rank {rank} on {host}: " if size > 1 else ""
-
-
 def error_line(message: str) -> str:
     """The exact line `get().error(message)` writes (for a watchdog process that cannot log)."""
     return _FORMAT.format(logging.makeLogRecord({"msg": message, "levelno": logging.ERROR}))
