@@ -159,7 +159,9 @@ def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
 
 
 def _check_slurm(config: Config, where: Placement) -> None:
-    gpus, backend = where.gpus_per_node or 0, config.dist.backend
+    if where.gpus_per_node is None:
+        return  # not known here (sweep and compare pass Slurm options through to each run)
+    gpus, backend = where.gpus_per_node, config.dist.backend
     per_node = where.workers // where.nodes
     if gpus and backend in ("nccl", "auto") and per_node != gpus:
         raise UserError(

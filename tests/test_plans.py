@@ -40,6 +40,7 @@ ACCEPTED = [
     ("torch", ["dist.backend=horovod", "dist.compression=fp16"], Placement(launcher="horovodrun", workers=2)),
     ("torch", ["train.precision=fp16"], Placement(launcher="slurm", workers=8, min_nodes=2, nodes=2, gpus_per_node=4)),
     ("torch", ["train.precision=fp16"], Placement(launcher="local")),  # GPUs unknown until the trainer looks
+    ("torch", ["dist.backend=nccl"], Placement(launcher="slurm", workers=2)),  # GPUs in options passed through
     ("torch", [], Placement(launcher="torchrun", min_nodes=1, nodes=2)),
     ("torch", [], Placement(launcher="slurm", min_nodes=1, nodes=2, template="torch")),
     ("tf", ["dist.strategy=mirrored", "dist.cpu_devices=2"], Placement(workers=1)),
