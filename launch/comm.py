@@ -1,6 +1,5 @@
 """The few collectives the training loop needs, whatever the framework: every rank's row of numbers,
-and a barrier. torch_dist (DDP or Horovod) and tf_dist each implement `Communicator`; `Solo` is
-a world of one.
+and a barrier. torch_dist (DDP or Horovod) and tf_dist each implement `Communicator`.
 
 Rows have named columns (`Rows`): the loop reads `rows["stop"]`, never a column number.
 """
@@ -19,16 +18,6 @@ class Communicator(Protocol):
 
     def barrier(self) -> None:
         """Return once every rank has called it."""
-
-
-class Solo:
-    """One process: its own row is every row."""
-
-    def gather_rows(self, row: list[float]) -> np.ndarray:
-        return np.array([row], dtype=np.float64)
-
-    def barrier(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
