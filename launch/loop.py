@@ -124,7 +124,8 @@ class _Loop:
         self.epoch_sums = np.zeros(3)  # this epoch's images, loss sum, correct, all ranks: the epoch's train figures
         self.world_sizes: list[dict] = []  # one entry per start of the run: its world size and steps
         self.first_step_at: float | None = None
-        self.sample_log = _open_sample_log(world.rank)
+        self.sample_log = None  # opened when training starts (MNIST_DIST_SAMPLE_LOG)
+        self.process_started = process_start()  # for each epoch's wall time
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.stop_requested = self.stopping = False
         self.writer: ScalarWriter | None = None
@@ -142,8 +143,8 @@ class _Loop:
         if self.config.checkpoint.resume and self._resume_finished_run():
             self.comm.barrier()  # leave together, as _finish does
             return 0
-        self._start()
         try:
+            self._start()
             with _progress_bar(self.step + self._steps_left(), self.config, self.world, self.step) as bar:
                 while not self._done():
                     self._train_epoch(bar)
@@ -160,6 +161,7 @@ class _Loop:
 
     def _start(self) -> None:
         cfg, engine = self.config, self.engine
+        self.sample_log = _open_sample_log(self.world.rank)
         lr, global_batch = cfg.scaled_lr(self.world.size), engine.batch_per_rank * self.world.size
         self.world_sizes.append(
             {
@@ -332,7 +334,7 @@ class _Loop:
             correct / images,
             eval_loss,
             eval_acc,
-            time.time() - process_start(),
+            time.time() - self.process_started,
         )
         self.history.append(record)
         interval = self.config.checkpoint.interval

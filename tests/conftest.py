@@ -21,7 +21,8 @@ def pytest_collection_modifyitems(config, items):
     hosts = [item for item in items if HOST_FIXTURES & set(getattr(item, "fixturenames", ()))]
     for item in hosts:
         item.add_marker(pytest.mark.xdist_group("hosts"))
-    others = [item for item in items if item not in set(hosts)]
+    grouped = set(hosts)
+    others = [item for item in items if item not in grouped]
     items[:] = hosts + others
 
 
