@@ -18,7 +18,7 @@ setup(
     description="Data-parallel MNIST training for TensorFlow and PyTorch, from one CPU to many GPUs and nodes",
     long_description=Path(__file__).with_name("README.md").read_text(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["launch", "launch.*", "torch_dist", "torch_dist.*", "tf_dist", "tf_dist.*"]),
     install_requires=[
         "numpy>=1.23",

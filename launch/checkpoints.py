@@ -27,3 +27,8 @@ def refuse_other_frameworks(folder: Path, framework: str) -> None:
                 f"{folder} holds {other} checkpoints, which {framework} cannot resume: point "
                 "checkpoint.dir (or log.run_name) at this framework's run"
             )
+
+
+def any_in(folder: Path) -> Path | None:
+    """The latest checkpoint of any framework in `folder`, or None."""
+    return next((path for fw in FRAMEWORKS if (path := latest(folder, fw)) is not None), None)

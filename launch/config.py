@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ import yaml
 from launch.errors import ConfigError
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
+# A run name is one folder inside log.dir: no path separators, no "." or "..", nothing a shell or
+# an sbatch script would read differently.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MODELS = ("mlp", "cnn")
 
 
@@ -42,6 +46,7 @@ class DataConfig:
     dataset: str = _choice("mnist", DATASETS)
     dir: str | None = None  # a folder holding the files; downloads go there too
     limit: int | None = _positive(None)  # use only the first N train and N test samples
+    custom: bool = False  # train on MNIST-format files that are not the dataset's published ones
 
 
 @dataclass
@@ -122,7 +127,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
-    return _build(Config, raw, prefix="")
+    config = _build(Config, raw, prefix="")
+    _check_paths(config)
+    return config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +242,25 @@ def _check_value(key: str, value: Any, hint, meta) -> Any:
     if kind in (int, float) and value < 0:
         raise ConfigError(f"{key} must not be negative, got {value!r}")
     return value
+
+
+def _check_paths(config: Config) -> None:
+    name, folder = config.log.run_name, config.checkpoint.dir
+    if name is not None and not RUN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"log.run_name {name!r} must be one folder name: letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit (set log.dir for where runs go)"
+        )
+    if folder is None:
+        return
+    path, log_dir = Path(folder).absolute(), Path(config.log.dir).absolute()
+    if not folder.strip() or path == log_dir or path in log_dir.parents:
+        raise ConfigError(
+            f"checkpoint.dir {folder!r} must be a folder of its own, not log.dir or above it: "
+            "e.g. checkpoint.dir=/scratch/$USER/ckpt/NAME"
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"checkpoint.dir {folder!r} is a file: point it at a folder")
 
 
 def _article(type_name: str) -> str:

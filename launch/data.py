@@ -1,16 +1,21 @@
 """Datasets: find MNIST-format files (or download them), load and check them, or make synthetic ones.
 
-Lookup order for `mnist` and `fashion-mnist`:
-  1. the explicit folder (`data.dir` / `--dir`),
-  2. the cache: $MNIST_DIST_DATA/<dataset>, else $XDG_CACHE_HOME (~/.cache)/mnist-dist/<dataset>,
-  3. system dataset packages: <each of $XDG_DATA_DIRS>/datasets/<dataset>, where Debian's
+Lookup order for `mnist` and `fashion-mnist`: the explicit folder (`data.dir` / `--dir`) alone
+when one is given, downloading into it when it lacks the files; else
+  1. the cache: $MNIST_DIST_DATA/<dataset>, else $XDG_CACHE_HOME (~/.cache)/mnist-dist/<dataset>,
+  2. system dataset packages: <each of $XDG_DATA_DIRS>/datasets/<dataset>, where Debian's
      `dataset-fashion-mnist` puts its files (/usr/share/datasets/fashion-mnist),
-  4. download from the known mirrors into the explicit folder, else the cache.
+  3. download from the known mirrors into the cache.
 A folder counts when it holds the four IDX files (gzipped or not) or `<dataset>.npz`.
+
+The files' content is checked against the dataset's published checksums (MNIST and Fashion-MNIST
+files have the same names): a user's own MNIST-format data needs data.custom=true.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from launch.errors import DataError
-from launch.fetch import fetch
+from launch.fetch import fetch, sha256_of
 from launch.formats import IMAGE_SHAPE, NUM_CLASSES, check_split, read_idx, read_npz
 
 SPLIT_FILES = {  # role -> IDX file name without .gz
@@ -54,6 +59,28 @@ CHECKSUMS = {
     },
 }
 
+# SHA-256 of each array's bytes (the IDX file after its header), from the published files: it holds
+# for files decompressed or recompressed (Debian's are) and for an .npz of the same arrays.
+CONTENT_CHECKSUMS = {
+    "fashion-mnist": {
+        "train_images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "train_labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        "test_images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "test_labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    },
+}
+# MNIST's content checksums are not known here (its files cannot be fetched offline): its
+# published .gz files (CHECKSUMS) and Keras' mnist.npz are checked as files, other forms by label counts.
+NPZ_CHECKSUMS = {"mnist": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"}
+LABEL_COUNTS = {  # per class, train then test
+    "mnist": (
+        (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+        (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+    ),
+    "fashion-mnist": ((6000,) * 10, (1000,) * 10),
+}
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+
 SYNTHETIC_SIZES = (60_000, 10_000)
 
 
@@ -65,6 +92,11 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: str  # the folder or file it was read from, or "synthetic(seed=…)"
+    sha256: str = ""  # of the content used (after data.limit): part of a run's fingerprint
+    check: str = ""  # how the files were checked: published checksums, label counts, or data.custom
+
+    def info(self) -> dict:
+        return {"sha256": self.sha256, "source": self.source, "check": self.check}
 
 
 def cache_root() -> Path:
@@ -101,7 +133,7 @@ def find_files(folder: Path, dataset: str) -> dict[str, Path] | Path | None:
 
 def locate(dataset: str, explicit: str | Path | None = None, *, download: bool = True) -> dict[str, Path] | Path:
     """Find the dataset's files in the lookup order, downloading them as the last resort."""
-    looked = search_dirs(dataset, explicit)
+    looked = [Path(explicit)] if explicit else search_dirs(dataset, None)
     for folder in looked:
         found = find_files(folder, dataset)
         if found is not None:
@@ -116,7 +148,7 @@ def locate(dataset: str, explicit: str | Path | None = None, *, download: bool =
     places = ", ".join(str(p) for p in looked)
     raise DataError(
         f"{dataset} not found (looked in: {places}) and not downloadable ({reason}). Fixes: "
-        f"point --data-dir/data.dir at a folder with the four IDX files or {dataset}.npz; "
+        f"point data.dir at a folder with the four IDX files or {dataset}.npz; "
         f"run `mnist-dist data --dataset {dataset}` on a machine with internet and copy {target}; "
         "or train on data.dataset=synthetic"
     )
@@ -132,7 +164,8 @@ def download_dataset(dataset: str, folder: Path, **fetch_options) -> dict[str, P
     return paths
 
 
-def load_files(dataset: str, files: dict[str, Path] | Path) -> Dataset:
+def load_files(dataset: str, files: dict[str, Path] | Path, custom: bool = False) -> Dataset:
+    """The dataset from its files, checked to be `dataset`'s published data unless `custom`."""
     if isinstance(files, Path):
         arrays = read_npz(files)
         train = check_split(arrays["x_train"], arrays["y_train"], f"{files} (train)")
@@ -150,7 +183,51 @@ def load_files(dataset: str, files: dict[str, Path] | Path) -> Dataset:
             f"{files['test_images']} + {files['test_labels'].name}",
         )
         source = str(files["train_images"].parent)
-    return Dataset(dataset, *train, *test, source=source)
+    data = Dataset(dataset, *train, *test, source=source)
+    check = "own data (data.custom=true)" if custom else verify(data, files)
+    return dataclasses.replace(data, sha256=_digest(data), check=check)
+
+
+def verify(data: Dataset, files: dict[str, Path] | Path) -> str:
+    """How `data` was found to be the published dataset it names; DataError naming the file if not."""
+    known = CONTENT_CHECKSUMS.get(data.name)
+    digests = {role: _sha256(getattr(data, role)) for role in SPLIT_FILES}
+    for role, digest in digests.items() if known else ():
+        if digest != known[role]:
+            where = files if isinstance(files, Path) else files[role]
+            raise DataError(f"{where}: {_not_published(data.name, role, digest)}")
+    if known:
+        return "published checksums"
+    paths = [files] if isinstance(files, Path) else list(files.values())
+    published = {**CHECKSUMS[data.name], f"{data.name}.npz": NPZ_CHECKSUMS.get(data.name)}
+    if all(published.get(p.name) == sha256_of(p) for p in paths):
+        return "published checksums"
+    counts = tuple(tuple(np.bincount(labels, minlength=10)) for labels in (data.train_labels, data.test_labels))
+    if counts != LABEL_COUNTS[data.name]:
+        other = next((TITLES[n] for n, c in LABEL_COUNTS.items() if c == counts), None)
+        what = f"these are {other}'s files" if other else f"not {TITLES[data.name]}'s published files"
+        raise DataError(f"{data.source}: {what} (label counts); {_FIXES}")
+    return "label counts (no published checksum for this form of the files)"
+
+
+_FIXES = "point data.dir at the right files, or set data.custom=true to train on your own MNIST-format data"
+
+
+def _not_published(dataset: str, role: str, digest: str) -> str:
+    for other, table in CONTENT_CHECKSUMS.items():
+        if table[role] == digest:
+            return f"these are {TITLES[other]}'s files, not {TITLES[dataset]}'s; {_FIXES}"
+    return f"not {TITLES[dataset]}'s published {role.replace('_', ' ')} (SHA-256 {digest[:12]}…); {_FIXES}"
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def _digest(data: Dataset) -> str:
+    """One checksum of the four arrays as trained on."""
+    parts = (data.train_images, data.train_labels, data.test_images, data.test_labels)
+    return hashlib.sha256("".join(_sha256(a) for a in parts).encode()).hexdigest()
 
 
 def synthetic(n_train: int = SYNTHETIC_SIZES[0], n_test: int = SYNTHETIC_SIZES[1], seed: int = 0) -> Dataset:
@@ -167,24 +244,27 @@ def synthetic(n_train: int = SYNTHETIC_SIZES[0], n_test: int = SYNTHETIC_SIZES[1
         images = np.clip(templates[labels] + noise, 0, 255).astype(np.uint8)
         return images, labels
 
-    return Dataset("synthetic", *split(n_train), *split(n_test), source=f"synthetic(seed={seed})")
+    data = Dataset("synthetic", *split(n_train), *split(n_test), source=f"synthetic(seed={seed})")
+    return dataclasses.replace(data, sha256=_digest(data), check="synthetic")
 
 
-def load_dataset(dataset: str, folder: str | Path | None = None, limit: int | None = None, seed: int = 0) -> Dataset:
+def load_dataset(
+    dataset: str, folder: str | Path | None = None, limit: int | None = None, seed: int = 0, custom: bool = False
+) -> Dataset:
     """The dataset named in the config, optionally cut to its first `limit` train and test samples."""
     if dataset == "synthetic":
         n_train, n_test = (min(limit, n) for n in SYNTHETIC_SIZES) if limit else SYNTHETIC_SIZES
         return synthetic(n_train, n_test, seed)
     if dataset not in MIRRORS:
         raise DataError(f"unknown dataset {dataset!r}: use one of mnist, fashion-mnist, synthetic")
-    data = load_files(dataset, locate(dataset, folder))
-    if limit:
-        data = Dataset(
-            data.name,
-            data.train_images[:limit],
-            data.train_labels[:limit],
-            data.test_images[:limit],
-            data.test_labels[:limit],
-            data.source,
-        )
-    return data
+    data = load_files(dataset, locate(dataset, folder), custom)
+    if not limit:
+        return data
+    data = dataclasses.replace(
+        data,
+        train_images=data.train_images[:limit],
+        train_labels=data.train_labels[:limit],
+        test_images=data.test_images[:limit],
+        test_labels=data.test_labels[:limit],
+    )
+    return dataclasses.replace(data, sha256=_digest(data))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from launch.errors import DataError
+from launch.files import temp_file
 
 _CHUNK = 1 << 20
 
@@ -80,7 +80,7 @@ def _fetch_from(url, dest, sha256, timeout, retries, backoff) -> str | None:
 def _download_to_temp(url: str, folder: Path, name: str, timeout: float) -> tuple[Path, str]:
     """Stream `url` into a temp file in `folder` (same filesystem, so the rename is atomic)."""
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    fd, tmp = temp_file(folder, f".{name}.", ".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")

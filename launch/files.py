@@ -13,7 +13,7 @@ from pathlib import Path
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb"):
     """A file object to write `path` with; on an error the temp file is removed and `path` is untouched."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temp_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -23,6 +23,21 @@ def atomic_write(path: Path, mode: str = "wb"):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_file(folder: Path, prefix: str, suffix: str = "") -> tuple[int, str]:
+    """mkstemp in `folder`, with the mode the umask gives a new file: mkstemp's 0600 would keep a
+    file renamed into place unreadable to the rest of the group on a shared filesystem."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -7,6 +7,7 @@ labels as images) raises DataError naming the file; nothing half-read is ever re
 from __future__ import annotations
 
 import gzip
+import io
 import zipfile
 import zlib
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from launch.errors import DataError
 
 IMAGE_SHAPE = (28, 28)
+MAX_BYTES = 256 << 20  # what a file may decompress to: MNIST's largest is 47 MB
 NUM_CLASSES = 10
 _IDX_UINT8 = 0x08
 
@@ -44,6 +46,10 @@ def read_idx(path: Path) -> np.ndarray:
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a Keras-style `mnist.npz` (x_train, y_train, x_test, y_test)."""
     try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(member.file_size for member in archive.infolist())
+        if size > MAX_BYTES:
+            raise DataError(f"{path}: holds {size >> 20} MiB uncompressed, far more than MNIST: not MNIST data")
         with np.load(path, allow_pickle=False) as archive:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
             if missing:
@@ -76,6 +82,10 @@ def _read_maybe_gzip(path: Path) -> bytes:
     if data[:2] != b"\x1f\x8b":
         return data
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            raw = f.read(MAX_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: corrupt or truncated gzip data ({exc}); delete it and fetch it again") from None
+    if len(raw) > MAX_BYTES:
+        raise DataError(f"{path}: decompresses to more than {MAX_BYTES >> 20} MiB, far more than MNIST: not MNIST data")
+    return raw

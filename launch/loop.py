@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from launch import checkpoints, log
+from launch import checkpoints, identity, log, rundir
 from launch.clock import process_start, stamp
 from launch.comm import Communicator, Rows, gather
 from launch.config import Config
@@ -61,6 +61,7 @@ class Engine(ABC):
     device: str  # cpu | cuda | gpu
     versions: dict  # framework versions for summary.json
     n_train: int  # training set size
+    data_info: dict  # launch.data.Dataset.info(): its SHA-256 (part of the run's fingerprint), source, check
     comm: Communicator
 
     @abstractmethod
@@ -113,9 +114,10 @@ def train(config: Config, world: World, engine: Engine) -> int:
 class _Loop:
     def __init__(self, config: Config, world: World, engine: Engine):
         self.config, self.world, self.engine, self.comm = config, world, engine, engine.comm
-        # A default run name needs one time stamp on every rank: rank 0's.
-        self.started = float(engine.comm.gather_rows([time.time()])[0, 0])  # also names this start in the sample log
-        self.run_dir = run_dir_for(config, engine.framework, world, stamp(self.started))
+        self.log = log.get()
+        self.claim: rundir.Claim | None = None  # the chief's
+        self._agree_on_run()
+        self.fingerprint = identity.fingerprint(config, engine.data_info["sha256"])
         self.ckpt_dir = Path(config.checkpoint.dir) if config.checkpoint.dir else self.run_dir / "checkpoints"
         self.n_train = engine.n_train
         self.shard_size = shard_size(self.n_train, world.size)
@@ -128,22 +130,49 @@ class _Loop:
         self.process_started = process_start()  # for each epoch's wall time
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.stop_requested = self.stopping = False
+        self.resumed_step: int | None = None  # the checkpoint's step, when the run resumed from one
         self.writer: ScalarWriter | None = None
-        self.log = log.get()
+
+    def _agree_on_run(self) -> None:
+        """Rank 0 claims the run directory (launch.rundir); every rank learns from it the run's
+        directory, id and state, or that rank 0 refused to start (and said why)."""
+        started, refusal = time.time(), None
+        if self.world.is_chief:
+            try:
+                self.claim = rundir.claim(
+                    self.config, self.engine.framework, self.world, stamp(started), self.config.checkpoint.dir
+                )
+            except UserError as exc:
+                refusal = exc
+        c = self.claim
+        mine = [started, c.suffix, c.run_id, c.finished, 0] if c else [started, 0, 0, 0, refusal and refusal.exit_code]
+        agreed = self.comm.gather_rows(mine)[0]
+        if refusal:
+            raise refusal
+        if agreed[4]:
+            raise SystemExit(int(agreed[4]))  # rank 0's line says why
+        self.started = float(agreed[0])  # also names this start in the sample log
+        self.run_dir = run_dir_for(self.config, self.engine.framework, self.world, stamp(self.started), int(agreed[1]))
+        self.run_id, self.finished = identity.id_text(int(agreed[2])), bool(agreed[3])
 
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True  # acted on at the next interval, by every rank at the same step
 
+    def _catch_stop_signals(self) -> dict:
+        """SIGTERM (scancel, a Kubernetes or TFJob preemption, `mnist-dist run` stopped) and Slurm's
+        preemption warning (sbatch --signal=USR1@60) stop the run at a common step with a checkpoint.
+        torchrun does not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also
+        write STOP_FILE. Returns the handlers replaced (Python delivers signals to its main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+
     def run(self) -> int:
-        # Slurm's preemption warning (sbatch --signal=USR1@60); under Slurm also SIGTERM. torchrun does
-        # not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also write STOP_FILE.
-        signals = [signal.SIGUSR1] + ([signal.SIGTERM] if os.environ.get("SLURM_JOB_ID") else [])
-        for sig in signals if threading.current_thread() is threading.main_thread() else ():
-            signal.signal(sig, self._request_stop)  # (Python delivers signals to the main thread only)
-        if self.config.checkpoint.resume and self._resume_finished_run():
-            self.comm.barrier()  # leave together, as _finish does
-            return 0
+        replaced = self._catch_stop_signals()
         try:
+            if self.config.checkpoint.resume and self._resume_finished_run():
+                self.comm.barrier()  # leave together, as _finish does
+                return 0
             self._start()
             with _progress_bar(self.step + self._steps_left(), self.config, self.world, self.step) as bar:
                 while not self._done():
@@ -152,12 +181,16 @@ class _Loop:
                         return self._stop()
                     self._end_epoch()
             self._finish()
+            return 0
         finally:
+            for sig, handler in replaced.items():
+                signal.signal(sig, handler)
             if self.writer:
                 self.writer.close()
             if self.sample_log:
                 self.sample_log.close()
-        return 0
+            if self.claim:
+                self.claim.lock.release()
 
     def _start(self) -> None:
         cfg, engine = self.config, self.engine
@@ -174,8 +207,8 @@ class _Loop:
             }
         )
         if self.world.is_chief:
-            create_run_dir(cfg, self.run_dir)
-            self.writer = ScalarWriter(self.run_dir)
+            create_run_dir(cfg, self.run_dir, self._identity())
+            self.writer = ScalarWriter(self.run_dir, purge_step=self.resumed_step)
             self.log.info(
                 f"{self.world.size} worker(s) via {self.world.source}, {engine.backend} on {engine.device}, "
                 f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}"
@@ -197,9 +230,14 @@ class _Loop:
         self.world_sizes[-1]["steps"][1] = self.step
         return self.world_sizes
 
+    def _identity(self) -> dict:
+        """Whose a checkpoint is: launch.identity."""
+        return {"id": self.run_id, "dir": str(self.run_dir), "fingerprint": self.fingerprint}
+
     def _progress(self) -> dict:
-        """What a checkpoint records of where training stands."""
+        """What a checkpoint records of where training stands, and for which run."""
         return {
+            "run": self._identity(),
             "epoch": self.epoch,
             "step": self.step,
             "sample": self.sample,
@@ -216,6 +254,7 @@ class _Loop:
             self.log.info(
                 f"stop requested: checkpointed step {self.step} in {self.ckpt_dir}; resume with checkpoint.resume=true"
             )
+        self.comm.barrier()  # no rank leaves while the chief still saves
         return PREEMPTED
 
     def _resume_finished_run(self) -> bool:
@@ -223,36 +262,70 @@ class _Loop:
         framework = self.engine.framework
         checkpoints.refuse_other_frameworks(self.ckpt_dir, framework)
         path = checkpoints.latest(self.ckpt_dir, framework)
+        if path is None and self.finished:
+            return self._say_finished("its summary.json is there, and no checkpoint to train further from")
         if path is None:
             if self.world.is_chief:
                 self.log.info(f"no checkpoint in {self.ckpt_dir}; starting from scratch")
             return False
         state = self.engine.restore_checkpoint(path, self.config.scaled_lr(self.world.size))
-        if "sample" not in state:  # the engines pass the progress on as this loop saved it
-            raise UserError(
-                f"{path}: written by an older mnist-dist, without the training position it "
-                "needs to resume; start a new run (another log.run_name)"
-            )
+        self._check_identity(path, state)
         self.epoch, self.step, self.sample = state["epoch"], state["step"], state["sample"]
         self.epoch_sums = np.array(state["epoch_sums"])
         self.history = history_from_dicts(state["history"])
         self.world_sizes = state["world_size_history"]
-        if self._done():
-            if self.world.is_chief:
-                self.log.info(
-                    f"{self.run_dir} already finished ({self.epoch} of {self.config.train.epochs} epochs, "
-                    f"step {self.step}; {path}): nothing to do, its results stay as they are; "
-                    "raise train.epochs to train it further"
-                )
-            return True
-        if self.world.is_chief:
-            before = self.world_sizes[-1]["world_size"]
-            self.log.info(
-                f"resuming from {path} (epoch {self.epoch}, step {self.step}, sample {self.sample} of "
-                f"{self.n_train} in this epoch) on {self.world.size} worker(s)"
-                + (f", not {before}" if before != self.world.size else "")
+        if self._done() and not self.finished:
+            raise UserError(
+                f"{path} is the run's last step, but {self.run_dir} has no summary.json: the run died while "
+                "writing its results; train it again with log.overwrite=true and an empty checkpoint.dir"
             )
+        if self._done():
+            return self._say_finished(
+                f"{self.epoch} of {self.config.train.epochs} epochs, step {self.step}; {path.name}; "
+                "raise train.epochs to train it further"
+            )
+        self.resumed_step = self.step
+        if self.world.is_chief:
+            self._say_resuming(path)
         return False
+
+    def _check_identity(self, path: Path, state: dict) -> None:
+        """Refuse a checkpoint of another run, or of this run under settings that define another training."""
+        run = state.get("run")
+        if "sample" not in state or run is None:  # the engines pass the progress on as this loop saved it
+            raise UserError(
+                f"{path}: written by an older mnist-dist, without the run identity it needs to resume; "
+                "start a new run (another log.run_name)"
+            )
+        if run["id"] != self.run_id:
+            raise UserError(
+                f"{path} belongs to another run ({run['dir']}, id {run['id']}), not to {self.run_dir}: point "
+                "checkpoint.dir at this run's checkpoints, or continue that run with its log.run_name"
+            )
+        changed = identity.differences(run["fingerprint"], self.fingerprint)
+        if changed:
+            raise UserError(
+                f"{path} was trained with other settings ({'; '.join(changed)}): resume with the "
+                "checkpoint's, or start a new run (another log.run_name)"
+            )
+
+    def _say_finished(self, detail: str) -> bool:
+        if self.world.is_chief:
+            self.log.info(f"{self.run_dir} already finished ({detail}): nothing to do, its results stay as they are")
+        return True
+
+    def _say_resuming(self, path: Path) -> None:
+        before = self.world_sizes[-1]["world_size"]
+        self.log.info(
+            f"resuming from {path} (epoch {self.epoch}, step {self.step}, sample {self.sample} of "
+            f"{self.n_train} in this epoch) on {self.world.size} worker(s)"
+            + (f", not {before}" if before != self.world.size else "")
+        )
+        if self.config.dist.compression == "powersgd":
+            self.log.info(
+                "PowerSGD's error feedback is not in checkpoints: it restarts from zero, after "
+                f"dist.powersgd_start={self.config.dist.powersgd_start} plain steps"
+            )
 
     def _train_epoch(self, bar) -> None:
         cfg = self.config.train
@@ -338,7 +411,7 @@ class _Loop:
         )
         self.history.append(record)
         interval = self.config.checkpoint.interval
-        if interval and (self.epoch % interval == 0 or self._done()):
+        if interval and self.epoch % interval == 0 and not self._done():  # the last one: after the results
             self.engine.save_checkpoint(self.ckpt_dir, self.step, self._progress())
         if self.world.is_chief:
             self._write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy})
@@ -356,6 +429,10 @@ class _Loop:
         )
         if self.world.is_chief:
             self._write_results(final)
+        # After the results, so that a run with its last checkpoint has them: a run that dies while
+        # writing them resumes from the checkpoint before, and trains its last epochs again.
+        if self.config.checkpoint.interval:
+            self.engine.save_checkpoint(self.ckpt_dir, self.step, self._progress())
         # Every rank leaves together: a worker that exits while the chief still writes looks to
         # TensorFlow's coordination service like a crashed task, and it logs an error saying so.
         self.comm.barrier()
@@ -374,6 +451,8 @@ class _Loop:
             dropped_per_epoch=self.n_train - self.shard_size * self.world.size,
             world_size_history=self._world_size_history(),
             framework_versions=engine.versions,
+            run_id=self.run_id,
+            data=engine.data_info,
         )
         summary = make_summary(self.config, self.world, facts, final, model_file.stat().st_size)
         write_summary(self.run_dir, summary)

@@ -74,6 +74,8 @@ class RunFacts:
     dropped_per_epoch: int
     world_size_history: list[dict]
     framework_versions: dict
+    run_id: str
+    data: dict  # launch.data.Dataset.info()
 
 
 def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, model_size_bytes: int) -> Summary:
@@ -111,4 +113,6 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
         compression=config.dist.compression,
         accumulate_steps=config.train.accumulate_steps,
         versions=versions(**facts.framework_versions),
+        run_id=facts.run_id,
+        data=facts.data,
     )

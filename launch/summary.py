@@ -52,6 +52,8 @@ class Summary:
     # sample (position in that epoch's permutation) it started from.
     world_size_history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
+    run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.identity)
+    data: dict = field(default_factory=dict)  # sha256 of the data trained on, its source, how it was checked
     schema_version: int = SCHEMA_VERSION
 
 

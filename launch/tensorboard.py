@@ -17,13 +17,22 @@ def keep_tensorflow_out() -> None:
 
 
 class ScalarWriter:
-    """Writes scalar summaries into one event file in `logdir` (one TensorBoard run)."""
+    """Writes scalar summaries into one event file in `logdir` (one TensorBoard run).
 
-    def __init__(self, logdir: Path):
+    A run that resumes from the checkpoint of `purge_step` replays the steps after it: a session
+    START event at that step makes TensorBoard drop the earlier files' events from there on (what
+    torch's SummaryWriter(purge_step=) writes), so curves continue without a fold.
+    """
+
+    def __init__(self, logdir: Path, purge_step: int | None = None):
         keep_tensorflow_out()
+        from tensorboard.compat.proto import event_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self._writer = EventFileWriter(str(logdir))
+        if purge_step is not None:
+            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=purge_step, session_log=start))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2

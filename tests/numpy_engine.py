@@ -93,6 +93,7 @@ class NumpyEngine(loop.Engine):
         data = load_dataset("synthetic", None, config.data.limit, config.train.seed)
         self.images = data.train_images.reshape(len(data.train_images), -1).astype(np.float64) / 255
         self.labels, self.n_train = data.train_labels.astype(np.int64), len(data.train_images)
+        self.data_info = data.info()
         self.test_images = data.test_images.reshape(len(data.test_images), -1).astype(np.float64) / 255
         self.test_labels = data.test_labels.astype(np.int64)
         self.world, self.comm, self.nan_at_step = world, comm, nan_at_step

@@ -29,7 +29,7 @@ def mnist_dist(*args):
 def test_idx_round_trip(tmp_path, gz):
     arrays = fake_mnist()
     folder = write_files(tmp_path / "d", idx_files(arrays, gz=gz))
-    data = load_dataset("mnist", folder)
+    data = load_dataset("mnist", folder, custom=True)
     np.testing.assert_array_equal(data.train_images, arrays["train_images"])
     np.testing.assert_array_equal(data.test_labels, arrays["test_labels"])
     assert data.source == str(folder)
@@ -46,7 +46,7 @@ def test_npz_form(tmp_path):
         x_test=arrays["test_images"],
         y_test=arrays["test_labels"],
     )
-    data = load_dataset("mnist", folder)
+    data = load_dataset("mnist", folder, custom=True)
     np.testing.assert_array_equal(data.train_labels, arrays["train_labels"])
     assert data.source.endswith("mnist.npz")
 
@@ -116,8 +116,9 @@ def test_lookup_order_explicit_then_cache_then_system(tmp_path, monkeypatch):
     assert locate("mnist", download=False)["train_images"].parent == cache
     explicit = write_files(tmp_path / "mine", idx_files(fake_mnist(seed=1), gz=False))
     assert locate("mnist", explicit, download=False)["train_images"] == explicit / "train-images-idx3-ubyte"
-    # an explicit folder without the files falls through to the next place
-    assert locate("mnist", tmp_path / "empty", download=False)["train_images"].parent == cache
+    # an explicit folder is the only place looked in: without the files it is an error, not the cache
+    with pytest.raises(DataError, match="not found"):
+        locate("mnist", tmp_path / "empty", download=False)
 
 
 def test_incomplete_folder_is_not_used(tmp_path, monkeypatch):
@@ -140,11 +141,16 @@ def test_offline_with_nothing_found_lists_places_and_fixes(tmp_path, monkeypatch
     monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "share"))
     monkeypatch.setattr("launch.data.MIRRORS", {"mnist": ["http://127.0.0.1:9/"]})  # discard port: refused
     with pytest.raises(DataError) as err:
-        locate("mnist", tmp_path / "explicit")
+        locate("mnist")
     text = str(err.value)
-    for place in (tmp_path / "explicit", tmp_path / "cache" / "mnist", tmp_path / "share" / "datasets" / "mnist"):
+    for place in (tmp_path / "cache" / "mnist", tmp_path / "share" / "datasets" / "mnist"):
         assert str(place) in text
-    assert "--data-dir" in text and "mnist-dist data --dataset mnist" in text and "data.dataset=synthetic" in text
+    assert (
+        "data.dir" in text
+        and "--data-dir" not in text
+        and "mnist-dist data --dataset mnist" in text
+        and "data.dataset=synthetic" in text
+    )
     assert "http://127.0.0.1:9/train-images-idx3-ubyte.gz" in text
 
 
@@ -179,7 +185,7 @@ def test_real_fashion_mnist_from_debian():
 
 def test_limit_cuts_both_splits(tmp_path):
     folder = write_files(tmp_path / "d", idx_files(fake_mnist()))
-    data = load_dataset("mnist", folder, limit=50)
+    data = load_dataset("mnist", folder, limit=50, custom=True)
     assert len(data.train_images) == 50 and len(data.test_labels) == 30
 
 

@@ -50,8 +50,10 @@ class TFEngine(loop.Engine):
         self.config, self.world, self.strategy, self.device = config, world, strategy, device
         self.backend = distributed.strategy_name(strategy)
         self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-        data = load_dataset(config.data.dataset, config.data.dir, config.data.limit, config.train.seed)
-        self.n_train = len(data.train_images)
+        data = load_dataset(
+            config.data.dataset, config.data.dir, config.data.limit, config.train.seed, config.data.custom
+        )
+        self.n_train, self.data_info = len(data.train_images), data.info()
         self.images, self.labels = tf.constant(data.train_images), tf.constant(data.train_labels.astype(np.int64))
         self.test_images, self.test_labels = data.test_images, data.test_labels.astype(np.int64)
         # train.batch_size is per replica (one replica per process in torch_dist); a worker's step

@@ -53,8 +53,10 @@ class TorchEngine(loop.Engine):
         self.config, self.world, self.comm, self.backend = config, world, comm, comm.name
         self.torch_device, self.device = device, device.type
         self.versions = {"torch": torch.__version__}
-        data = load_dataset(config.data.dataset, config.data.dir, config.data.limit, config.train.seed)
-        self.n_train = len(data.train_images)
+        data = load_dataset(
+            config.data.dataset, config.data.dir, config.data.limit, config.train.seed, config.data.custom
+        )
+        self.n_train, self.data_info = len(data.train_images), data.info()
         self.train_images, self.train_labels = data.train_images, data.train_labels.astype(np.int64)
         if device.type == "cuda":  # the whole training set (47 MB of uint8) lives on the GPU
             self.train_x = torch.tensor(self.train_images, device=device)
