@@ -130,7 +130,6 @@ class _Loop:
         self.process_started = process_start()  # for each epoch's wall time
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.stop_requested = self.stopping = False
-        self.resumed_step: int | None = None  # the checkpoint's step, when the run resumed from one
         self.writer: ScalarWriter | None = None
 
     def _agree_on_run(self) -> None:
@@ -208,7 +207,7 @@ class _Loop:
         )
         if self.world.is_chief:
             create_run_dir(cfg, self.run_dir, self._identity())
-            self.writer = ScalarWriter(self.run_dir, purge_step=self.resumed_step)
+            self.writer = ScalarWriter(self.run_dir, first_step=self.step + 1)
             self.log.info(
                 f"{self.world.size} worker(s) via {self.world.source}, {engine.backend} on {engine.device}, "
                 f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}"
@@ -284,7 +283,6 @@ class _Loop:
                 f"{self.epoch} of {self.config.train.epochs} epochs, step {self.step}; {path.name}; "
                 "raise train.epochs to train it further"
             )
-        self.resumed_step = self.step
         if self.world.is_chief:
             self._say_resuming(path)
         return False

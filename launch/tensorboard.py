@@ -19,20 +19,20 @@ def keep_tensorflow_out() -> None:
 class ScalarWriter:
     """Writes scalar summaries into one event file in `logdir` (one TensorBoard run).
 
-    A run that resumes from the checkpoint of `purge_step` replays the steps after it: a session
-    START event at that step makes TensorBoard drop the earlier files' events from there on (what
-    torch's SummaryWriter(purge_step=) writes), so curves continue without a fold.
+    Each writer starts with a session START event at `first_step`, the first step it will write.
+    A run resumed from an earlier checkpoint replays the steps after it; TensorBoard treats every
+    START after a run's first as a restart and drops the events it read from that step on (the
+    purge torch's SummaryWriter(purge_step=) asks for), so curves continue without folding back.
     """
 
-    def __init__(self, logdir: Path, purge_step: int | None = None):
+    def __init__(self, logdir: Path, first_step: int = 0):
         keep_tensorflow_out()
         from tensorboard.compat.proto import event_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self._writer = EventFileWriter(str(logdir))
-        if purge_step is not None:
-            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-            self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=purge_step, session_log=start))
+        start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=first_step, session_log=start))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         from tensorboard.compat.proto import event_pb2, summary_pb2

@@ -1,6 +1,7 @@
 """Data: parsing both MNIST forms, refusing broken files, the lookup order, synthetic data."""
 
 import gzip
+import shutil
 import subprocess
 import sys
 import time
@@ -216,3 +217,35 @@ def test_read_idx_keeps_dimensions(tmp_path):
     path = tmp_path / "x.idx"
     path.write_bytes(idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4)))
     assert read_idx(path).shape == (2, 3, 4)
+
+
+def test_files_of_another_dataset_are_named_for_what_they_are(tmp_path):
+    """MNIST and Fashion-MNIST files have the same names: data.dir pointed at the wrong ones."""
+    folder = tmp_path / "shared" / "mnist"
+    shutil.copytree(DEBIAN_FASHION, folder)
+    with pytest.raises(DataError, match="these are Fashion-MNIST's files"):
+        load_dataset("mnist", folder)
+    mine = load_dataset("mnist", folder, custom=True)  # the user's own MNIST-format data: allowed, and said
+    assert mine.check == "own data (data.custom=true)"
+
+
+def test_fashion_mnist_is_checked_by_content_gzipped_or_not(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in DEBIAN_FASHION.glob("*.gz"):  # Debian recompressed them: the .gz checksums differ
+        (raw / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
+    assert load_dataset("fashion-mnist", DEBIAN_FASHION).check == "published checksums"
+    assert load_dataset("fashion-mnist", raw).sha256 == load_dataset("fashion-mnist", DEBIAN_FASHION).sha256
+    labels = raw / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x00")  # one label changed
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte: not Fashion-MNIST's published train labels"):
+        load_dataset("fashion-mnist", raw)
+
+
+def test_decompression_is_bounded(tmp_path):
+    bomb = tmp_path / "bomb.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as f:
+        for _ in range(260):
+            f.write(bytes(1 << 20))
+    with pytest.raises(DataError, match="decompresses to more than 256 MiB"):
+        read_idx(bomb)
