@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from launch import __version__, launchers, log, slurm, testbed
+from launch import __version__, children, launchers, log, slurm, testbed
 from launch.clock import stamp
 from launch.config import Config, add_config_arguments, load_config
 from launch.data import MIRRORS, load_files, locate
 from launch.errors import UserError, report_and_exit
 from launch.frameworks import FRAMEWORKS, LAUNCHERS, VARIANTS, Placement, check
 from launch.jobspec import JobSpec, SlurmOptions, default_run_prefix
+from launch.rundir import HISTORY_FILE, SUMMARY_FILE
 from launch.worker import threads_per_worker
 from launch.world import World
 
@@ -331,6 +333,10 @@ def _submit(spec: JobSpec, config: Config, args: argparse.Namespace) -> int:
         return 0
     info = slurm.wait(job)
     print(f"job {job} {info.get('JobState')} with exit code {info.get('ExitCode')}", flush=True)
+    summary = Path(spec.log_dir) / f"{prefix}-{job}" / SUMMARY_FILE
+    if slurm.exit_code(info) == 0 and not summary.is_file():  # e.g. srun exits 0 when no rank started
+        log.get().error(f"job {job} left no {summary}: it did not train the run; its log says why")
+        return 1
     return slurm.exit_code(info)
 
 
@@ -401,17 +407,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     spec = sweep_spec(args, config)
     _ensure_data(config)
-    points, links = sweep.sweep(config, spec, _abs(args.config), tuple(args.overrides))
+    with children.forwarding():
+        points, links = sweep.sweep(config, spec, _abs(args.config), tuple(args.overrides))
     rows = report.scaling_rows(points, args.mode)
     report.write_scaling(rows, points, spec.out, links)
     print((spec.out / "scaling.md").read_text())
     log.get().info(f"sweep written to {spec.out} (tensorboard --logdir {spec.out / 'tensorboard'})")
-    return 0 if any(p.ok for p in points) else 1
+    return _verdict(points, "sweep")
+
+
+def _verdict(points, command: str) -> int:
+    """0 only when every point ran and succeeded; else one line naming the failed ones."""
+    failed = [f"{p.run_name} (exit code {p.exit_code})" for p in points if not p.ok]
+    stop = children.stopped_by()
+    if stop:
+        log.get().error(f"{command} stopped by {signal.Signals(stop).name} after {len(points)} point(s)")
+        return 128 + stop
+    if failed:
+        log.get().error(f"{command}: {len(failed)} of {len(points)} point(s) failed: {', '.join(failed)}")
+        return 1
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from launch import report, sweep
-    from launch.rundir import HISTORY_FILE
 
     config = load_config(args.config, args.overrides)
     out = Path(args.out or Path(config.log.dir) / f"compare-{stamp()}").resolve()
@@ -420,20 +439,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # the same threads in both, written down rather than left to each framework's default
     threads = threads_per_worker(config, World(size=args.nproc, local_size=args.nproc))
     _ensure_data(config)
-    runs, histories, reloaded = {}, {}, {}
-    for framework in FRAMEWORKS:
-        point = sweep.run_point(
-            sweep.PointJob(
-                framework,
-                args.nproc,
-                framework,
-                out / "runs",
-                args.launcher,
-                _abs(args.config),
-                (*args.overrides, f"train.threads={threads}"),
-                tuple(args.run_option),
+    runs, histories, reloaded, points = {}, {}, {}, []
+    for framework in FRAMEWORKS if not children.stopped_by() else ():
+        with children.forwarding():
+            point = sweep.run_point(
+                sweep.PointJob(
+                    framework,
+                    args.nproc,
+                    framework,
+                    out / "runs",
+                    args.launcher,
+                    _abs(args.config),
+                    (*args.overrides, f"train.threads={threads}"),
+                    tuple(args.run_option),
+                )
             )
-        )
+        points.append(point)
         if point.ok:
             run_dir = next(p.parent for p in (out / "runs").glob(f"{framework}*/{HISTORY_FILE}"))
             runs[framework] = point.summary
@@ -443,7 +464,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     found = report.write_comparison(runs, histories, reloaded, args.target_accuracy, args.launcher, out)
     print((out / "compare.md").read_text())
     log.get().info(f"comparison written to {out} (tensorboard --logdir {out / 'runs'})")
-    return 0 if found else 1
+    return _verdict(points, "compare") or (0 if found else 1)
 
 
 def _reload(framework: str, model: Path) -> int | str:

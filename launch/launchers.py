@@ -23,7 +23,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from launch import log
+from launch import children, log
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
 from launch.jobspec import JobSpec
@@ -261,14 +261,20 @@ def port_is_free(port: int) -> bool:
 def run_plan(result: Plan, max_restarts: int = 0) -> int:
     """Start the plan's workers, stream their output, and return the job's exit code: the first
     failing rank's (the others are then stopped) or 0. Local workers that fail are all restarted,
-    up to `max_restarts` times, with one job id so they find their run directory and checkpoints."""
-    if result.command:
-        return subprocess.run(result.command, env={**os.environ, **result.env}).returncode
+    up to `max_restarts` times, with one job id so they find their run directory and checkpoints.
+    A signal to this process stops them (launch.children) and is not restarted from."""
+    with children.forwarding():
+        if result.command:
+            return children.popen(result.command, env={**os.environ, **result.env}).wait()
+        return _run_local(result, max_restarts)
+
+
+def _run_local(result: Plan, max_restarts: int) -> int:
     job = {"MNIST_DIST_JOB_ID": uuid.uuid4().hex[:12]}
     for attempt in range(max_restarts + 1):
         extra = {**job, "MNIST_DIST_RESTART_COUNT": str(attempt)}
         procs = [
-            subprocess.Popen(
+            children.popen(
                 cmd,
                 env={**os.environ, **env, **extra},
                 stdout=subprocess.PIPE,
@@ -284,7 +290,7 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
         code = _wait_fail_fast(procs, [w.rank for w in result.worlds])
         for t in pumps:
             t.join(timeout=10)
-        if code == 0 or attempt == max_restarts:
+        if code == 0 or attempt == max_restarts or children.stopped_by():
             return code
         log.get().info(f"restarting every rank from the latest checkpoint ({attempt + 1} of {max_restarts})")
     return code
@@ -301,13 +307,15 @@ def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
     """Wait for every process; when one fails, say which and stop the rest instead of letting them hang."""
     running = {p.pid: p for p in procs}
     rank_of = {p.pid: r for p, r in zip(procs, ranks)}
+    codes = []
     while running:
         pid, status = os.wait()
         proc = running.pop(pid, None)
         if proc is None:
             continue  # some other child of ours
         proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        codes.append(proc.returncode)
+        if proc.returncode != 0 and not children.stopped_by():  # (after a stop, every rank checkpoints)
             how = (
                 f"was killed by {signal.Signals(-proc.returncode).name}"
                 if proc.returncode < 0
@@ -316,7 +324,7 @@ def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
             log.get().info(f"rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks")
             _stop(running.values())
             return proc.returncode
-    return 0
+    return next((code for code in codes if code), 0)
 
 
 def _stop(procs) -> None:

@@ -144,7 +144,11 @@ class _Loop:
             except UserError as exc:
                 refusal = exc
         c = self.claim
-        mine = [started, c.suffix, c.run_id, c.finished, 0] if c else [started, 0, 0, 0, refusal and refusal.exit_code]
+        mine = (
+            [started, c.suffix, c.run_id, c.finished, 0]
+            if c
+            else [started, 0, 0, 0, refusal.exit_code if refusal else 0]
+        )
         agreed = self.comm.gather_rows(mine)[0]
         if refusal:
             raise refusal

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from launch import log
+from launch import children, log
 from launch.config import Config
 from launch.errors import UserError
 from launch.frameworks import VARIANTS
@@ -161,7 +161,7 @@ def run_point(job: PointJob) -> Point:
     """One training through `mnist-dist run`; its output streams through, its summary is read back."""
     placement = ["--nproc", str(job.workers), *(["--wait"] if job.launcher == "slurm" else [])]
     log.get().info(f"{job.framework} x{job.workers}: {job.run_name}")
-    code = subprocess.run(job.command(*placement)).returncode
+    code = children.popen(job.command(*placement)).wait()
     return Point(job.framework, job.workers, 0, job.run_name, code, _summary(job.log_dir, job.run_name, code))
 
 
@@ -176,11 +176,12 @@ def run_on_hosts(bed: Testbed, profile: str, job: PointJob) -> Point:
     try:
         for rank, host in enumerate(hosts):
             placement = ["--hosts", ",".join(hosts), "--node-rank", str(rank)] if job.workers > 1 else []
+            command = bed.command(host, job.command(*placement))
             if rank == 0:
-                procs.append(bed.popen(host, job.command(*placement)))
+                procs.append(children.popen(command))
             else:
                 with open(_host_log(job, host), "w") as out:
-                    procs.append(bed.popen(host, job.command(*placement), stdout=out, stderr=subprocess.STDOUT))
+                    procs.append(children.popen(command, stdout=out, stderr=subprocess.STDOUT))
         code = _wait_for_hosts(job, procs, hosts)
     finally:
         for host in hosts:
@@ -241,16 +242,20 @@ def sweep(
     points = []
     if not spec.profiles:
         for repeat, framework, n in _grid(spec):
+            if children.stopped_by():
+                break
             points.append(replace(run_point(job(framework, n, f"{framework}-w{n}-r{repeat}")), repeat=repeat))
         return points, {}
     gbit: dict[str, list[float]] = {}
     with Testbed.up(max(spec.workers)) as bed:
         for repeat in range(spec.repeats):
-            for profile in spec.profiles:
+            for profile in spec.profiles if not children.stopped_by() else ():
                 bed.shape(PROFILES[profile])
                 if len(bed.hosts) > 1:
                     gbit.setdefault(profile, []).append(bed.link_gbit())
                 for _, framework, n in _grid(replace(spec, repeats=1)):
+                    if children.stopped_by():
+                        break
                     point = run_on_hosts(bed, profile, job(framework, n, f"{framework}-{profile}-w{n}-r{repeat}"))
                     points.append(replace(point, repeat=repeat))
     return points, {profile: statistics.median(values) for profile, values in gbit.items()}
