@@ -27,11 +27,14 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -80,12 +83,16 @@ class Testbed:
 
     # --- bring up / down ----------------------------------------------------------------------
 
-    made = 0  # testbeds this process made: part of the tag, so that one process can make several
-
     @classmethod
     def up(cls, n: int, rate: str | None = None) -> Testbed:
-        cls.made += 1
-        tag = f"{os.getpid() % 0xFFFF:04x}{cls.made}"
+        """Make `n` hosts. A SIGTERM or SIGHUP meanwhile (a job's end, a closed terminal) still
+        removes whatever was made."""
+        with _signals_exit():
+            return cls._up(n, rate)
+
+    @classmethod
+    def _up(cls, n: int, rate: str | None) -> Testbed:
+        tag = _claim_tag()
         net = ipaddress.ip_network(_free_subnet())
         addrs = list(net.hosts())
         bed = cls(
@@ -126,12 +133,12 @@ class Testbed:
         return bed
 
     def __enter__(self) -> Testbed:
-        # SIGTERM (a job's end, `kill`) ends the block as SystemExit does, so the testbed still comes down
-        self._sigterm = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        self._signals = _signals_exit()  # the block ends as on SystemExit, so the testbed still comes down
+        self._signals.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGTERM, self._sigterm)
+        self._signals.__exit__(None, None, None)
         self.down()
 
     def shape(self, rate: str | None) -> None:
@@ -274,12 +281,22 @@ class Testbed:
 
     @classmethod
     def load(cls, tag: str) -> Testbed:
+        """The testbed whose state `up` saved; refused unless every name in it is the one `up` gives
+        a testbed of this tag: `down` removes what the file names."""
+        if not TAG.fullmatch(tag):
+            raise UserError(f"{tag!r} is not a testbed tag (`testbed up` prints one): `ls {STATE_DIR}` lists them")
+        path = STATE_DIR / f"{tag}.json"
         try:
-            raw = json.loads((STATE_DIR / f"{tag}.json").read_text())
+            raw = json.loads(path.read_text())
+            raw["hosts"] = [Host(**h) for h in raw["hosts"]]
+            bed = cls(**raw)
         except FileNotFoundError:
             raise UserError(f"no testbed {tag!r}: `ls {STATE_DIR}` lists the testbeds that are up") from None
-        raw["hosts"] = [Host(**h) for h in raw["hosts"]]
-        return cls(**raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise UserError(f"{path} is not a testbed's state ({exc}): not removing anything; delete it") from None
+        if bed != _named(tag, bed):
+            raise UserError(f"{path} names things testbed {tag} does not make: not removing anything; delete it")
+        return bed
 
 
 _RECEIVER = """
@@ -297,6 +314,51 @@ c = socket.create_connection((sys.argv[1], 29999)); block = bytes(1 << 20)
 for _ in range(int(sys.argv[2])): c.sendall(block)
 c.close()
 """
+
+
+TAG = re.compile(r"[0-9a-f]{4,8}")
+
+
+def _claim_tag() -> str:
+    """A tag no other testbed has: its state file is created exclusively, and no bridge of that
+    name is left from one whose state file is gone."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    links = _ip("-o", "link", "show").stdout
+    for _ in range(100):
+        tag = secrets.token_hex(3)
+        if f"mdbr{tag}" in links:
+            continue
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(STATE_DIR / f"{tag}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            return tag
+    raise RuntimeError("testbed: no free tag")
+
+
+def _named(tag: str, bed: Testbed) -> Testbed:
+    """`bed` with every name as `up` gives it for `tag` (addresses and subnet as they are)."""
+    folder_prefix = os.path.join(tempfile.gettempdir(), f"mnist-dist-testbed-{tag}-")
+    hosts = [
+        Host(f"node{i}", h.address, f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i, h in enumerate(bed.hosts, 1)
+    ]
+    folder = bed.folder if bed.folder.startswith(folder_prefix) and "/" not in bed.folder[len(folder_prefix) :] else ""
+    return Testbed(tag, bed.subnet, f"mdbr{tag}", bed.bridge_address, hosts, folder)
+
+
+@contextlib.contextmanager
+def _signals_exit():
+    """SIGTERM and SIGHUP raise SystemExit, as an error would, so that clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    replaced = {sig: signal.signal(sig, lambda signum, _: sys.exit(128 + signum)) for sig in _ENDING}
+    try:
+        yield
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
+
+
+_ENDING = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _free_subnet() -> str:

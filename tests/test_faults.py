@@ -95,6 +95,27 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
     _wait_for(lambda: not live_pids_mentioning(str(tmp_path)), 60, "every worker to end", 0.2)
 
 
+@pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("tf", "local")])
+def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, framework, launcher):
+    """`kill` of the command (a job's end, a shell's) reaches the launcher and every rank: they stop
+    at one step, checkpoint it, leave together, and nothing outlives the command."""
+    cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2"]
+    cmd += ["--config", MLP, *LONG, "log.interval=5", f"log.dir={tmp_path}", "log.run_name=r"]
+    with adopting_orphans():
+        job = start(cmd, tmp_path)
+        try:
+            _wait_for(lambda: list((tmp_path / "r").glob("events.out.tfevents.*")), 300, "training to start", 0.2)
+            job.send_signal(signal.SIGTERM)
+            out, _ = job.communicate(timeout=120)
+        finally:
+            job.kill()
+        assert not live_descendants(), out[-3000:]
+    assert job.returncode != 0
+    assert "stop requested: checkpointed step" in out, out[-3000:]
+    assert list((tmp_path / "r" / "checkpoints").iterdir())
+    assert "error" not in out.lower().replace("errors.html", ""), out[-3000:]
+
+
 def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
     """Without a launcher to stop them, survivors fail on their own: the peer's socket closes, or
     dist.timeout runs out."""
