@@ -11,7 +11,7 @@ import socket
 import pytest
 from tensorboard.summary.writer import event_file_writer
 
-from launch import log, loop, runlock
+from launch import log, loop, runlock, slurm
 from launch.config import load_config
 from launch.errors import ConfigError, UserError
 from launch.files import write_json
@@ -211,3 +211,15 @@ def test_names_that_would_escape_log_dir_are_refused_by_every_command(override, 
     with pytest.raises(ConfigError, match=re.escape(words)):
         load_config(None, [override])
     assert words in cli("config", override).stderr  # the same check for `run`, `sweep`, the trainers
+
+
+def test_run_wait_fails_when_the_job_left_no_summary_whatever_slurm_says(tmp_path, monkeypatch):
+    """srun across hosts has exited 0 with no rank trained: COMPLETED 0:0 is not enough. (Slurm's
+    answers are given here; the real cluster's success path is in test_slurm.)"""
+    monkeypatch.setattr(slurm, "submit", lambda script: "4242")
+    monkeypatch.setattr(slurm, "wait", lambda job: {"JobState": "COMPLETED", "ExitCode": "0:0"})
+    args = ["run", "--framework", "torch", "--launcher", "slurm", "--nproc", "2", "--wait", "data.dataset=synthetic"]
+    out = cli(*args, f"log.dir={tmp_path}")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "job 4242 COMPLETED with exit code 0:0" in out.stdout
+    assert f"job 4242 left no {tmp_path}/torch-mlp-synthetic-w2-4242/summary.json" in out.stderr
