@@ -1,8 +1,8 @@
 """The processes a command starts (a launcher, the ranks, sweep points): none outlives the command.
 
 Each starts in its own session, so a terminal's Ctrl-C reaches this process only. Inside
-`forwarding()`, SIGINT, SIGTERM and SIGHUP to this process go on to every child still running as
-SIGTERM: a worker stops at a common step with a checkpoint (launch.loop), torchrun and mpirun stop
+`forwarding()`, SIGINT, SIGTERM and SIGHUP to this process go on as SIGTERM to the process group of
+every child still running (the child and what it started there): a worker stops at a common step with a checkpoint (launch.loop), torchrun and mpirun stop
 their ranks. The command keeps waiting for them, and says how it was stopped. A second signal
 kills them.
 """
@@ -50,4 +50,4 @@ def _forward(signum, frame) -> None:
     for proc in _started:
         if proc.returncode is None:  # not proc.poll(): that would reap a child another wait() expects
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, stop)
+                os.killpg(proc.pid, stop)  # its group: horovodrun dies on SIGTERM but leaves mpirun running

@@ -2,6 +2,7 @@
 and exit hygiene over many runs."""
 
 import concurrent.futures
+import importlib.util
 import os
 import pickle
 import signal
@@ -95,7 +96,12 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
     _wait_for(lambda: not live_pids_mentioning(str(tmp_path)), 60, "every worker to end", 0.2)
 
 
-@pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("tf", "local")])
+HOROVOD = pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="`make horovod` builds Horovod")
+
+
+@pytest.mark.parametrize(
+    "framework,launcher", [("torch", "torchrun"), ("tf", "local"), pytest.param("torch", "horovodrun", marks=HOROVOD)]
+)
 def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, framework, launcher):
     """`kill` of the command (a job's end, a shell's) reaches the launcher and every rank: they stop
     at one step, checkpoint it, leave together, and nothing outlives the command."""
