@@ -70,7 +70,7 @@ def test_tiny_sweep_both_frameworks(tmp_path):
     assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
 
 
-def test_sweep_survives_a_failed_point(tmp_path):
+def test_sweep_survives_a_failed_point_and_exits_non_zero_naming_it(tmp_path):
     # one training sample: a world of 2 is larger than the dataset, so that point fails
     out = mnist_dist(
         "sweep",
@@ -96,8 +96,10 @@ def test_sweep_survives_a_failed_point(tmp_path):
         "train.threads=1",
         cwd=tmp_path,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    # the sweep goes on past the failed point and writes its report, but does not exit 0
+    assert out.returncode == 1, out.stderr[-3000:]
     assert "torch-w2-r0 failed" in out.stdout
+    assert "sweep: 1 of 2 point(s) failed: torch-w2-r0 (exit code" in out.stderr
     rows = list(csv.DictReader(open(tmp_path / "s" / "scaling.csv")))
     assert [(r["workers"], r["runs"], r["failed"]) for r in rows] == [("1", "1", "0"), ("2", "0", "1")]
     assert "Failed points: torch-w2-r0 (exit code" in (tmp_path / "s" / "scaling.md").read_text()
