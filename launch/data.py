@@ -184,14 +184,15 @@ def load_files(dataset: str, files: dict[str, Path] | Path, custom: bool = False
         )
         source = str(files["train_images"].parent)
     data = Dataset(dataset, *train, *test, source=source)
-    check = "own data (data.custom=true)" if custom else verify(data, files)
-    return dataclasses.replace(data, sha256=_digest(data), check=check)
+    digests = _digests(data)
+    check = "own data (data.custom=true)" if custom else verify(data, files, digests)
+    return dataclasses.replace(data, sha256=_combined(digests), check=check)
 
 
-def verify(data: Dataset, files: dict[str, Path] | Path) -> str:
-    """How `data` was found to be the published dataset it names; DataError naming the file if not."""
+def verify(data: Dataset, files: dict[str, Path] | Path, digests: dict[str, str]) -> str:
+    """How `data` was found to be the published dataset it names; DataError naming the file if not.
+    `digests`: each array's SHA-256, by role."""
     known = CONTENT_CHECKSUMS.get(data.name)
-    digests = {role: _sha256(getattr(data, role)) for role in SPLIT_FILES}
     for role, digest in digests.items() if known else ():
         if digest != known[role]:
             where = files if isinstance(files, Path) else files[role]
@@ -220,14 +221,14 @@ def _not_published(dataset: str, role: str, digest: str) -> str:
     return f"not {TITLES[dataset]}'s published {role.replace('_', ' ')} (SHA-256 {digest[:12]}…); {_FIXES}"
 
 
-def _sha256(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+def _digests(data: Dataset) -> dict[str, str]:
+    """Each array's SHA-256, by role."""
+    return {role: hashlib.sha256(np.ascontiguousarray(getattr(data, role)).data).hexdigest() for role in SPLIT_FILES}
 
 
-def _digest(data: Dataset) -> str:
+def _combined(digests: dict[str, str]) -> str:
     """One checksum of the four arrays as trained on."""
-    parts = (data.train_images, data.train_labels, data.test_images, data.test_labels)
-    return hashlib.sha256("".join(_sha256(a) for a in parts).encode()).hexdigest()
+    return hashlib.sha256("".join(digests[role] for role in SPLIT_FILES).encode()).hexdigest()
 
 
 def synthetic(n_train: int = SYNTHETIC_SIZES[0], n_test: int = SYNTHETIC_SIZES[1], seed: int = 0) -> Dataset:
@@ -245,7 +246,7 @@ def synthetic(n_train: int = SYNTHETIC_SIZES[0], n_test: int = SYNTHETIC_SIZES[1
         return images, labels
 
     data = Dataset("synthetic", *split(n_train), *split(n_test), source=f"synthetic(seed={seed})")
-    return dataclasses.replace(data, sha256=_digest(data), check="synthetic")
+    return dataclasses.replace(data, sha256=_combined(_digests(data)), check="synthetic")
 
 
 def load_dataset(
@@ -267,4 +268,4 @@ def load_dataset(
         test_images=data.test_images[:limit],
         test_labels=data.test_labels[:limit],
     )
-    return dataclasses.replace(data, sha256=_digest(data))
+    return dataclasses.replace(data, sha256=_combined(_digests(data)))
