@@ -7,7 +7,7 @@ import pytest
 
 from launch.config import load_config
 from launch.errors import UserError
-from launch.rundir import CONFIG_FILE, create_run_dir, run_dir_for
+from launch.rundir import CONFIG_FILE, RUN_FILE, claim, create_run_dir, run_dir_for
 from launch.summary import Summary, peak_rss_bytes, read_summary, versions, write_summary
 from launch.world import World
 
@@ -63,16 +63,21 @@ def test_a_resume_at_another_world_size_finds_its_job_s_run(tmp_path):
     assert run_dir_for(fresh, "torch", World(size=1, job_id="77.0"), "t").name == "torch-mlp-fashion-mnist-w1-77.0"
 
 
-def test_create_writes_resolved_config_and_refuses_finished_run(tmp_path):
+def test_claim_and_create_write_config_and_identity_and_refuse_a_finished_run(tmp_path):
     cfg = load_config(None, [f"log.dir={tmp_path}", "log.run_name=r", "train.epochs=2"])
-    run_dir = run_dir_for(cfg, "torch", World(), "t")
-    create_run_dir(cfg, run_dir)
-    assert load_config(run_dir / CONFIG_FILE) == cfg
-    write_summary(run_dir, summary())
+    first = claim(cfg, "torch", World(), "t", None)
+    create_run_dir(cfg, first.run_dir, {"id": "00000000abcd"})
+    first.lock.release()
+    assert load_config(first.run_dir / CONFIG_FILE) == cfg
+    assert json.loads((first.run_dir / RUN_FILE).read_text()) == {"id": "00000000abcd"}
+    write_summary(first.run_dir, summary(model_size_bytes=3))
+    (first.run_dir / "model.pt").write_bytes(b"abc")
     with pytest.raises(UserError, match="already holds a finished run"):
-        create_run_dir(cfg, run_dir)
+        claim(cfg, "torch", World(), "t", None)
     resumed = load_config(None, [f"log.dir={tmp_path}", "log.run_name=r", "checkpoint.resume=true"])
-    create_run_dir(resumed, run_dir)  # resuming a finished run is allowed
+    again = claim(resumed, "torch", World(), "t", None)  # resuming a finished run is allowed: it says so
+    again.lock.release()
+    assert again.finished and again.run_id == 0xABCD
 
 
 def test_summary_round_trip(tmp_path):
