@@ -213,7 +213,7 @@ class _Loop:
             create_run_dir(cfg, self.run_dir, self._identity())
             self.writer = ScalarWriter(self.run_dir, first_step=self.step + 1)
             self.log.info(
-                f"{self.world.size} worker(s) via {self.world.source}, {engine.backend} on {engine.device}, "
+                f"{self.world.size} worker(s) via {self.world.started_by}, {engine.backend} on {engine.device}, "
                 f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}"
             )
 
@@ -417,12 +417,24 @@ class _Loop:
             self.engine.save_checkpoint(self.ckpt_dir, self.step, self._progress())
         if self.world.is_chief:
             self._write_scalars({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy})
-            rate = self.meter.measured_images * self.world.size / max(self.meter.measured_seconds, 1e-9)
             self.log.info(
-                f"epoch {record.epoch}/{self.config.train.epochs} step {record.step}: train loss "
-                f"{record.train_loss:.4f} acc {record.train_accuracy:.4f} | eval loss {record.eval_loss:.4f} "
-                f"acc {record.eval_accuracy:.4f} | {rate:,.0f} img/s"
+                f"{self._position(record)}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
+                f"eval loss {record.eval_loss:.4f} acc {record.eval_accuracy:.4f} | {self._rate_text()}"
             )
+
+    def _position(self, record: EpochRecord) -> str:
+        """`epoch E/EPOCHS step S`, or `epoch E step S/MAX` when train.max_steps ends the run first."""
+        cfg = self.config.train
+        if cfg.max_steps and cfg.max_steps < self.per_epoch * cfg.epochs:
+            return f"epoch {record.epoch} step {record.step}/{cfg.max_steps}"
+        return f"epoch {record.epoch}/{cfg.epochs} step {record.step}"
+
+    def _rate_text(self) -> str:
+        """This start's throughput so far, or why there is none yet."""
+        m = self.meter
+        if not m.measured_steps:
+            return f"no step timed yet (this start's first {self.config.train.warmup_steps} are warm-up)"
+        return f"{m.measured_images * self.world.size / max(m.measured_seconds, 1e-9):,.0f} img/s"
 
     def _finish(self) -> None:
         m = self.meter
@@ -464,10 +476,13 @@ class _Loop:
             self.run_dir / "history.png",
             f"{engine.framework} {self.config.model.name} on {self.config.data.dataset}, {self.world.size} worker(s)",
         )
+        rate = (
+            f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker)"
+            if self.meter.measured_steps
+            else f"no throughput: every step of this start was warm-up (train.warmup_steps={summary.warmup_steps})"
+        )
         self.log.info(
-            f"done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, "
-            f"{summary.images_per_sec:,.0f} img/s ({summary.images_per_sec_per_worker:,.0f} per worker); "
-            f"{self.run_dir}"
+            f"done: {summary.steps} steps, test accuracy {summary.final_eval_accuracy:.4f}, {rate}; {self.run_dir}"
         )
 
 

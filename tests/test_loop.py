@@ -5,7 +5,7 @@ seconds. The trainers' own processes are tested in test_torch_dist, test_tf_dist
 
 import pytest
 
-from launch import loop
+from launch import log, loop
 from launch.config import load_config
 from launch.errors import UserError
 from launch.metrics import ALL_TAGS
@@ -122,3 +122,16 @@ def test_another_framework_s_checkpoints_are_refused(tmp_path):
     (tmp_path / "r" / "checkpoints" / "step-00000010.pt").touch()
     [result] = run_ranks(config(tmp_path, "checkpoint.resume=true"), 1)
     assert isinstance(result, UserError) and "holds torch checkpoints, which numpy cannot resume" in str(result)
+
+
+def test_a_run_shorter_than_its_warm_up_says_so_instead_of_0_img_s(tmp_path, capsys):
+    log.setup("test")  # onto the streams capsys reads
+    per_epoch = steps_per_epoch(N, BATCH)
+    assert run_ranks(config(tmp_path, "train.epochs=1", f"train.warmup_steps={per_epoch}"), 1) == [0]
+    out = capsys.readouterr().out
+    assert "0 img/s" not in out
+    assert f"epoch 1/1 step {per_epoch}:" in out and "no step timed yet (this start's first" in out
+    assert f"no throughput: every step of this start was warm-up (train.warmup_steps={per_epoch})" in out
+    # a run that max_steps ends shows its step budget, not an epoch count it will never reach
+    assert run_ranks(config(tmp_path, "log.run_name=s", "train.epochs=1000", "train.max_steps=40"), 1) == [0]
+    assert f"epoch 1 step {per_epoch}/40:" in capsys.readouterr().out
