@@ -56,6 +56,11 @@ class World:
     hosts: tuple[str, ...] = ()  # the node list, where the launcher gives one
     restarts: int = 0  # how often torchrun restarted the workers, or Slurm requeued the job
     tf_workers: tuple[str, ...] = ()  # host:port of every rank, in rank order, from TF_CONFIG
+    launcher: str = ""  # who started the ranks, where not `source`: mnist-dist's local launcher
+
+    @property
+    def started_by(self) -> str:
+        return self.launcher or self.source
 
     @property
     def host(self) -> str:
@@ -121,7 +126,9 @@ def detect_world(env: Mapping[str, str] | None = None, expand: Callable[[str], l
         or _int(env, "MNIST_DIST_RESTART_COUNT", 0)
     )
     job_id = world.job_id or env.get("MNIST_DIST_JOB_ID")
-    return dataclasses.replace(world, restarts=restarts, job_id=job_id)
+    # the local launcher gives its ranks torchrun's variables, and its own job id
+    local = "MNIST_DIST_JOB_ID" in env and world.source == "torchrun" and "TORCHELASTIC_RUN_ID" not in env
+    return dataclasses.replace(world, restarts=restarts, job_id=job_id, launcher="local" if local else "")
 
 
 def _detect(env: Mapping[str, str], expand: Callable[[str], list[str]]) -> World:

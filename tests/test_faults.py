@@ -119,6 +119,8 @@ def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, fr
     assert job.returncode != 0
     assert "stop requested: checkpointed step" in out, out[-3000:]
     assert list((tmp_path / "r" / "checkpoints").iterdir())
+    # the start line names who started the ranks (the local launcher gives them torchrun's variables)
+    assert f"2 worker(s) via {dict(horovodrun='openmpi').get(launcher, launcher)}," in out
     assert "train: error" not in out, out[-3000:]  # no rank failed; torchrun itself reports the signal
 
 
@@ -345,7 +347,7 @@ def test_wrong_checksum_download_exit_code(tmp_path, monkeypatch, capsys):
             cli.main(["data", "--dataset", "mnist", "--dir", str(tmp_path / "d")])
     assert exit_.value.code == 3
     assert "SHA-256 mismatch" in capsys.readouterr().err
-    assert not list((tmp_path / "d").glob("*.gz"))
+    assert not list((tmp_path / "d").glob("*.gz")) and not list((tmp_path / "d").glob("*.lock"))
 
 
 def test_checkpoint_from_another_framework_is_refused(tmp_path):
