@@ -23,7 +23,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from launch import children, log
+from launch import children, log, rendezvous
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
 from launch.jobspec import JobSpec
@@ -208,6 +208,12 @@ def _mpirun(spec: JobSpec, port: int, result: Plan) -> None:
             "-x",
             f"MASTER_PORT={port}",
         ]
+    # One mpirun starts every node's ranks, so the plan lists them all.
+    result.worlds = [
+        dataclasses.replace(w, rank=k * spec.nproc + w.local_rank, node_rank=k)
+        for k in range(spec.nodes)
+        for w in result.worlds
+    ]
     if FRAMEWORKS[spec.framework].tf_config and spec.hosts:
         # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
         result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(result.worlds[0])["cluster"]})
@@ -316,15 +322,17 @@ def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
         proc.returncode = os.waitstatus_to_exitcode(status)
         codes.append(proc.returncode)
         if proc.returncode != 0 and not children.stopped_by():  # (after a stop, every rank checkpoints)
-            how = (
-                f"was killed by {signal.Signals(-proc.returncode).name}"
-                if proc.returncode < 0
-                else f"exited with code {proc.returncode}"
-            )
+            how = _how_it_ended(proc.returncode)
             log.get().info(f"rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks")
             _stop(running.values())
             return proc.returncode
     return next((code for code in codes if code), 0)
+
+
+def _how_it_ended(code: int) -> str:
+    if code == -rendezvous.WATCHDOG_SIGNAL:
+        return "was ended by its rendezvous deadline (its line above says why)"
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
 def _stop(procs) -> None:

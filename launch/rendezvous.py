@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -90,11 +91,14 @@ def interface_towards(address: str) -> str | None:
 # The watchdog: a separate process, since the rendezvous can block inside a framework's C++ call
 # while holding the GIL (TensorFlow's does), where no Python thread or signal handler would run.
 # It waits for its stdin to close (the rendezvous ended, or this process died) or the deadline.
+# It ends the rank with SIGALRM, whose default action terminates it like SIGKILL, but which says
+# "a timer ran out" to a launcher, not "the OOM killer or a node failure" (WATCHDOG_SIGNAL).
+WATCHDOG_SIGNAL = signal.SIGALRM
 _WATCHDOG = """import os, select, signal, sys
 if not select.select([sys.stdin], [], [], float(sys.argv[2]))[0]:
     sys.stderr.write(sys.argv[3] + "\\n")
     sys.stderr.flush()
-    os.kill(int(sys.argv[1]), signal.SIGKILL)
+    os.kill(int(sys.argv[1]), signal.SIGALRM)
 """
 
 

@@ -185,6 +185,9 @@ def test_local_launcher_across_two_hosts(testbed, tmp_path, framework, nproc):
     assert_trained(tmp_path / "r", framework, 2 * nproc)
     # the worker lines name node2's ranks as the other ranks of the job
     assert f"{2 * nproc} worker(s)" in results["node1"][1]
+    # every rank leaves together: TensorFlow's coordination service sees no task vanish after "done"
+    for _, out in results.values():
+        assert "CoordinationServiceError" not in out and "tasks have crashed" not in out
 
 
 def test_tf_across_hosts_without_their_names_is_refused_before_starting(testbed, tmp_path):
@@ -371,6 +374,8 @@ def test_a_master_name_node2_cannot_resolve_fails_every_rank_in_time(testbed, tm
     assert "rank 0 on node1" in line1 and f"within {timeout}s" in line1
     assert re.search(r"node1:2943[34]\b", line1)  # torch's store port, or TensorFlow's chief port
     assert "Traceback" not in out1 + out2
+    # the launcher says what ended rank 0: its own watchdog, not the OOM killer's SIGKILL
+    assert "rank 0 (pid" in out1 and "was ended by its rendezvous deadline" in out1 and "SIGKILL" not in out1
 
 
 def test_a_master_port_nobody_serves_fails_in_time(testbed, tmp_path):

@@ -130,6 +130,13 @@ def test_mpirun_plan_across_hosts_exports_the_cluster():
     line = shlex.join(plan.command)
     assert line.startswith("mpirun -x TF_CONFIG -np 4 --tag-output") and "--host a:2,b:2" in line
     assert "--map-by ppr:2:node" in line and "MASTER_ADDR=a" in line and '"worker"' in plan.env["TF_CONFIG"]
+    # one mpirun starts both hosts' ranks: the plan (and the dry run's table) lists all four
+    assert [(w.rank, w.local_rank, w.hosts[w.node_rank]) for w in plan.worlds] == [
+        (0, 0, "a"),
+        (1, 1, "a"),
+        (2, 0, "b"),
+        (3, 1, "b"),
+    ]
 
 
 def test_horovodrun_plan_adds_the_backend():
