@@ -46,15 +46,21 @@ def fetch(
     mirror's last failure when none worked.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if dest.exists() and sha256_of(dest) == sha256:
-            return dest  # another rank, or an earlier run, already fetched it
-        failures = []
-        for url in urls:
-            reason = _fetch_from(url, dest, sha256, timeout, retries, backoff)
-            if reason is None:
-                return dest
-            failures.append(f"{url}: {reason}")
+    lock = Path(f"{dest}.lock")
+    try:
+        with FileLock(str(lock)):
+            if dest.exists() and sha256_of(dest) == sha256:
+                return dest  # another rank, or an earlier run, already fetched it
+            failures = []
+            for url in urls:
+                reason = _fetch_from(url, dest, sha256, timeout, retries, backoff)
+                if reason is None:
+                    return dest
+                failures.append(f"{url}: {reason}")
+    finally:
+        # No lock file left in the data folder. Removing it under another rank's lock is harmless:
+        # every download lands by an atomic rename, checked against its SHA-256.
+        lock.unlink(missing_ok=True)
     raise DataError(f"could not download {dest.name}: " + "; ".join(failures))
 
 

@@ -108,4 +108,4 @@ def test_many_ranks_download_once(tmp_path):
             digests = pool.starmap(_rank_fetch, [(m.url + name, dest, SUMS[name], barrier)] * 4, chunksize=1)
         assert m.requests.count(name) == 1
     assert digests == [SUMS[name]] * 4
-    assert sorted(os.listdir(tmp_path)) == [name, name + ".lock"]
+    assert sorted(os.listdir(tmp_path)) == [name]  # and no lock file left behind
