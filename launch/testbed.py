@@ -113,6 +113,10 @@ class Testbed:
             _ip("link", "set", bed.bridge, "up")
             lines = ["127.0.0.1 localhost", f"{bed.bridge_address} testbed-gateway"]
             lines += [f"{h.address} {h.name}" for h in bed.hosts]
+            # and each address as IPv4-mapped IPv6, which glibc's hosts file matches only as written:
+            # c10d reverse-resolves its peers' sockets by that form, and without these lines every
+            # rank warns "The hostname of the client socket cannot be retrieved. err=-3"
+            lines += [f"::ffff:{h.address} {h.name}" for h in bed.hosts]
             for h in bed.hosts:
                 Path(bed.hosts_file(h.name)).write_text("\n".join(lines) + "\n")
             for h in bed.hosts:

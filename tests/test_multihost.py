@@ -73,6 +73,7 @@ def on_hosts(
 def assert_ok(results: dict[str, tuple[int, str]]) -> None:
     for host, (code, out) in results.items():
         assert code == 0, f"{host} exited {code}:\n{out[-4000:]}"
+        assert "client socket cannot be retrieved" not in out, f"{host}: c10d could not reverse-resolve a peer"
 
 
 def assert_trained(run_dir: Path, framework: str, world_size: int, nodes: int = 2, accuracy: float = 0.8) -> dict:
@@ -88,7 +89,11 @@ def test_the_testbed_gives_each_host_its_own_name_address_and_shaped_link(testbe
         out = testbed.run(host, ["sh", "-c", "hostname; getent hosts node1 node2; ip -o -4 addr show dev eth0"]).stdout
         name, *rest = out.splitlines()
         assert name == host and f"{testbed.host(host).address}/" in rest[-1]
-        assert [line.split()[0] for line in rest[:2]] == [testbed.host(h).address for h in HOSTS]
+        # (getent shows the IPv4-mapped form the hosts files also list, for c10d's reverse lookups)
+        assert [line.split()[0].removeprefix("::ffff:") for line in rest[:2]] == [
+            testbed.host(h).address for h in HOSTS
+        ]
+        assert "node1" in testbed.run(host, ["getent", "hosts", f"::ffff:{testbed.host('node1').address}"]).stdout
     testbed.shape("1gbit")
     for host in HOSTS:  # both directions of the link: the bridge's end and the host's end
         assert (
