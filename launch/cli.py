@@ -497,11 +497,11 @@ def _print_plan(command: str, result: launchers.Plan) -> None:
 
 
 def _ensure_data(config: Config) -> None:
-    """Put the dataset on disk once, here, before N ranks start (and possibly race to download it)."""
+    """Put the dataset on disk once, here, before N ranks start (and possibly race to download it),
+    and check it: a wrong or broken file is one line here, not one per rank inside a launcher's output."""
     if config.data.dataset != "synthetic":
-        files = locate(config.data.dataset, config.data.dir)
-        where = files["train_images"].parent if isinstance(files, dict) else files
-        log.get().info(f"{config.data.dataset} data at {where}")
+        data = load_files(config.data.dataset, locate(config.data.dataset, config.data.dir), config.data.custom)
+        log.get().info(f"{config.data.dataset} data at {data.source} ({data.check})")
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from launch.errors import DataError
 from launch.formats import read_idx
 
 from conftest import ROOT
-from helpers import fake_mnist, idx_bytes, idx_files, write_files
+from helpers import cli, fake_mnist, idx_bytes, idx_files, write_files
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -249,3 +249,17 @@ def test_decompression_is_bounded(tmp_path):
             f.write(bytes(1 << 20))
     with pytest.raises(DataError, match="decompresses to more than 256 MiB"):
         read_idx(bomb)
+
+
+def test_mnist_dist_run_checks_the_data_once_before_any_rank_starts(tmp_path):
+    """The wrong files are one line from the command, not one per rank inside torchrun's traceback."""
+    folder = tmp_path / "mnist"
+    shutil.copytree(DEBIAN_FASHION, folder)
+    args = ["run", "--framework", "torch", "--launcher", "torchrun", "--nproc", "2", "data.dataset=mnist"]
+    out = cli(*args, f"data.dir={folder}", f"log.dir={tmp_path / 'runs'}")
+    assert out.returncode == 3
+    assert out.stderr.strip().splitlines() == [
+        f"mnist-dist: error: {folder}: these are Fashion-MNIST's files (label counts); point data.dir at the "
+        "right files, or set data.custom=true to train on your own MNIST-format data"
+    ]
+    assert not (tmp_path / "runs").exists()
