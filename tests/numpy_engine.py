@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from launch import loop
-from launch.config import Config
+from launch.config import Config, load_config
 from launch.data import load_dataset
 from launch.frameworks import FRAMEWORKS, Framework
 from launch.world import World
@@ -154,6 +154,15 @@ class NumpyEngine(loop.Engine):
         path = run_dir / "model.npy"
         np.save(path, self.weights)
         return path
+
+
+N, BATCH = 1000, 32  # 1000 is not divisible by 3: the dropped tail is exercised too
+
+
+def loop_config(tmp_path: Path, *overrides: str) -> Config:
+    """A short run of the numpy engine in tmp_path: N synthetic samples, batch BATCH, 2 epochs."""
+    base = ["data.dataset=synthetic", f"data.limit={N}", f"train.batch_size={BATCH}", "train.epochs=2"]
+    return load_config(None, [*base, "log.progress=never", f"log.dir={tmp_path}", *overrides])
 
 
 def run_ranks(config: Config, size: int, **engine_options) -> list[int | BaseException]:

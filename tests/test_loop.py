@@ -6,15 +6,14 @@ seconds. The trainers' own processes are tested in test_torch_dist, test_tf_dist
 import pytest
 
 from launch import log, loop
-from launch.config import load_config
 from launch.errors import UserError
 from launch.metrics import ALL_TAGS
 from launch.shard import steps_per_epoch
 
 from helpers import check_every_sample_once, read_json, read_scalars
-from numpy_engine import register, run_ranks
+from numpy_engine import BATCH, N, loop_config, register, run_ranks
 
-N, BATCH, LR = 1000, 32, 0.01  # 1000 is not divisible by 3: the dropped tail is exercised too
+LR = 0.01
 
 
 @pytest.fixture(autouse=True)
@@ -24,21 +23,7 @@ def numpy_framework(monkeypatch, tmp_path):
 
 
 def config(tmp_path, *overrides):
-    return load_config(
-        None,
-        [
-            "data.dataset=synthetic",
-            f"data.limit={N}",
-            f"train.batch_size={BATCH}",
-            "train.epochs=2",
-            f"train.lr={LR}",
-            "train.lr_scaling=linear",
-            "log.progress=never",
-            f"log.dir={tmp_path}",
-            "log.run_name=r",
-            *overrides,
-        ],
-    )
+    return loop_config(tmp_path, f"train.lr={LR}", "train.lr_scaling=linear", "log.run_name=r", *overrides)
 
 
 CASES = [(2, 1, True), (1, 2, False), (2, 3, True), (3, 2, False), (4, 3, True), (1, 4, True)]

@@ -18,9 +18,8 @@ from launch.files import write_json
 from launch.shard import steps_per_epoch
 
 from helpers import cli, read_json, read_scalars
-from numpy_engine import NumpyEngine, register, run_ranks
+from numpy_engine import BATCH, N, NumpyEngine, loop_config, register, run_ranks
 
-N, BATCH = 1000, 32
 PER_EPOCH = steps_per_epoch(N, BATCH)
 
 
@@ -30,20 +29,7 @@ def numpy_framework(monkeypatch):
 
 
 def config(tmp_path, *overrides):
-    return load_config(
-        None,
-        [
-            "data.dataset=synthetic",
-            f"data.limit={N}",
-            f"train.batch_size={BATCH}",
-            "train.epochs=2",
-            "train.lr=0.01",
-            "log.progress=never",
-            f"log.dir={tmp_path}",
-            "log.run_name=exp",
-            *overrides,
-        ],
-    )
+    return loop_config(tmp_path, "train.lr=0.01", "log.run_name=exp", *overrides)
 
 
 def preempted(tmp_path, *overrides, name="exp"):
