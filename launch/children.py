@@ -5,6 +5,9 @@ Each starts in its own session, so a terminal's Ctrl-C reaches this process only
 every child still running (the child and what it started there): a worker stops at a common step with a checkpoint (launch.loop), torchrun and mpirun stop
 their ranks. The command keeps waiting for them, and says how it was stopped. A second signal
 kills them.
+
+`wait` waits for a child and then for the rest of its process group: a SIGTERM'd horovodrun
+exits at once and leaves its mpirun and ranks to finish their checkpoint.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import os
 import signal
 import subprocess
 import threading
+import time
+from pathlib import Path
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+GRACE_S = 60  # for what a child leaves in its group; then it is killed
 _started: list[subprocess.Popen] = []
 _received: list[int] = []
 
@@ -24,6 +30,37 @@ def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
     _started.append(proc)
     return proc
+
+
+def wait(proc: subprocess.Popen) -> int:
+    """`proc`'s exit code (128 + N for signal N) once it and everything left in its group ended."""
+    code = proc.wait()
+    settle(proc)
+    return code if code >= 0 else 128 - code
+
+
+def settle(proc: subprocess.Popen) -> None:
+    """Wait until nothing of `proc`'s process group runs (processes this one cannot wait for:
+    orphans reparented elsewhere), killing what is left after GRACE_S."""
+    deadline = time.monotonic() + GRACE_S
+    while _group_running(proc.pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` runs (zombies aside, which wait for their new parent)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if state != "Z" and int(group) == pgid:
+            return True
+    return False
 
 
 def stopped_by() -> int | None:

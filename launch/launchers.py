@@ -271,8 +271,9 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
     A signal to this process stops them (launch.children) and is not restarted from."""
     with children.forwarding():
         if result.command:
-            return children.popen(result.command, env={**os.environ, **result.env}).wait()
-        return _run_local(result, max_restarts)
+            return children.wait(children.popen(result.command, env={**os.environ, **result.env}))
+        code = _run_local(result, max_restarts)
+        return code if code >= 0 else 128 - code  # a shell's status for a rank killed by a signal
 
 
 def _run_local(result: Plan, max_restarts: int) -> int:
@@ -294,6 +295,8 @@ def _run_local(result: Plan, max_restarts: int) -> int:
         for t in pumps:
             t.start()
         code = _wait_fail_fast(procs, [w.rank for w in result.worlds])
+        for proc in procs:
+            children.settle(proc)
         for t in pumps:
             t.join(timeout=10)
         if code == 0 or attempt == max_restarts or children.stopped_by():

@@ -161,7 +161,7 @@ def run_point(job: PointJob) -> Point:
     """One training through `mnist-dist run`; its output streams through, its summary is read back."""
     placement = ["--nproc", str(job.workers), *(["--wait"] if job.launcher == "slurm" else [])]
     log.get().info(f"{job.framework} x{job.workers}: {job.run_name}")
-    code = children.popen(job.command(*placement)).wait()
+    code = children.wait(children.popen(job.command(*placement)))
     return Point(job.framework, job.workers, 0, job.run_name, code, _summary(job.log_dir, job.run_name, code))
 
 

@@ -116,7 +116,7 @@ class Testbed:
             # and each address as IPv4-mapped IPv6, which glibc's hosts file matches only as written:
             # c10d reverse-resolves its peers' sockets by that form, and without these lines every
             # rank warns "The hostname of the client socket cannot be retrieved. err=-3"
-            lines += [f"::ffff:{h.address} {h.name}" for h in bed.hosts]
+            lines += [f"::ffff:{line}" for line in lines]
             for h in bed.hosts:
                 Path(bed.hosts_file(h.name)).write_text("\n".join(lines) + "\n")
             for h in bed.hosts:
