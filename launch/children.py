@@ -16,9 +16,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
+
+from launch import signals
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_S = 60  # for what a child leaves in its group; then it is killed
@@ -36,6 +37,11 @@ def wait(proc: subprocess.Popen) -> int:
     """`proc`'s exit code (128 + N for signal N) once it and everything left in its group ended."""
     code = proc.wait()
     settle(proc)
+    return shell_status(code)
+
+
+def shell_status(code: int) -> int:
+    """A return code as a shell reports it: Popen's -N for signal N is 128 + N."""
     return code if code >= 0 else 128 - code
 
 
@@ -68,17 +74,9 @@ def stopped_by() -> int | None:
     return _received[0] if _received else None
 
 
-@contextlib.contextmanager
 def forwarding():
-    if threading.current_thread() is not threading.main_thread():
-        yield  # (Python delivers signals to its main thread only)
-        return
-    replaced = {sig: signal.signal(sig, _forward) for sig in FORWARDED}
-    try:
-        yield
-    finally:
-        for sig, handler in replaced.items():
-            signal.signal(sig, handler)
+    """Inside, a signal to this process goes on to the children (the module's docstring)."""
+    return signals.handling(FORWARDED, _forward)
 
 
 def _forward(signum, frame) -> None:

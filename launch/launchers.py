@@ -272,8 +272,7 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
     with children.forwarding():
         if result.command:
             return children.wait(children.popen(result.command, env={**os.environ, **result.env}))
-        code = _run_local(result, max_restarts)
-        return code if code >= 0 else 128 - code  # a shell's status for a rank killed by a signal
+        return children.shell_status(_run_local(result, max_restarts))
 
 
 def _run_local(result: Plan, max_restarts: int) -> int:

@@ -21,14 +21,13 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
-from launch import checkpoints, identity, log, rundir
+from launch import checkpoints, identity, log, rundir, signals
 from launch.clock import process_start, stamp
 from launch.comm import Communicator, Rows, gather
 from launch.config import Config
@@ -161,17 +160,15 @@ class _Loop:
     def _request_stop(self, signum, frame) -> None:
         self.stop_requested = True  # acted on at the next interval, by every rank at the same step
 
-    def _catch_stop_signals(self) -> dict:
-        """SIGTERM (scancel, a Kubernetes or TFJob preemption, `mnist-dist run` stopped) and Slurm's
-        preemption warning (sbatch --signal=USR1@60) stop the run at a common step with a checkpoint.
-        torchrun does not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also
-        write STOP_FILE. Returns the handlers replaced (Python delivers signals to its main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-
     def run(self) -> int:
-        replaced = self._catch_stop_signals()
+        # SIGTERM (scancel, a Kubernetes or TFJob preemption, `mnist-dist run` stopped) and Slurm's
+        # preemption warning (sbatch --signal=USR1@60) stop the run at a common step with a checkpoint.
+        # torchrun does not forward SIGUSR1 to its workers (pytorch#154849): the sbatch templates also
+        # write STOP_FILE.
+        with signals.handling((signal.SIGUSR1, signal.SIGTERM), self._request_stop):
+            return self._run()
+
+    def _run(self) -> int:
         try:
             if self.config.checkpoint.resume and self._resume_finished_run():
                 self.comm.barrier()  # leave together, as _finish does
@@ -186,8 +183,6 @@ class _Loop:
             self._finish()
             return 0
         finally:
-            for sig, handler in replaced.items():
-                signal.signal(sig, handler)
             if self.writer:
                 self.writer.close()
             if self.sample_log:

@@ -34,12 +34,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from launch import log
+from launch import log, signals
 from launch.errors import UserError, report_and_exit
 
 STATE_DIR = Path("/run/mnist-dist-testbed")
@@ -348,21 +347,9 @@ def _named(tag: str, bed: Testbed) -> Testbed:
     return Testbed(tag, bed.subnet, f"mdbr{tag}", bed.bridge_address, hosts, folder)
 
 
-@contextlib.contextmanager
 def _signals_exit():
     """SIGTERM and SIGHUP raise SystemExit, as an error would, so that clean-up code runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    replaced = {sig: signal.signal(sig, lambda signum, _: sys.exit(128 + signum)) for sig in _ENDING}
-    try:
-        yield
-    finally:
-        for sig, handler in replaced.items():
-            signal.signal(sig, handler)
-
-
-_ENDING = (signal.SIGTERM, signal.SIGHUP)
+    return signals.handling((signal.SIGTERM, signal.SIGHUP), lambda signum, _: sys.exit(128 + signum))
 
 
 def _free_subnet() -> str:
