@@ -440,7 +440,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     threads = threads_per_worker(config, World(size=args.nproc, local_size=args.nproc))
     _ensure_data(config)
     runs, histories, reloaded, points = {}, {}, {}, []
-    for framework in FRAMEWORKS if not children.stopped_by() else ():
+    for framework in FRAMEWORKS:
+        if children.stopped_by():
+            break  # a stop during the last point ends the comparison
         with children.forwarding():
             point = sweep.run_point(
                 sweep.PointJob(

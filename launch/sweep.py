@@ -249,7 +249,9 @@ def sweep(
     gbit: dict[str, list[float]] = {}
     with Testbed.up(max(spec.workers)) as bed:
         for repeat in range(spec.repeats):
-            for profile in spec.profiles if not children.stopped_by() else ():
+            for profile in spec.profiles:
+                if children.stopped_by():
+                    break
                 bed.shape(PROFILES[profile])
                 if len(bed.hosts) > 1:
                     gbit.setdefault(profile, []).append(bed.link_gbit())
