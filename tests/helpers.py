@@ -95,6 +95,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -261,6 +262,13 @@ def live_descendants() -> list[int]:
         if ancestor == me:
             found.append(pid)
     return found
+
+
+def kill_descendants() -> None:
+    """SIGKILL whatever descends from this process (a failed test's leftovers, adopted orphans too)."""
+    for pid in live_descendants():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 _PR_SET_CHILD_SUBREAPER = 36

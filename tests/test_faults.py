@@ -17,6 +17,7 @@ from helpers import (
     ONE_THREAD,
     ROOT,
     adopting_orphans,
+    kill_descendants,
     live_descendants,
     live_pids_mentioning,
     read_json,
@@ -99,6 +100,22 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
 HOROVOD = pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="`make horovod` builds Horovod")
 
 
+def stopped_by_sigterm(cmd: list[str], tmp_path: Path, training: str) -> tuple[int, str]:
+    """Start `cmd`, SIGTERM it once a file matching `training` (a glob in tmp_path) shows it trains,
+    and return its exit code and output. Orphans are adopted, so nothing it started, even in a new
+    session, escapes the check that nothing outlives it, or the kill when the test fails."""
+    with adopting_orphans():
+        job = start(cmd, tmp_path)
+        try:
+            _wait_for(lambda: list(tmp_path.glob(training)), 300, "training to start", 0.2)
+            job.send_signal(signal.SIGTERM)
+            out, _ = job.communicate(timeout=120)
+            assert not live_descendants(), out[-3000:]
+        finally:
+            kill_descendants()
+    return job.returncode, out
+
+
 @pytest.mark.parametrize(
     "framework,launcher", [("torch", "torchrun"), ("tf", "local"), pytest.param("torch", "horovodrun", marks=HOROVOD)]
 )
@@ -107,16 +124,8 @@ def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, fr
     at one step, checkpoint it, leave together, and nothing outlives the command."""
     cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2"]
     cmd += ["--config", MLP, *LONG, "log.interval=5", f"log.dir={tmp_path}", "log.run_name=r"]
-    with adopting_orphans():
-        job = start(cmd, tmp_path)
-        try:
-            _wait_for(lambda: list((tmp_path / "r").glob("events.out.tfevents.*")), 300, "training to start", 0.2)
-            job.send_signal(signal.SIGTERM)
-            out, _ = job.communicate(timeout=120)
-        finally:
-            job.kill()
-        assert not live_descendants(), out[-3000:]
-    assert job.returncode != 0
+    code, out = stopped_by_sigterm(cmd, tmp_path, "r/events.out.tfevents.*")
+    assert code != 0
     assert "stop requested: checkpointed step" in out, out[-3000:]
     assert list((tmp_path / "r" / "checkpoints").iterdir())
     # the start line names who started the ranks (the local launcher gives them torchrun's variables)
@@ -127,18 +136,18 @@ def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, fr
 def test_sigterm_to_a_sweep_stops_its_point_and_runs_no_other(tmp_path):
     cmd = [sys.executable, "-m", "launch", "sweep", "--framework", "torch", "--workers", "1", "--repeats", "2"]
     cmd += ["--steps", "100000", "--out", str(tmp_path), "--config", MLP, "data.dataset=synthetic", "log.interval=5"]
-    with adopting_orphans():
-        job = start(cmd, tmp_path)
-        try:
-            _wait_for(lambda: list(tmp_path.glob("runs/*/events.out.tfevents.*")), 300, "the first point to train", 0.2)
-            job.send_signal(signal.SIGTERM)
-            out, _ = job.communicate(timeout=120)
-        finally:
-            job.kill()
-        assert not live_descendants(), out[-3000:]
-    assert job.returncode == 128 + signal.SIGTERM, out[-3000:]
+    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*")
+    assert code == 128 + signal.SIGTERM, out[-3000:]
     assert "sweep stopped by SIGTERM after 1 point(s)" in out
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-w1-r0"]
+
+
+def test_sigterm_to_compare_stops_its_framework_and_starts_no_other(tmp_path):
+    cmd = [sys.executable, "-m", "launch", "compare", "--out", str(tmp_path), "--config", MLP, *LONG, "log.interval=5"]
+    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*")
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    assert "compare stopped by SIGTERM after 1 point(s)" in out
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch"]
 
 
 def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
