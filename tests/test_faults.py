@@ -2,6 +2,7 @@
 and exit hygiene over many runs."""
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import os
 import pickle
@@ -58,6 +59,15 @@ def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
+def end(job: subprocess.Popen, tmp_path: Path) -> None:
+    """Kill the command and every process working in tmp_path: the ranks it started sit in sessions
+    of their own, where killing the command alone would leave them when a test fails."""
+    job.kill()
+    for pid in live_pids_mentioning(str(tmp_path)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 LONG = ["data.dataset=synthetic", "train.epochs=1000", "train.threads=1", "log.progress=never"]
 
 
@@ -89,7 +99,7 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
         out, _ = job.communicate(timeout=120)
         took = time.monotonic() - killed
     finally:
-        job.kill()
+        end(job, tmp_path)
     assert job.returncode != 0
     assert took < 60, f"the job took {took:.0f}s to fail"
     said = {"torchrun": "rank      : 1", "mpirun": "rank 1", "local": "rank 1 (pid"}[launcher]
@@ -237,7 +247,7 @@ def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, l
         os.kill(victim, signal.SIGKILL)
         out, _ = job.communicate(timeout=900)
     finally:
-        job.kill()
+        end(job, tmp_path)
     assert job.returncode == 0, out[-3000:]
     assert "resuming from" in out
     summary = read_json(tmp_path / "r" / "summary.json")
