@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 HOST_FIXTURES = {"testbed", "testbed_session", "testbeds_removed", "slurm_cluster", "slurm_two_nodes"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups from the markers
 def pytest_collection_modifyitems(config, items):
     """The "hosts" group, first: it is the longest chain of tests that must run one after another."""
     hosts = [item for item in items if HOST_FIXTURES & set(getattr(item, "fixturenames", ()))]
@@ -24,6 +25,17 @@ def pytest_collection_modifyitems(config, items):
     grouped = set(hosts)
     others = [item for item in items if item not in grouped]
     items[:] = hosts + others
+
+
+def pytest_runtest_setup(item):
+    """xdist schedules a group by the suffix it adds to the test's id: without it, host tests overlap."""
+    loadgroup = getattr(item.config.option, "loadgroup", False)  # set on the workers of --dist loadgroup
+    if loadgroup and item.get_closest_marker("xdist_group") and not item.nodeid.endswith("@hosts"):
+        pytest.fail(
+            f"pytest-xdist did not put this test in the hosts group (pytest {pytest.__version__}): "
+            "install the pytest that .ci/cpu-constraints.txt names",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)
