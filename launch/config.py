@@ -87,7 +87,7 @@ class CheckpointConfig:
 @dataclass
 class DistConfig:
     backend: str = _choice("auto", ("auto", "gloo", "nccl", "horovod"))
-    timeout: int = _positive(300)  # seconds a collective may wait before the job fails
+    timeout: int = _positive(300)  # seconds a collective may wait, or a TF task stay silent, before the job fails
     # Gradients per all-reduce: torch DDP's bucket size (small buckets overlap more; CPU MLP: 0.1),
     # TensorFlow's CommunicationOptions.bytes_per_pack under MultiWorkerMirroredStrategy.
     bucket_mb: float = _positive(25.0)

@@ -190,6 +190,9 @@ def test_local_launcher_across_two_hosts(testbed, tmp_path, framework, nproc):
     assert_trained(tmp_path / "r", framework, 2 * nproc)
     # the worker lines name node2's ranks as the other ranks of the job
     assert f"{2 * nproc} worker(s)" in results["node1"][1]
+    # every rank leaves together: TensorFlow's coordination service sees no task vanish after "done"
+    for _, out in results.values():
+        assert "CoordinationServiceError" not in out and "tasks have crashed" not in out
 
 
 def test_tf_across_hosts_without_their_names_is_refused_before_starting(testbed, tmp_path):

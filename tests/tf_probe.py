@@ -1,11 +1,14 @@
 """Runs tf_dist's training in this process, then dumps what the tests inspect: this rank's final
-weights and the per-replica batch sizes of the last step.
+weights and the per-replica batch sizes of the last step. With TF_PROBE_CHIEF_STAYS_S, rank 0
+stays that long after the others have left, as a chief slow to exit does.
 
     python tests/tf_probe.py OUT_DIR --config configs/mlp.yaml key=value ...   (under any launcher)
 """
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,4 +30,9 @@ info = {
 }
 if world.size > 1:  # MultiWorkerMirroredStrategy's CommunicationOptions (dist.bucket_mb), as it holds them
     info["bytes_per_pack"] = engine.strategy.extended._communication_options.bytes_per_pack
+    from tensorflow.python.eager import context
+
+    info["heartbeat_timeout_ms"] = context.context().coordination_service.heartbeat_timeout_in_ms
 (out / f"probe-rank{world.rank}.json").write_text(json.dumps(info))
+if world.rank == 0:
+    time.sleep(float(os.environ.get("TF_PROBE_CHIEF_STAYS_S", "0")))

@@ -17,6 +17,12 @@ from launch.errors import ConfigError
 from launch.world import World, tf_config, worker_addresses
 from tf_dist.loading import tf
 
+# Not in TensorFlow's public API: the strategy configures the coordination service only when
+# nobody has (collective_all_reduce_strategy.py), with fixed timeouts.
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # isort: skip
+from tensorflow.python.distribute import multi_worker_util  # isort: skip
+from tensorflow.python.eager import context  # isort: skip
+
 _IMPLEMENTATIONS = {"auto": "AUTO", "gloo": "RING", "nccl": "NCCL"}
 
 
@@ -65,6 +71,7 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
             timeout_seconds=config.dist.timeout,
             bytes_per_pack=int(config.dist.bucket_mb * 2**20),
         )  # gradients packed into all-reduces of this size
+        _configure_coordination(config.dist.timeout)
         chief, port = worker_addresses(world)[0].rsplit(":", 1)
         rendezvous.check_master(world, chief, int(port), config.dist.timeout)
         # TensorFlow's chief waits for missing workers without a bound: the deadline ends it.
@@ -82,6 +89,27 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     return tf.distribute.get_strategy()
+
+
+def _configure_coordination(timeout: int) -> None:
+    """TensorFlow's coordination service as MultiWorkerMirroredStrategy sets it up, with
+    dist.timeout as the time a task may go silent before the others count it as crashed.
+
+    TensorFlow's default is 10 s, and its tasks leave without telling the service: a worker that
+    exits more than 10 s before the chief (or after it) is logged as crashed after a clean finish.
+    A task that really dies is still found at once, by its closed connections.
+    """
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        heartbeat_timeout_in_ms=timeout * 1000,
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker")
+            if job in cluster.jobs
+        ],
+    )
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
