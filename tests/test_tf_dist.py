@@ -24,7 +24,8 @@ def tf_train(tmp_path, launcher, n, *overrides, timeout=600):
     return run(cmd, cwd=tmp_path, timeout=timeout)
 
 
-def probe(tmp_path, out: Path, launcher, n, *overrides):
+def probe(tmp_path, out: Path, launcher, n, *overrides, env=None):
+    """Run tests/tf_probe.py: its ranks' weights and facts; the job's stderr is kept in out/job.log."""
     out.mkdir()
     cmd = (
         launch_prefix(launcher, n)
@@ -38,7 +39,8 @@ def probe(tmp_path, out: Path, launcher, n, *overrides):
             *overrides,
         ]
     )
-    result = run(cmd, cwd=tmp_path, timeout=600)
+    result = run(cmd, cwd=tmp_path, timeout=600, env=env)
+    (out / "job.log").write_text(result.stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     weights = [np.load(p) for p in sorted(out.glob("weights-rank*.npz"))]
     infos = [read_json(p) for p in sorted(out.glob("probe-rank*.json"))]
@@ -90,6 +92,9 @@ def check_run_dir(run_dir: Path, world_size: int, min_accuracy: float) -> dict:
 
 @needs_fashion
 def test_multi_worker_trains_fashion_mnist_with_identical_weights(tmp_path):
+    """Two workers train bit-identically; and a chief that stays 12 s after worker 1 has left (longer
+    than the 10 s TensorFlow's coordination service waits for a silent task by default) is not told
+    that worker 1 crashed."""
     weights, infos = probe(
         tmp_path,
         tmp_path / "out",
@@ -99,8 +104,14 @@ def test_multi_worker_trains_fashion_mnist_with_identical_weights(tmp_path):
         "train.epochs=1",
         "log.run_name=r",
         "train.threads=1",
+        "dist.timeout=60",
+        env={"TF_PROBE_CHIEF_STAYS_S": "12"},
     )
     assert [i["replicas"] for i in infos] == [2, 2]
+    assert [i["heartbeat_timeout_ms"] for i in infos] == [60_000, 60_000]
+    out = (tmp_path / "out" / "job.log").read_text()
+    assert "CoordinationServiceError" not in out and "tasks have crashed" not in out, out[-3000:]
+    assert "retracing" not in out, out[-3000:]  # one trace of the gather serves rows of every length
     assert len(weights) == 2
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)  # all-reduced updates keep the workers bit-identical

@@ -124,8 +124,12 @@ class Comm:
 
     def __init__(self, strategy: tf.distribute.Strategy, world_size: int):
         self.world_size = world_size
-        # Compiled, so that gathering under MultiWorkerMirroredStrategy is not an eager collective.
-        self.gather_fn = tf.function(lambda row: strategy.gather(strategy.run(tf.identity, args=(row,)), axis=0))
+        # Compiled, so that gathering under MultiWorkerMirroredStrategy is not an eager collective;
+        # once for rows of any length (the loop gathers several), not traced again for each.
+        self.gather_fn = tf.function(
+            lambda row: strategy.gather(strategy.run(tf.identity, args=(row,)), axis=0),
+            input_signature=[tf.TensorSpec([1, None], tf.float64)],
+        )
 
     def gather_rows(self, row: list[float]) -> np.ndarray:
         mine = tf.constant([row], dtype=tf.float64)
