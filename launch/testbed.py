@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -91,21 +92,22 @@ class Testbed:
 
     @classmethod
     def _up(cls, n: int, rate: str | None) -> Testbed:
-        tag = _claim_tag()
-        net = ipaddress.ip_network(_free_subnet())
-        addrs = list(net.hosts())
-        bed = cls(
-            tag=tag,
-            subnet=str(net),
-            bridge=f"mdbr{tag}",
-            bridge_address=str(addrs[0]),
-            folder=tempfile.mkdtemp(prefix=f"mnist-dist-testbed-{tag}-"),
-        )
-        os.chmod(bed.folder, 0o755)
-        bed.hosts = [
-            Host(f"node{i}", str(addrs[i]), f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i in range(1, n + 1)
-        ]
-        bed._save()  # before anything exists, so that `down` finds whatever got made
+        with _choosing():
+            tag = _claim_tag()
+            net = ipaddress.ip_network(_free_subnet())
+            addrs = list(net.hosts())
+            bed = cls(
+                tag=tag,
+                subnet=str(net),
+                bridge=f"mdbr{tag}",
+                bridge_address=str(addrs[0]),
+                folder=tempfile.mkdtemp(prefix=f"mnist-dist-testbed-{tag}-"),
+            )
+            os.chmod(bed.folder, 0o755)
+            bed.hosts = [
+                Host(f"node{i}", str(addrs[i]), f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i in range(1, n + 1)
+            ]
+            bed._save()  # before anything exists, so that `down` finds whatever got made
         try:
             _ip("link", "add", bed.bridge, "type", "bridge")
             _ip("addr", "add", f"{bed.bridge_address}/{net.prefixlen}", "dev", bed.bridge)
@@ -352,11 +354,26 @@ def _signals_exit():
     return signals.handling((signal.SIGTERM, signal.SIGHUP), lambda signum, _: sys.exit(128 + signum))
 
 
+@contextlib.contextmanager
+def _choosing():
+    """One `up` at a time picks its tag and subnet and saves them: a second one in between would
+    see the subnet as free until the first one's bridge has its address."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / ".choosing", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _free_subnet() -> str:
+    """A subnet no interface here uses and no saved testbed has chosen."""
     used = _ip("-o", "-4", "addr", "show").stdout
+    chosen = set()
+    for state in STATE_DIR.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            chosen.add(json.loads(state.read_text()).get("subnet"))
     for subnet in SUBNETS:
         prefix = subnet.rsplit(".", 1)[0] + "."  # "10.78.3."
-        if prefix not in used:
+        if prefix not in used and subnet not in chosen:
             return subnet
     raise RuntimeError("testbed: no free 10.78.x.0/24 subnet")
 

@@ -1,4 +1,4 @@
-"""The testbed's own safety: tags that cannot collide, state files checked before `down` removes
+"""The testbed's own safety: tags and subnets that cannot collide, state files checked before `down` removes
 what they name, and a signal during `up` that still removes what was made."""
 
 import json
@@ -19,6 +19,16 @@ def test_a_tag_another_testbed_holds_is_never_given_again(tmp_path, monkeypatch)
     monkeypatch.setattr(testbed.secrets, "token_hex", lambda n: next(tags))
     assert testbed._claim_tag() == "bbbbbb"
     assert (tmp_path / "aaaaaa.json").read_text() == "{}"
+
+
+def test_a_subnet_another_testbed_has_chosen_is_never_given_again(tmp_path, monkeypatch):
+    """Chosen and saved, before its bridge has the address that would show it as used."""
+    monkeypatch.setattr(testbed, "STATE_DIR", tmp_path)
+    first = testbed._free_subnet()
+    (tmp_path / "aaaaaa.json").write_text(json.dumps({"subnet": first}))
+    (tmp_path / "bbbbbb.json").write_text("")  # a tag claimed, nothing saved yet
+    second = testbed._free_subnet()
+    assert second != first and second in testbed.SUBNETS
 
 
 @pytest.mark.parametrize(
