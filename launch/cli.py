@@ -14,7 +14,7 @@ import numpy as np
 
 from launch import __version__, children, launchers, log, slurm, testbed
 from launch.clock import stamp
-from launch.config import Config, add_config_arguments, load_config
+from launch.config import MODELS, Config, add_config_arguments, load_config
 from launch.data import MIRRORS, load_files, locate
 from launch.errors import UserError, report_and_exit
 from launch.frameworks import FRAMEWORKS, LAUNCHERS, VARIANTS, Placement, check
@@ -130,6 +130,12 @@ def _add_compare(commands) -> None:
         description="Train the same config in both frameworks and write compare.md and compare.png: "
         "throughput, time to a target accuracy, final accuracy, peak RSS, model size, startup time, and "
         "a verdict from the numbers on each classic claim.",
+    )
+    compare.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"models to compare, each trained in both frameworks (default {','.join(MODELS)}): "
+        "a claim can hold for one and not the other",
     )
     compare.add_argument("--nproc", type=int, default=1, help="workers per framework (default 1)")
     compare.add_argument("--launcher", choices=LAUNCHERS, default="local")
@@ -430,8 +436,9 @@ def _verdict(points, command: str) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from launch import report, sweep
+    from launch import report
 
+    models = _models(args.models)
     config = load_config(args.config, args.overrides)
     out = Path(args.out or Path(config.log.dir) / f"compare-{stamp()}").resolve()
     for framework in FRAMEWORKS:
@@ -439,34 +446,54 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # the same threads in both, written down rather than left to each framework's default
     threads = threads_per_worker(config, World(size=args.nproc, local_size=args.nproc))
     _ensure_data(config)
-    runs, histories, reloaded, points = {}, {}, {}, []
+    compared, points = {}, []
+    for model in models:
+        compared[model] = _compare_model(args, model, (*args.overrides, f"train.threads={threads}"), out, points)
+        if children.stopped_by():
+            break
+    found = report.write_comparison(compared, args.target_accuracy, args.launcher, out)
+    print((out / "compare.md").read_text())
+    log.get().info(f"comparison written to {out} (tensorboard --logdir {out / 'runs'})")
+    complete = len(found) == len(models) and all(found.values())
+    return _verdict(points, "compare") or (0 if complete else 1)
+
+
+def _models(text: str) -> list[str]:
+    models = [m for m in text.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise UserError(f"--models {text!r}: choose from {', '.join(MODELS)}, comma-separated")
+    return list(dict.fromkeys(models))
+
+
+def _compare_model(args: argparse.Namespace, model: str, overrides: tuple[str, ...], out: Path, points: list):
+    """One model in both frameworks (run `<framework>-<model>`); its points are added to `points`."""
+    from launch import report, sweep
+
+    compared = report.Compared()
     for framework in FRAMEWORKS:
         if children.stopped_by():
             break  # a stop during the last point ends the comparison
+        name = f"{framework}-{model}"
+        job = sweep.PointJob(
+            framework,
+            args.nproc,
+            name,
+            out / "runs",
+            args.launcher,
+            _abs(args.config),
+            (*overrides, f"model.name={model}"),
+            tuple(args.run_option),
+        )
         with children.forwarding():
-            point = sweep.run_point(
-                sweep.PointJob(
-                    framework,
-                    args.nproc,
-                    framework,
-                    out / "runs",
-                    args.launcher,
-                    _abs(args.config),
-                    (*args.overrides, f"train.threads={threads}"),
-                    tuple(args.run_option),
-                )
-            )
+            point = sweep.run_point(job)
         points.append(point)
         if point.ok:
-            run_dir = next(p.parent for p in (out / "runs").glob(f"{framework}*/{HISTORY_FILE}"))
-            runs[framework] = point.summary
-            histories[framework] = json.loads((run_dir / HISTORY_FILE).read_text())["epochs"]
-    for framework in runs:
-        reloaded[framework] = _reload(framework, next((out / "runs").glob(f"{framework}*/model.*")))
-    found = report.write_comparison(runs, histories, reloaded, args.target_accuracy, args.launcher, out)
-    print((out / "compare.md").read_text())
-    log.get().info(f"comparison written to {out} (tensorboard --logdir {out / 'runs'})")
-    return _verdict(points, "compare") or (0 if found else 1)
+            run_dir = next(p.parent for p in (out / "runs").glob(f"{name}*/{HISTORY_FILE}"))
+            compared.runs[framework] = point.summary
+            compared.histories[framework] = json.loads((run_dir / HISTORY_FILE).read_text())["epochs"]
+            compared.reloaded[framework] = _reload(framework, next(run_dir.glob("model.*")))
+    return compared
 
 
 def _reload(framework: str, model: Path) -> int | str:

@@ -8,7 +8,7 @@ import math
 import os
 import platform
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.frameworks import color as framework_color
@@ -279,30 +279,60 @@ def time_to_accuracy(history: list[dict], target: float) -> float | None:
     return next((row["wall_s"] for row in history if row["eval_accuracy"] >= target), None)
 
 
+@dataclass
+class Compared:
+    """One model trained in both frameworks: what finished, keyed by framework."""
+
+    runs: dict[str, Summary] = field(default_factory=dict)
+    histories: dict[str, list[dict]] = field(default_factory=dict)
+    reloaded: dict[str, int | str] = field(default_factory=dict)  # parameters after reloading, or why not
+
+    def verdicts(self) -> list[Verdict]:
+        """Empty unless both frameworks finished."""
+        if set(self.runs) != {"torch", "tf"}:
+            return []
+        return verdicts(self.runs["torch"], self.runs["tf"], self.reloaded)
+
+
+def overall(verdicts_by_model: dict[str, Verdict]) -> str:
+    """One model's verdict when every model agrees, else which way it went for which."""
+    found = {v.verdict for v in verdicts_by_model.values()}
+    if len(found) == 1:
+        return found.pop()
+    return "depends on the model: " + ", ".join(f"{v.verdict} for {m}" for m, v in verdicts_by_model.items())
+
+
 def write_comparison(
-    runs: dict[str, Summary],
-    histories: dict[str, list[dict]],
-    reloaded: dict[str, int | str],
-    target: float,
-    launcher: str,
-    out: Path,
-) -> list[Verdict]:
-    """compare.md and compare.png; returns the verdicts (empty when a framework's run failed)."""
+    compared: dict[str, Compared], target: float, launcher: str, out: Path
+) -> dict[str, list[Verdict]]:
+    """compare.md and compare.png, one section per model; returns each model's verdicts (empty for a
+    model one of whose runs failed)."""
     out.mkdir(parents=True, exist_ok=True)
-    names = [fw for fw in ("torch", "tf") if fw in runs]
-    any_run = runs[names[0]] if names else None
+    summaries = [s for c in compared.values() for s in c.runs.values()]
     lines = ["# TensorFlow vs PyTorch", ""]
-    if any_run:
+    if summaries:
+        s = summaries[0]
         lines += [
-            f"Hardware: {hardware()}; {any_run.world_size} worker(s) via {launcher}, device {any_run.device}. "
-            f"Versions: {versions_line(list(runs.values()))}.",
-            f"Same model ({any_run.model}), data ({any_run.dataset}), batch {any_run.batch_size_per_worker} per "
-            f"worker, {any_run.epochs} epoch(s), precision {any_run.precision} in both.",
+            f"Hardware: {hardware()}; {s.world_size} worker(s) via {launcher}, device {s.device}. "
+            f"Versions: {versions_line(summaries)}.",
+            f"Same data ({s.dataset}), batch {s.batch_size_per_worker} per worker, {s.epochs} epoch(s), "
+            f"precision {s.precision} in both, for each model: {', '.join(compared)}. "
+            "Times count from each process's start.",
             "",
         ]
-    missing = [fw for fw in ("torch", "tf") if fw not in runs]
-    if missing:
-        lines += [f"**Failed: {', '.join(missing)}** — the comparison below has only what finished.", ""]
+    for model, c in compared.items():
+        lines += [f"## {model}", "", *_measures(c, target), ""]
+    found = {model: c.verdicts() for model, c in compared.items()}
+    lines += _verdict_table({m: v for m, v in found.items() if v})
+    (out / "compare.md").write_text("\n".join(lines) + "\n")
+    _plot_comparison(compared, out / "compare.png")
+    return found
+
+
+def _measures(c: Compared, target: float) -> list[str]:
+    names = [fw for fw in ("torch", "tf") if fw in c.runs]
+    missing = [fw for fw in ("torch", "tf") if fw not in c.runs]
+    lines = [f"**Failed: {', '.join(missing)}** — only what finished is shown.", ""] if missing else []
     fields = [
         ("training throughput (img/s, warm-up excluded)", lambda s, h: f"{s.images_per_sec:,.0f}"),
         ("throughput per worker (img/s)", lambda s, h: f"{s.images_per_sec_per_worker:,.0f}"),
@@ -318,34 +348,48 @@ def write_comparison(
     ]
     lines += ["| measure | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for label, value in fields:
-        lines.append(f"| {label} | " + " | ".join(value(runs[fw], histories[fw]) for fw in names) + " |")
-    found = verdicts(runs["torch"], runs["tf"], reloaded) if not missing else []
-    if found:
-        lines += ["", "| claim | verdict on this run | evidence |", "|---|---|---|"]
-        lines += [f"| {v.claim} | **{v.verdict}** | {v.evidence} |" for v in found]
-    (out / "compare.md").write_text("\n".join(lines) + "\n")
-    _plot_comparison(runs, histories, names, out / "compare.png")
-    return found
+        lines.append(f"| {label} | " + " | ".join(value(c.runs[fw], c.histories[fw]) for fw in names) + " |")
+    return lines
 
 
-def _plot_comparison(runs: dict[str, Summary], histories: dict[str, list[dict]], names: list[str], path: Path) -> None:
+def _verdict_table(found: dict[str, list[Verdict]]) -> list[str]:
+    """| claim | verdict | one column per model: its verdict and evidence |"""
+    if not found:
+        return []
+    models = list(found)
+    lines = ["## Verdicts", "", "| claim | verdict | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for i, claim in enumerate(v.claim for v in found[models[0]]):
+        mine = {m: found[m][i] for m in models}
+        cells = [f"**{v.verdict}**: {v.evidence}" for v in mine.values()]
+        lines.append(f"| {claim} | **{overall(mine)}** | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _plot_comparison(compared: dict[str, Compared], path: Path) -> None:
+    """One row per model: throughput, peak RSS and model size bars, and test accuracy over time."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    fig, grid = plt.subplots(len(compared), 4, figsize=(15, 3.6 * len(compared)), squeeze=False)
     bars = [
         ("img/s", lambda s: s.images_per_sec),
         ("peak RSS MiB", lambda s: s.peak_rss_bytes_max / MIB),
         ("model bytes", lambda s: s.model_size_bytes),
     ]
-    for ax, (label, value) in zip(axes, bars):
-        ax.bar(names, [value(runs[fw]) for fw in names], color=[framework_color(fw) for fw in names])
-        ax.set_title(label)
-    for fw in names:
-        rows = histories[fw]
-        axes[3].plot(
-            [r["wall_s"] for r in rows], [r["eval_accuracy"] for r in rows], "o-", label=fw, color=framework_color(fw)
-        )
-    axes[3].set_title("test accuracy vs seconds from start")
-    axes[3].legend()
+    for axes, (model, c) in zip(grid, compared.items()):
+        names = [fw for fw in ("torch", "tf") if fw in c.runs]
+        for ax, (label, value) in zip(axes, bars):
+            ax.bar(names, [value(c.runs[fw]) for fw in names], color=[framework_color(fw) for fw in names])
+            ax.set_title(f"{model}: {label}")
+        for fw in names:
+            rows = c.histories[fw]
+            axes[3].plot(
+                [r["wall_s"] for r in rows],
+                [r["eval_accuracy"] for r in rows],
+                "o-",
+                label=fw,
+                color=framework_color(fw),
+            )
+        axes[3].set_title(f"{model}: test accuracy vs seconds from start")
+        axes[3].legend()
     fig.suptitle(hardware(), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.report import MIB, ratio_verdict
+from launch.report import MIB, Verdict, overall, ratio_verdict
 
 from helpers import ROOT, read_json, read_scalars, run
 
@@ -123,7 +123,7 @@ def test_strong_scaling_needs_a_divisible_batch(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Debian's Fashion-MNIST")
-def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
+def test_compare_fills_every_field_and_derives_every_verdict_for_each_model(tmp_path):
     out = mnist_dist(
         "compare",
         "--out",
@@ -140,33 +140,47 @@ def test_compare_fills_every_field_and_derives_every_verdict(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     report = (tmp_path / "c" / "compare.md").read_text()
-    table = [
-        line
-        for line in report.splitlines()
-        if line.startswith("| ") and not line.startswith("| measure") and not line.startswith("| claim")
-    ]
-    measures = [line for line in table if line.count("|") == 4 and "**" not in line]
-    assert len(measures) == 8
-    for line in measures:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert all(cells) and "n/a" not in cells, line
-    torch, tf = (read_json(next((tmp_path / "c" / "runs").glob(f"{fw}*/summary.json"))) for fw in ("torch", "tf"))
-    expected = {
-        "TensorFlow trains faster thanks to its graph": ratio_verdict(
-            "", torch["images_per_sec"] / tf["images_per_sec"], ""
-        ).verdict,
-        "PyTorch uses less memory": ratio_verdict(
-            "", torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"], ""
-        ).verdict,
-        "PyTorch models are smaller": ratio_verdict("", torch["model_size_bytes"] / tf["model_size_bytes"], "").verdict,
-        "Both are portable": "confirmed",
-    }
-    for claim, verdict in expected.items():
-        assert re.search(rf"\| {re.escape(claim)} \| \*\*{verdict}\*\* \| .*\d", report), claim
-    assert f"{torch['images_per_sec']:,.0f}" in report and f"{tf['model_size_bytes']:,}" in report
+    sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", report, re.M | re.S))
+    assert list(sections) == ["mlp", "cnn", "Verdicts"]
+    expected = {}
+    for model in ("mlp", "cnn"):
+        measures = [line for line in sections[model].splitlines() if line.startswith("| ") and "measure" not in line]
+        assert len(measures) == 8, sections[model]
+        for line in measures:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert len(cells) == 3 and all(cells) and "n/a" not in cells, line
+        torch, tf = (read_json(tmp_path / "c" / "runs" / f"{fw}-{model}" / "summary.json") for fw in ("torch", "tf"))
+        assert torch["model"] == tf["model"] == model
+        assert f"{torch['images_per_sec']:,.0f}" in sections[model] and f"{tf['model_size_bytes']:,}" in sections[model]
+        expected[model] = {
+            "TensorFlow trains faster thanks to its graph": torch["images_per_sec"] / tf["images_per_sec"],
+            "PyTorch uses less memory": torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"],
+            "PyTorch models are smaller": torch["model_size_bytes"] / tf["model_size_bytes"],
+            "Both are portable": None,
+        }
+    for claim in expected["mlp"]:
+        per_model = {
+            m: ratio_verdict(claim, expected[m][claim], "") if expected[m][claim] else Verdict(claim, "confirmed", "")
+            for m in ("mlp", "cnn")
+        }
+        row = rf"\| {re.escape(claim)} \| \*\*{re.escape(overall(per_model))}\*\* \| "
+        row += r" \| ".join(rf"\*\*{per_model[m].verdict}\*\*: [^|]*\d[^|]*" for m in ("mlp", "cnn"))
+        assert re.search(row, sections["Verdicts"]), (claim, sections["Verdicts"])
     assert "Hardware:" in report and "torch 2." in report and "tensorflow 2." in report
     assert (tmp_path / "c" / "compare.png").stat().st_size > 1000
-    assert read_scalars(next((tmp_path / "c" / "runs").glob("tf*")))["eval/accuracy"]
+    assert read_scalars(tmp_path / "c" / "runs" / "tf-cnn")["eval/accuracy"]
+
+
+def test_a_claim_that_goes_both_ways_says_for_which_model():
+    mlp, cnn = Verdict("faster", "refuted", ""), Verdict("faster", "confirmed", "")
+    assert overall({"mlp": mlp, "cnn": mlp}) == "refuted"
+    assert overall({"mlp": mlp, "cnn": cnn}) == "depends on the model: refuted for mlp, confirmed for cnn"
+
+
+def test_compare_refuses_a_model_it_does_not_have(tmp_path):
+    out = mnist_dist("compare", "--models", "mlp,resnet", "--out", str(tmp_path / "c"), cwd=tmp_path)
+    assert out.returncode != 0 and "--models 'mlp,resnet': choose from mlp, cnn" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
 
 
 def test_testbed_sweep_refuses_what_it_cannot_run(tmp_path):
