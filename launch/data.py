@@ -149,8 +149,9 @@ def locate(dataset: str, explicit: str | Path | None = None, *, download: bool =
     raise DataError(
         f"{dataset} not found (looked in: {places}) and not downloadable ({reason}). Fixes: "
         f"point data.dir at a folder with the four IDX files or {dataset}.npz; "
-        f"run `mnist-dist data --dataset {dataset}` on a machine with internet and copy {target}; "
-        "or train on data.dataset=synthetic"
+        f"run `mnist-dist data --dataset {dataset} --dir {target}` where there is internet (then copy {target} "
+        "here); or train offline on data.dataset=synthetic, or on data.dataset=fashion-mnist with Debian's "
+        "dataset-fashion-mnist package"
     )
 
 

@@ -7,13 +7,18 @@ and host: a user error with its fix, or a framework's exception by its type and 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
 
 from launch import log
 from launch.config import Config, add_config_arguments, load_config
-from launch.errors import UserError, describe, report_and_exit
+from launch.errors import UserError, describe
 from launch.world import World, detect_world
 
 
@@ -36,12 +41,23 @@ def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | Non
         log.set_world(world.rank, world.size, world.host)
         code = train(config, world)
     except UserError as exc:
-        report_and_exit(exc)
+        _fail(str(exc), exc.exit_code)
     except Exception as exc:
         if os.environ.get("MNIST_DIST_TRACEBACK") == "1":
             raise
-        log.get().error(f"{describe(exc)} (MNIST_DIST_TRACEBACK=1 shows the traceback)")
-        sys.exit(1)
+        _fail(f"{describe(exc)} (MNIST_DIST_TRACEBACK=1 shows the traceback)", 1)
+    sys.exit(code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    """One line on stderr, and the exit code. Under torchrun the line also goes to its error file
+    (TORCHELASTIC_ERROR_FILE, as torch's @record writes it): torchrun's failure summary, the last
+    thing it prints, then shows it for each failed rank instead of a link to its docs."""
+    log.get().error(message)
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        with contextlib.suppress(OSError):
+            Path(error_file).write_text(json.dumps({"message": log.error_line(message), "timestamp": int(time.time())}))
     sys.exit(code)
 
 

@@ -149,8 +149,9 @@ def test_offline_with_nothing_found_lists_places_and_fixes(tmp_path, monkeypatch
     assert (
         "data.dir" in text
         and "--data-dir" not in text
-        and "mnist-dist data --dataset mnist" in text
+        and f"mnist-dist data --dataset mnist --dir {tmp_path / 'cache' / 'mnist'}" in text
         and "data.dataset=synthetic" in text
+        and "data.dataset=fashion-mnist" in text
     )
     assert "http://127.0.0.1:9/train-images-idx3-ubyte.gz" in text
 

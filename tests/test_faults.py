@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -350,6 +351,21 @@ def test_corrupt_data_file_is_named(tmp_path):
     out = trainer(tmp_path, "torch_dist.train", "data.dataset=mnist", f"data.dir={folder}")
     assert out.returncode == 3
     assert "train-images-idx3-ubyte.gz: corrupt or truncated gzip data" in last_line(out)
+
+
+def test_under_plain_torchrun_the_failed_rank_s_line_ends_its_failure_summary(tmp_path):
+    """torchrun ends with its own traceback and failure summary: the summary's root cause shows the
+    rank's one line (from TORCHELASTIC_ERROR_FILE) where it would otherwise link to torch's docs."""
+    (tmp_path / "empty").mkdir()
+    overrides = [f"log.dir={tmp_path}", "data.dataset=mnist", f"data.dir={tmp_path / 'empty'}"]
+    out = run(train_cmd("torch_dist.train", "torchrun", 2, overrides), cwd=tmp_path, timeout=120)
+    assert out.returncode != 0
+    root_cause = out.stderr[out.stderr.index("Root Cause (first observed failure)") :]
+    line = next(line for line in root_cause.splitlines() if "traceback :" in line).split("traceback :", 1)[1]
+    assert re.fullmatch(
+        rf"torch_dist\.train: error: rank \d on \S+: mnist not found \(looked in: {tmp_path}/empty\).*", line.strip()
+    )
+    assert "data.dir" in line and "To enable traceback see" not in out.stderr
 
 
 def test_wrong_checksum_download_exit_code(tmp_path, monkeypatch, capsys):
