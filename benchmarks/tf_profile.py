@@ -61,10 +61,11 @@ def main() -> None:
     tf.profiler.experimental.stop()
     engine.comm.barrier()
     if world.rank == 0:
-        print(report(args, world.size, wall, next(Path(logdir).rglob("*.xplane.pb"))))
+        print(report(args, (world.size, config.train.threads), wall, next(Path(logdir).rglob("*.xplane.pb"))))
 
 
-def report(args, workers: int, wall: float, xplane: Path) -> str:
+def report(args, placement: tuple[int, int], wall: float, xplane: Path) -> str:
+    """`placement`: workers, and threads per worker."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
@@ -83,7 +84,8 @@ def report(args, workers: int, wall: float, xplane: Path) -> str:
                 busy_threads[line.name] += event.duration_ps / 1e9
     steps = args.steps
     lines = [
-        f"### TensorFlow step profile: {args.model}, {workers} worker(s), 1 thread each, batch 128 per worker\n",
+        f"### TensorFlow step profile: {args.model}, {placement[0]} worker(s), {placement[1]} thread(s) each, "
+        f"batch 128 per worker (tensorflow {tf.__version__})\n",
         f"Wall time per step (rank 0): {1000 * wall / steps:.2f} ms over {steps} profiled steps.\n",
         f"Top {args.top} trace events on rank 0's host plane by total time per step (events nest: a parent "
         "includes its children; threads run in parallel):\n",

@@ -26,3 +26,15 @@ def test_overhead_benchmark_runs_every_loop(tmp_path, script, loops):
     rates = re.findall(r"^\| [^|]+ \| ([\d,]+) \| [\d,]+\.\.[\d,]+ \| ([\d.]+) \|$", out.stdout, re.M)
     assert len(rates) == loops and all(int(rate.replace(",", "")) > 0 for rate, _ in rates), out.stdout
     assert "1.000" in [ratio for _, ratio in rates]  # the baseline row
+
+
+@pytest.mark.parametrize(
+    "script, kernel",
+    [("torch_profile.py", "aten::max_pool2d_with_indices"), ("tf_profile.py", "_MklNativeMaxPool")],
+)
+def test_step_profile_names_the_cnn_s_operators(tmp_path, script, kernel):
+    """docs/performance.md explains the CNN's TensorFlow-vs-PyTorch gap from these profiles."""
+    out = run([sys.executable, str(ROOT / "benchmarks" / script), "--model", "cnn", "--steps", "3"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"^Wall time per step.*: [\d.]+ ms", out.stdout, re.M), out.stdout
+    assert kernel in out.stdout, out.stdout
