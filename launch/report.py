@@ -388,7 +388,7 @@ def _plot_comparison(compared: dict[str, Compared], path: Path) -> None:
                 label=fw,
                 color=framework_color(fw),
             )
-        axes[3].set_title(f"{model}: test accuracy vs seconds from start")
+        axes[3].set_title(f"{model}: test accuracy vs s from start")
         axes[3].legend()
     fig.suptitle(hardware(), fontsize=9)
     fig.tight_layout()
