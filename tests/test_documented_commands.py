@@ -1,0 +1,270 @@
+"""Every command the README and docs/ show, run as written from the repository root: a documented
+command that stops working fails here. A test adds only what it needs, stated next to the command:
+a short run (`SHORT`), its own log.dir, Fashion-MNIST where the command trains MNIST (this machine
+cannot download it), and OpenMPI's root permission where the shell is root. Commands that cannot run
+here (a GPU cluster, two real hosts) are listed with the reason and the test that covers them."""
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, kill_descendants
+from slurm_cluster import _wait_for
+
+pytestmark = pytest.mark.timeout(900)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHORT = "train.epochs=1 data.limit=2000"  # the run itself kept short: one epoch of 2,000 images
+OFFLINE = "data.dataset=fashion-mnist"  # the configs train MNIST, which must be downloaded
+AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}  # = mpirun --allow-run-as-root
+SWEEP_SHORT = "--repeats 1 --workers 1,2 --warmup 2 --steps 5"  # the sweep's own options, last one wins
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The command runs here, with `add` appended and `options` before its first config override,
+    after its own options: argparse takes an option's last value ({tmp}: the test's folder)."""
+
+    add: str = ""
+    options: str = ""
+    expect: int = 0  # its exit code
+    root_mpi: bool = False  # a plain mpirun: as root, OpenMPI's permission (AS_ROOT)
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """The command cannot run here: why, and what covers it."""
+
+    reason: str
+
+
+def _commands() -> dict[str, str]:
+    """Every command in a ```bash block of the docs, continuation lines joined and the trailing
+    comment dropped -> the file that shows it."""
+    found = {}
+    for doc in DOCS:
+        for block in re.findall(r"^```bash\n(.*?)^```", doc.read_text(), re.S | re.M):
+            for command in re.sub(r"\\\n\s*", "", block).splitlines():
+                command = re.sub(r"\s+#\s.*$", "", command).strip()
+                if command and not command.startswith("#"):
+                    found[command] = doc.name
+    return found
+
+
+_GPU_SLURM = Elsewhere("a Slurm cluster with GPUs; test_slurm.py submits the same templates to a local cluster")
+_TWO_HOSTS = Elsewhere(
+    "two real hosts; the testbed block below runs the same on two testbed hosts, test_multihost.py every launcher"
+)
+_TESTBED = "testbed"  # a block of docs/several-nodes.md, run as one script below
+
+COMMANDS = {
+    # README.md
+    "make demo": Runs(),
+    "make test": Elsewhere("the test suite itself: .ci/run runs it"),
+    ". .venv/bin/activate": Runs("&& command -v mnist-dist torchrun python"),
+    "mnist-dist data --dataset fashion-mnist": Runs(),
+    "mnist-dist data --dataset mnist --dir /shared/mnist": Runs("--dir {tmp}/mnist", expect=3),  # offline
+    "python -m torch_dist.train --config configs/mlp.yaml data.dataset=fashion-mnist train.epochs=3": Runs(SHORT),
+    "torchrun --standalone --nproc_per_node=2 -m torch_dist.train --config configs/mlp.yaml": Runs(
+        f"{SHORT} {OFFLINE}"
+    ),
+    "mpirun -np 2 python -m torch_dist.train --config configs/cnn.yaml": Runs(f"{SHORT} {OFFLINE}", root_mpi=True),
+    "srun -n 8 python -m torch_dist.train --config configs/cnn.yaml": Elsewhere(
+        "a Slurm allocation of 8 tasks; test_slurm.py runs srun on a local cluster"
+    ),
+    "python -m tf_dist.train --config configs/mlp.yaml dist.cpu_devices=2": Runs(f"{SHORT} {OFFLINE}"),
+    "torchrun --standalone --nproc_per_node=2 -m tf_dist.train --config configs/mlp.yaml": Runs(f"{SHORT} {OFFLINE}"),
+    "mpirun -np 2 python -m tf_dist.train --config configs/mlp.yaml": Runs(f"{SHORT} {OFFLINE}", root_mpi=True),
+    "tensorboard --logdir runs": Runs(),  # a server: up and answering, then stopped
+    "mnist-dist run --framework torch --launcher torchrun --nproc 2 --config configs/mlp.yaml data.dataset=fashion-mnist": Runs(
+        SHORT
+    ),
+    "mnist-dist run --framework tf    --launcher slurm --nodes 2 --nproc 4 --gpus-per-node 4 --config configs/cnn.yaml --dry-run": Runs(),
+    "mnist-dist config --framework tf --nproc 2 --config configs/mlp.yaml": Runs(),
+    # docs/configuration.md
+    "mnist-dist config --framework tf --nproc 2 --config configs/mlp.yaml dist.compression=fp16": Runs(expect=2),
+    # docs/fault-tolerance.md
+    "mnist-dist run --framework torch --launcher torchrun --nodes 1:2 --max-restarts 3 --hosts node1,node2 --node-rank 0 "
+    "--config configs/cnn.yaml log.run_name=elastic1": _TWO_HOSTS,
+    "mnist-dist run --framework torch --launcher slurm --nodes 1:2 --nproc 4 --gpus-per-node 4 --config configs/cnn.yaml": _GPU_SLURM,
+    # docs/launching.md
+    "mnist-dist run --framework torch --launcher local    --nproc 2 --config configs/mlp.yaml data.dataset=fashion-mnist": Runs(
+        SHORT
+    ),
+    "mnist-dist run --framework tf    --launcher torchrun --nproc 4 --config configs/cnn.yaml --dry-run": Runs(),
+    "mnist-dist run --framework tf    --launcher mpirun   --nproc 2 --config configs/mlp.yaml": Runs(
+        f"{SHORT} {OFFLINE}"
+    ),
+    "mnist-dist run --framework torch --launcher slurm    --nodes 2 --nproc 4 --gpus-per-node 4 --config configs/cnn.yaml --wait": _GPU_SLURM,
+    "mnist-dist data --dataset mnist --dir /shared/data/mnist": Runs("--dir {tmp}/mnist", expect=3),  # offline
+    "mnist-dist run --framework torch --launcher slurm --nodes 2 --nproc 4 --gpus-per-node 4 --cpus-per-task 8 "
+    "--partition gpu --account myproj --time 00:30:00 --setup 'module load cuda/12.4' "
+    "--setup 'source ~/mnist-dist/.venv/bin/activate' "
+    "--config configs/cnn.yaml data.dir=/shared/data/mnist log.dir=/shared/runs train.epochs=10": _GPU_SLURM,
+    "mnist-dist run --framework tf --launcher slurm --nodes 2 --nproc 4 --gpus-per-node 4 --cpus-per-task 8 "
+    "--partition gpu --config configs/cnn.yaml data.dir=/shared/data/mnist log.dir=/shared/runs": _GPU_SLURM,
+    "mnist-dist run --framework torch --launcher slurm --template mpi --mpi-launcher srun --nodes 2 --nproc 4 "
+    "--gpus-per-node 4 --config configs/cnn.yaml data.dir=/shared/data/mnist": _GPU_SLURM,
+    # docs/performance.md
+    "mnist-dist sweep --framework torch,tf --workers 1,2,4 --mode weak --repeats 3 --warmup 120 --steps 100 "
+    "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Runs(
+        options=f"{SWEEP_SHORT} --out {{tmp}}/sweep"
+    ),
+    "mnist-dist compare --config configs/mlp.yaml data.dataset=fashion-mnist train.epochs=3": Runs(
+        SHORT, options="--out {tmp}/compare"
+    ),
+    ".venv/bin/mnist-dist sweep --testbed loopback,10g,1g --framework torch,tf --workers 1,2 "
+    "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(
+        "makes testbeds for minutes; test_sweep.py runs it with two profiles and one repeat"
+    ),
+    "python benchmarks/run_all.py": Elsewhere("minutes by design; test_benchmarks.py runs each benchmark briefly"),
+    "python benchmarks/torch_overhead.py": Elsewhere("minutes by design; test_benchmarks.py runs it briefly"),
+    "python benchmarks/tf_overhead.py": Elsewhere("minutes by design; test_benchmarks.py runs it briefly"),
+    "python benchmarks/gpu.py": Elsewhere("an NVIDIA GPU"),
+    # docs/several-nodes.md
+    "mnist-dist run --framework torch --launcher torchrun --nodes 2 --node-rank 0 --master-addr node1 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
+    "mnist-dist run --framework torch --launcher torchrun --nodes 2 --node-rank 1 --master-addr node1 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
+    "torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=node1:29400 --rdzv-id=job1 "
+    "-m torch_dist.train --config configs/cnn.yaml": _TWO_HOSTS,
+    "mnist-dist run --framework tf --hosts node1,node2 --node-rank 0 --nproc 1 --config configs/mlp.yaml": _TWO_HOSTS,
+    "mnist-dist run --framework tf --hosts node1,node2 --node-rank 1 --nproc 1 --config configs/mlp.yaml": _TWO_HOSTS,
+    """TF_CONFIG='{"cluster":{"worker":["node1:23456","node2:23456"]},"task":{"type":"worker","index":0}}' """
+    "python -m tf_dist.train --config configs/mlp.yaml": _TWO_HOSTS,
+    "mnist-dist run --framework torch --launcher mpirun --hosts node1,node2 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
+    "tag=$(mnist-dist testbed up 2)": _TESTBED,
+    "mnist-dist testbed exec $tag node2 -- hostname": _TESTBED,
+    "mnist-dist testbed exec $tag node1 -- .venv/bin/mnist-dist run --framework tf --hosts node1,node2 --node-rank 0 &": _TESTBED,
+    "mnist-dist testbed exec $tag node2 -- .venv/bin/mnist-dist run --framework tf --hosts node1,node2 --node-rank 1": _TESTBED,
+    "mnist-dist testbed down $tag": _TESTBED,
+    """mnist-dist testbed exec $tag node1 -- env OMPI_MCA_plm_rsh_agent="$PWD/.venv/bin/mnist-dist testbed rsh $tag" """
+    ".venv/bin/mnist-dist run --framework torch --launcher mpirun --hosts node1,node2 --nproc 2 --config configs/mlp.yaml": _TESTBED,
+    # docs/trainers.md
+    "make horovod": Elsewhere(".ci/run runs it before the suite"),
+    "horovodrun -np 2 -H localhost:2 python -m torch_dist.train --config configs/mlp.yaml dist.backend=horovod": Runs(
+        f"{SHORT} {OFFLINE}"
+    ),
+    "mpirun -np 2 python -m torch_dist.train --config configs/mlp.yaml dist.backend=horovod": Runs(
+        f"{SHORT} {OFFLINE}", root_mpi=True
+    ),
+    "mnist-dist run --framework torch --launcher horovodrun --nproc 2 --config configs/mlp.yaml": Runs(
+        f"{SHORT} {OFFLINE}"
+    ),
+    "mnist-dist sweep --framework torch,horovod --workers 1,2": Runs(
+        OFFLINE, options=f"{SWEEP_SHORT} --out {{tmp}}/sweep"
+    ),
+}
+RUNNABLE = [command for command, how in COMMANDS.items() if isinstance(how, Runs)]
+
+
+def test_every_documented_command_is_run_here_or_says_why_not():
+    documented = _commands()
+    assert set(documented) - set(COMMANDS) == set(), "documented commands this test does not know"
+    assert set(COMMANDS) - set(documented) == set(), "commands this test knows that the docs no longer show"
+
+
+def _environment(tmp_path: Path, how: Runs) -> dict[str, str]:
+    """The shell of a user who followed the README: the virtual environment's tools first, and
+    log.dir (each command's own override) under tmp_path."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    if how.root_mpi and os.geteuid() == 0:
+        env.update(AS_ROOT)
+    return env
+
+
+@pytest.mark.parametrize("command", RUNNABLE)
+def test_documented_command_works_as_written(tmp_path, command):
+    how = COMMANDS[command]
+    if "horovod" in command and importlib.util.find_spec("horovod") is None:
+        pytest.skip("Horovod is not installed: build it with `make horovod` (.ci/run does)")
+    if command.startswith("tensorboard"):
+        return _serves(command, tmp_path)
+    trains = "train" in command or " run " in f" {command} " or "sweep" in command or "compare" in command
+    extra = how.add.format(tmp=tmp_path) + (f" log.dir={tmp_path}/runs" if trains else "")
+    words = command.split(" ")
+    first = next((i for i, word in enumerate(words) if re.match(r"[\w.]+=", word)), len(words))
+    words.insert(first, how.options.format(tmp=tmp_path))
+    shell = " ".join(filter(None, [*words, extra]))
+    out = subprocess.run(
+        ["bash", "-c", shell],
+        cwd=ROOT,
+        env=_environment(tmp_path, how),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
+    try:
+        assert out.returncode == how.expect, f"{shell}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        if how.expect:  # a refusal is one line naming the problem and its fix
+            assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    finally:
+        if command == "make demo":
+            for run_dir in (ROOT / "runs").glob("demo-*"):
+                shutil.rmtree(run_dir)
+
+
+def _serves(command: str, tmp_path: Path) -> None:
+    """TensorBoard, started as written, answers on its default port; then it is stopped."""
+    (tmp_path / "runs").mkdir()
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"],
+        cwd=tmp_path,
+        env=_environment(tmp_path, Runs()),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: _answers("http://localhost:6006/") or proc.poll() is not None, 120, "TensorBoard", 0.5)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        kill_descendants()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_the_testbed_block_works_as_written(tmp_path, testbeds_removed):
+    """docs/several-nodes.md's testbed block, then its mpirun line, as one script: the TensorFlow
+    pair of runs and the cross-host mpirun run train, and `down` removes the testbed."""
+    doc = (ROOT / "docs" / "several-nodes.md").read_text()
+    blocks = [b for b in re.findall(r"^```bash\n(.*?)^```", doc, re.S | re.M) if "$tag" in b]
+    script = re.sub(r"\\\n\s*", "", "".join(blocks))
+    runs = f"{SHORT} {OFFLINE} log.dir={tmp_path}/runs"
+    lines = []
+    for line in script.splitlines():
+        line = re.sub(r"\s+#\s.*$", "", line).rstrip()
+        if "mnist-dist run" in line:  # the test's overrides at the end, before a trailing &
+            line = re.sub(r"(\s*&)?$", lambda m: f" {runs}{m[0]}", line, count=1)
+        lines.append(line)
+    down = next(line for line in lines if "testbed down" in line)
+    lines.remove(down)
+    lines.append(down)  # the mpirun line needs the testbed: it comes before `down`
+    out = subprocess.run(
+        ["bash", "-ec", "\n".join(["set -o pipefail", *lines[:-1], "wait", lines[-1]])],
+        cwd=ROOT,
+        env=_environment(tmp_path, Runs()),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        start_new_session=True,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "node2" in out.stdout.splitlines()[0]  # `exec $tag node2 -- hostname`
+    summaries = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/summary.json"))
+    assert len(summaries) == 2, summaries  # the TensorFlow pair's run and the mpirun run
