@@ -1,7 +1,7 @@
 """Every command the README and docs/ show, run as written from the repository root: a documented
 command that stops working fails here. A test adds only what it needs, stated next to the command:
 a short run (`SHORT`), its own log.dir, Fashion-MNIST where the command trains MNIST (this machine
-cannot download it), and OpenMPI's root permission where the shell is root. Commands that cannot run
+cannot download it), OpenMPI's root permission where the shell is root, and OMP_NUM_THREADS=1. Commands that cannot run
 here (a GPU cluster, two real hosts) are listed with the reason and the test that covers them."""
 
 import importlib.util
@@ -170,9 +170,9 @@ def test_every_documented_command_is_run_here_or_says_why_not():
     assert set(COMMANDS) - set(documented) == set(), "commands this test knows that the docs no longer show"
 
 
-def _environment(tmp_path: Path, how: Runs) -> dict[str, str]:
-    """The shell of a user who followed the README: the virtual environment's tools first, and
-    log.dir (each command's own override) under tmp_path."""
+def _environment(how: Runs) -> dict[str, str]:
+    """The shell of a user who followed the README (the virtual environment's tools first), with
+    one OpenMP thread per process: the suite runs two tests at a time on two cores."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     if how.root_mpi and os.geteuid() == 0:
         env.update(AS_ROOT)
@@ -195,7 +195,7 @@ def test_documented_command_works_as_written(tmp_path, command):
     out = subprocess.run(
         ["bash", "-c", shell],
         cwd=ROOT,
-        env=_environment(tmp_path, how),
+        env=_environment(how),
         capture_output=True,
         text=True,
         timeout=600,
@@ -217,7 +217,7 @@ def _serves(command: str, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         ["bash", "-c", f"exec {command}"],
         cwd=tmp_path,
-        env=_environment(tmp_path, Runs()),
+        env=_environment(Runs()),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -258,7 +258,7 @@ def test_the_testbed_block_works_as_written(tmp_path, testbeds_removed):
     out = subprocess.run(
         ["bash", "-ec", "\n".join(["set -o pipefail", *lines[:-1], "wait", lines[-1]])],
         cwd=ROOT,
-        env=_environment(tmp_path, Runs()),
+        env=_environment(Runs()),
         capture_output=True,
         text=True,
         timeout=600,
