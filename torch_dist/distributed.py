@@ -143,13 +143,16 @@ class DDP:
     def shutdown(self) -> None:
         """Leave the group without the exit-time abort seen after a bare destroy_process_group: wait
         for every rank, let DDP's reducer be freed (the caller dropped its model), then destroy."""
-        if self.heartbeats:
-            self.heartbeats.stop.set()
         if not dist.is_initialized():
             return
         dist.barrier()
         gc.collect()
         dist.destroy_process_group()
+
+    def close(self) -> None:
+        """Stop this rank's background work; called on every way out, a failed one too."""
+        if self.heartbeats:
+            self.heartbeats.close()
 
 
 class Heartbeats:
@@ -159,12 +162,21 @@ class Heartbeats:
     need not agree."""
 
     PERIOD = 1.0
+    TIMEOUT = timedelta(seconds=5)  # for every call on the store, lost()'s wait included
 
     def __init__(self, world: World):
         self.world, self.stop = world, threading.Event()
-        self.store = dist.TCPStore(world.master_addr, world.master_port, is_master=False, timeout=timedelta(seconds=10))
+        self.store = dist.TCPStore(world.master_addr, world.master_port, is_master=False, timeout=self.TIMEOUT)
         self.store.set(f"mnist-dist/host/{world.rank}", world.host)
-        threading.Thread(target=self._beat, daemon=True).start()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop beating and wait for the thread: a daemon thread still inside a store call when the
+        interpreter exits ends the process with SIGABRT ("terminate called without an active
+        exception"), whatever the exit code was to be."""
+        self.stop.set()
+        self.thread.join(self.TIMEOUT.total_seconds() + self.PERIOD)
 
     def _beat(self) -> None:
         while not self.stop.wait(self.PERIOD):
@@ -174,7 +186,6 @@ class Heartbeats:
     def lost(self) -> str | None:
         keys = [f"mnist-dist/beat/{r}" for r in range(self.world.size)]
         try:
-            self.store.set_timeout(timedelta(seconds=5))
             before = self.store.multi_get(keys)
             time.sleep(3 * self.PERIOD)  # long enough for every live rank to beat again
             after = self.store.multi_get(keys)
@@ -252,3 +263,6 @@ class Horovod:
 
     def shutdown(self) -> None:
         self.hvd.shutdown()
+
+    def close(self) -> None:
+        """Nothing of ours runs beside Horovod's own threads, which hvd.shutdown ends."""

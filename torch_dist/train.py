@@ -36,14 +36,20 @@ def train(config, world: World) -> int:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     check(config, "torch", Placement(workers=world.size, gpus_per_node=gpus))
     comm, device = distributed.connect(config.dist, world, gpus)
+    with contextlib.closing(comm):
+        code = _train_connected(config, world, comm, device)
+        comm.shutdown()
+    return code
+
+
+def _train_connected(config, world: World, comm, device: torch.device) -> int:
+    """The loop on a connected rank; DDP's reducer is gone when this returns, as it must be before
+    the process group is destroyed."""
     engine = TorchEngine(config, world, comm, device)
     try:
-        code = loop.train(config, world, engine)
+        return loop.train(config, world, engine)
     except RuntimeError as exc:  # a collective failed: say which ranks are gone, where gloo can tell
         raise comm.missing_ranks(exc) from None
-    del engine  # DDP's reducer must be gone before the process group is destroyed
-    comm.shutdown()
-    return code
 
 
 class TorchEngine(loop.Engine):
