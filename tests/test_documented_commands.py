@@ -1,9 +1,12 @@
 """Every command the README and docs/ show, run as written from the repository root: a documented
 command that stops working fails here. A test adds only what it needs, stated next to the command:
 a short run (`SHORT`), its own log.dir, Fashion-MNIST where the command trains MNIST (this machine
-cannot download it), OpenMPI's root permission where the shell is root, and OMP_NUM_THREADS=1. Commands that cannot run
-here (a GPU cluster, two real hosts) are listed with the reason and the test that covers them."""
+cannot download it), OpenMPI's root permission where the shell is root, and OMP_NUM_THREADS=1.
+Where a command's output is the feature (a sweep, the comparison), what it wrote is checked in
+depth. Commands that cannot run here (a GPU cluster, two real hosts) are listed with the reason
+and the test that covers them."""
 
+import csv
 import importlib.util
 import os
 import re
@@ -12,12 +15,15 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, kill_descendants
+from launch.report import MIB, Verdict, overall, ratio_verdict
+
+from helpers import ROOT, kill_descendants, read_json, read_scalars
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -37,6 +43,7 @@ class Runs:
     options: str = ""
     expect: int = 0  # its exit code
     root_mpi: bool = False  # a plain mpirun: as root, OpenMPI's permission (AS_ROOT)
+    check: Callable[[Path], None] | None = None  # what it wrote, checked in depth (given {tmp})
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,81 @@ def _commands() -> dict[str, str]:
                 if command and not command.startswith("#"):
                     found[command] = doc.name
     return found
+
+
+def _scaling_sweep(tmp: Path) -> None:
+    """The torch,tf sweep: one TensorBoard curve per framework, the plot, and a CSV and table whose
+    every number is its run's summary's (weak scaling: the batch per worker stays)."""
+    sweep = tmp / "sweep"
+    for framework in ("torch", "tf"):
+        scalars = read_scalars(sweep / "tensorboard" / framework)
+        for tag in ("scaling/images_per_sec", "scaling/efficiency", "scaling/images_per_sec_per_worker"):
+            assert [step for step, _ in scalars[tag]] == [1, 2], (framework, tag)
+        assert dict(scalars["scaling/efficiency"])[1] == pytest.approx(1.0)
+    import matplotlib.image
+
+    image = matplotlib.image.imread(sweep / "scaling.png")
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    rows = list(csv.DictReader(open(sweep / "scaling.csv")))
+    assert [(r["framework"], r["workers"]) for r in rows] == [("torch", "1"), ("torch", "2"), ("tf", "1"), ("tf", "2")]
+    one = {}
+    for r in rows:
+        summary = read_json(sweep / "runs" / f"{r['framework']}-w{r['workers']}-r0" / "summary.json")
+        assert summary["world_size"] == int(r["workers"]) and summary["batch_size_per_worker"] == 128
+        assert summary["steps"] == 2 + 5  # SWEEP_SHORT's warm-up and timed steps
+        assert float(r["images_per_sec_mean"]) == pytest.approx(summary["images_per_sec"], abs=0.1)
+        assert float(r["peak_rss_mib_per_worker"]) == pytest.approx(summary["peak_rss_bytes_max"] / MIB, abs=0.5)
+        one.setdefault(r["framework"], summary["images_per_sec"])
+        assert float(r["efficiency"]) == pytest.approx(
+            summary["images_per_sec"] / (int(r["workers"]) * one[r["framework"]]), abs=1e-3
+        )
+    table = (sweep / "scaling.md").read_text()
+    assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
+
+
+def _comparison(tmp: Path) -> None:
+    """compare fills every field for each model and derives every verdict from the runs' summaries
+    (--target-accuracy 0.5: a target the short runs reach, so no time-to-accuracy cell is empty)."""
+    out = tmp / "compare"
+    report = (out / "compare.md").read_text()
+    sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", report, re.M | re.S))
+    assert list(sections) == ["mlp", "cnn", "Verdicts"]
+    expected = {}
+    for model in ("mlp", "cnn"):
+        measures = [line for line in sections[model].splitlines() if line.startswith("| ") and "measure" not in line]
+        assert len(measures) == 8, sections[model]
+        for line in measures:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            assert len(cells) == 3 and all(cells) and "n/a" not in cells, line
+        torch, tf = (read_json(out / "runs" / f"{fw}-{model}" / "summary.json") for fw in ("torch", "tf"))
+        assert torch["model"] == tf["model"] == model
+        assert f"{torch['images_per_sec']:,.0f}" in sections[model] and f"{tf['model_size_bytes']:,}" in sections[model]
+        expected[model] = {
+            "TensorFlow trains faster thanks to its graph": torch["images_per_sec"] / tf["images_per_sec"],
+            "PyTorch uses less memory": torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"],
+            "PyTorch models are smaller": torch["model_size_bytes"] / tf["model_size_bytes"],
+            "Both are portable": None,
+        }
+    for claim in expected["mlp"]:
+        per_model = {
+            m: ratio_verdict(claim, expected[m][claim], "") if expected[m][claim] else Verdict(claim, "confirmed", "")
+            for m in ("mlp", "cnn")
+        }
+        row = rf"\| {re.escape(claim)} \| \*\*{re.escape(overall(per_model))}\*\* \| "
+        row += r" \| ".join(rf"\*\*{per_model[m].verdict}\*\*: [^|]*\d[^|]*" for m in ("mlp", "cnn"))
+        assert re.search(row, sections["Verdicts"]), (claim, sections["Verdicts"])
+    assert "Hardware:" in report and "torch 2." in report and "tensorflow 2." in report
+    assert (out / "compare.png").stat().st_size > 1000
+    assert read_scalars(out / "runs" / "tf-cnn")["eval/accuracy"]
+
+
+def _horovod_sweep(tmp: Path) -> None:
+    """Horovod is a sweep variant of its own: its runs, curve and table rows beside torch's."""
+    sweep = tmp / "sweep"
+    assert read_json(sweep / "runs" / "horovod-w2-r0" / "summary.json")["backend"] == "horovod"
+    table = (sweep / "scaling.md").read_text()
+    assert "| horovod | weak | 2 |" in table and "| torch | weak | 2 |" in table
+    assert [s for s, _ in read_scalars(sweep / "tensorboard" / "horovod")["scaling/images_per_sec"]] == [1, 2]
 
 
 _GPU_SLURM = Elsewhere("a Slurm cluster with GPUs; test_slurm.py submits the same templates to a local cluster")
@@ -116,10 +198,10 @@ COMMANDS = {
     # docs/performance.md
     "mnist-dist sweep --framework torch,tf --workers 1,2,4 --mode weak --repeats 3 --warmup 120 --steps 100 "
     "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Runs(
-        options=f"{SWEEP_SHORT} --out {{tmp}}/sweep"
+        options=f"{SWEEP_SHORT} --out {{tmp}}/sweep", check=_scaling_sweep
     ),
     "mnist-dist compare --config configs/mlp.yaml data.dataset=fashion-mnist train.epochs=3": Runs(
-        SHORT, options="--out {tmp}/compare"
+        SHORT, options="--out {tmp}/compare --target-accuracy 0.5", check=_comparison
     ),
     ".venv/bin/mnist-dist sweep --testbed loopback,10g,1g --framework torch,tf --workers 1,2 "
     "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(
@@ -158,7 +240,7 @@ COMMANDS = {
         f"{SHORT} {OFFLINE}"
     ),
     "mnist-dist sweep --framework torch,horovod --workers 1,2": Runs(
-        OFFLINE, options=f"{SWEEP_SHORT} --out {{tmp}}/sweep"
+        OFFLINE, options=f"{SWEEP_SHORT} --out {{tmp}}/sweep", check=_horovod_sweep
     ),
 }
 RUNNABLE = [command for command, how in COMMANDS.items() if isinstance(how, Runs)]
@@ -205,6 +287,8 @@ def test_documented_command_works_as_written(tmp_path, command):
         assert out.returncode == how.expect, f"{shell}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
         if how.expect:  # a refusal is one line naming the problem and its fix
             assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        if how.check:
+            how.check(tmp_path)
     finally:
         if command == "make demo":
             for run_dir in (ROOT / "runs").glob("demo-*"):

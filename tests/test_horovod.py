@@ -9,7 +9,7 @@ import torch
 
 from launch.metrics import ALL_TAGS
 
-from helpers import ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd
+from helpers import all_positive_finite, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 needs_horovod = pytest.mark.skipif(
@@ -83,43 +83,6 @@ def test_horovod_trains_fashion_mnist(tmp_path, launcher):
     for tag in ALL_TAGS:
         assert all_positive_finite(scalars.get(tag, [])), tag
     assert len(list((tmp_path / "r").glob("events.out.tfevents.*"))) == 1
-
-
-@needs_horovod
-def test_mnist_dist_run_horovodrun_and_sweep_variant(tmp_path):
-    out = run(
-        [
-            sys.executable,
-            "-m",
-            "launch",
-            "sweep",
-            "--framework",
-            "torch,horovod",
-            "--workers",
-            "2",
-            "--repeats",
-            "1",
-            "--steps",
-            "5",
-            "--warmup",
-            "2",
-            "--out",
-            str(tmp_path / "s"),
-            "--config",
-            str(ROOT / "configs/mlp.yaml"),
-            "data.dataset=synthetic",
-            "data.limit=2000",
-            "train.threads=1",
-        ],
-        cwd=tmp_path,
-        timeout=600,
-        env={"PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
-    assert read_json(tmp_path / "s" / "runs" / "horovod-w2-r0" / "summary.json")["backend"] == "horovod"
-    table = (tmp_path / "s" / "scaling.md").read_text()
-    assert "| horovod | weak | 2 |" in table and "| torch | weak | 2 |" in table
-    assert [s for s, _ in read_scalars(tmp_path / "s" / "tensorboard" / "horovod")["scaling/images_per_sec"]] == [2]
 
 
 def test_tf_with_horovod_is_a_clear_error(tmp_path):
