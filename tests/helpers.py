@@ -151,6 +151,29 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+MODEL_FILE = {"torch": "model.pt", "tf": "model.keras"}
+
+
+def check_run_dir(run_dir: Path, framework: str, world_size: int, min_accuracy: float) -> tuple[dict, dict]:
+    """A finished run's directory: its summary (world, accuracy, positive measures), every
+    TensorBoard tag positive and finite in the chief's one event file, config, plot and model.
+    Returns the summary and the scalars."""
+    summary = read_json(run_dir / "summary.json")
+    assert summary["world_size"] == world_size and summary["framework"] == framework
+    assert summary["final_eval_accuracy"] >= min_accuracy
+    assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
+    assert math.isclose(summary["images_per_sec_per_worker"], summary["images_per_sec"] / world_size, rel_tol=1e-6)
+    from launch.metrics import ALL_TAGS
+
+    scalars = read_scalars(run_dir)
+    for tag in ALL_TAGS:
+        assert all_positive_finite(scalars.get(tag, [])), f"{tag}: {scalars.get(tag)}"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only the chief writes
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "history.png").stat().st_size > 1000
+    assert (run_dir / MODEL_FILE[framework]).is_file()
+    return summary, scalars
+
+
 def live_pids_mentioning(text: str) -> list[int]:
     """Processes (zombies aside) whose command line contains `text`: what a run may have left behind."""
     found = []

@@ -23,7 +23,7 @@ import pytest
 
 from launch.report import MIB, Verdict, overall, ratio_verdict
 
-from helpers import ROOT, kill_descendants, read_json, read_scalars
+from helpers import ROOT, check_run_dir, kill_descendants, read_json, read_scalars
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -31,6 +31,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHORT = "train.epochs=1 data.limit=2000"  # the run itself kept short: one epoch of 2,000 images
 OFFLINE = "data.dataset=fashion-mnist"  # the configs train MNIST, which must be downloaded
 AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}  # = mpirun --allow-run-as-root
+FULL_EPOCH = "train.epochs=1"  # one whole epoch, where the check asserts that the model learned
 SWEEP_SHORT = "--repeats 1 --workers 1,2 --warmup 2 --steps 5"  # the sweep's own options, last one wins
 
 
@@ -43,7 +44,7 @@ class Runs:
     options: str = ""
     expect: int = 0  # its exit code
     root_mpi: bool = False  # a plain mpirun: as root, OpenMPI's permission (AS_ROOT)
-    check: Callable[[Path], None] | None = None  # what it wrote, checked in depth (given {tmp})
+    check: Callable[[Path, str], None] | None = None  # what it wrote ({tmp}) and printed, checked in depth
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,20 @@ def _commands() -> dict[str, str]:
     return found
 
 
-def _scaling_sweep(tmp: Path) -> None:
+def _learns(framework: str, backend: str | None = None, finds_data: bool = False) -> Callable[[Path, str], None]:
+    """A two-worker run's directory is complete (helpers.check_run_dir) and its model reached 80% on
+    Fashion-MNIST in one epoch; with `finds_data`, mnist-dist found the data once, up front."""
+
+    def check(tmp: Path, printed: str) -> None:
+        [run_dir] = [summary.parent for summary in (tmp / "runs").glob("*/summary.json")]
+        summary, _ = check_run_dir(run_dir, framework, 2, 0.80)
+        assert summary["backend"] == (backend or summary["backend"])
+        assert not finds_data or "fashion-mnist data at /usr/share/datasets/fashion-mnist" in printed
+
+    return check
+
+
+def _scaling_sweep(tmp: Path, printed: str) -> None:
     """The torch,tf sweep: one TensorBoard curve per framework, the plot, and a CSV and table whose
     every number is its run's summary's (weak scaling: the batch per worker stays)."""
     sweep = tmp / "sweep"
@@ -96,7 +110,7 @@ def _scaling_sweep(tmp: Path) -> None:
     assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
 
 
-def _comparison(tmp: Path) -> None:
+def _comparison(tmp: Path, printed: str) -> None:
     """compare fills every field for each model and derives every verdict from the runs' summaries
     (--target-accuracy 0.5: a target the short runs reach, so no time-to-accuracy cell is empty)."""
     out = tmp / "compare"
@@ -132,7 +146,7 @@ def _comparison(tmp: Path) -> None:
     assert read_scalars(out / "runs" / "tf-cnn")["eval/accuracy"]
 
 
-def _horovod_sweep(tmp: Path) -> None:
+def _horovod_sweep(tmp: Path, printed: str) -> None:
     """Horovod is a sweep variant of its own: its runs, curve and table rows beside torch's."""
     sweep = tmp / "sweep"
     assert read_json(sweep / "runs" / "horovod-w2-r0" / "summary.json")["backend"] == "horovod"
@@ -164,7 +178,9 @@ COMMANDS = {
     ),
     "python -m tf_dist.train --config configs/mlp.yaml dist.cpu_devices=2": Runs(f"{SHORT} {OFFLINE}"),
     "torchrun --standalone --nproc_per_node=2 -m tf_dist.train --config configs/mlp.yaml": Runs(f"{SHORT} {OFFLINE}"),
-    "mpirun -np 2 python -m tf_dist.train --config configs/mlp.yaml": Runs(f"{SHORT} {OFFLINE}", root_mpi=True),
+    "mpirun -np 2 python -m tf_dist.train --config configs/mlp.yaml": Runs(
+        f"{FULL_EPOCH} {OFFLINE}", root_mpi=True, check=_learns("tf")
+    ),
     "tensorboard --logdir runs": Runs(),  # a server: up and answering, then stopped
     "mnist-dist run --framework torch --launcher torchrun --nproc 2 --config configs/mlp.yaml data.dataset=fashion-mnist": Runs(
         SHORT
@@ -183,7 +199,7 @@ COMMANDS = {
     ),
     "mnist-dist run --framework tf    --launcher torchrun --nproc 4 --config configs/cnn.yaml --dry-run": Runs(),
     "mnist-dist run --framework tf    --launcher mpirun   --nproc 2 --config configs/mlp.yaml": Runs(
-        f"{SHORT} {OFFLINE}"
+        f"{FULL_EPOCH} {OFFLINE}", check=_learns("tf", finds_data=True)
     ),
     "mnist-dist run --framework torch --launcher slurm    --nodes 2 --nproc 4 --gpus-per-node 4 --config configs/cnn.yaml --wait": _GPU_SLURM,
     "mnist-dist data --dataset mnist --dir /shared/data/mnist": Runs("--dir {tmp}/mnist", expect=3),  # offline
@@ -231,10 +247,10 @@ COMMANDS = {
     # docs/trainers.md
     "make horovod": Elsewhere(".ci/run runs it before the suite"),
     "horovodrun -np 2 -H localhost:2 python -m torch_dist.train --config configs/mlp.yaml dist.backend=horovod": Runs(
-        f"{SHORT} {OFFLINE}"
+        f"{FULL_EPOCH} {OFFLINE}", check=_learns("torch", "horovod")
     ),
     "mpirun -np 2 python -m torch_dist.train --config configs/mlp.yaml dist.backend=horovod": Runs(
-        f"{SHORT} {OFFLINE}", root_mpi=True
+        f"{FULL_EPOCH} {OFFLINE}", root_mpi=True, check=_learns("torch", "horovod")
     ),
     "mnist-dist run --framework torch --launcher horovodrun --nproc 2 --config configs/mlp.yaml": Runs(
         f"{SHORT} {OFFLINE}"
@@ -288,7 +304,7 @@ def test_documented_command_works_as_written(tmp_path, command):
         if how.expect:  # a refusal is one line naming the problem and its fix
             assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         if how.check:
-            how.check(tmp_path)
+            how.check(tmp_path, out.stdout)
     finally:
         if command == "make demo":
             for run_dir in (ROOT / "runs").glob("demo-*"):

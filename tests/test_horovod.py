@@ -1,4 +1,5 @@
-"""torch_dist with dist.backend=horovod under horovodrun and mpirun (CI builds Horovod first)."""
+"""torch_dist with dist.backend=horovod under horovodrun and mpirun (CI builds Horovod first). Training
+to 80% under both launchers, and the sweep variant, are documented commands: test_documented_commands.py."""
 
 import importlib.util
 import sys
@@ -7,9 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.metrics import ALL_TAGS
-
-from helpers import all_positive_finite, read_json, read_scalars, run, train_cmd
+from helpers import read_json, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 needs_horovod = pytest.mark.skipif(
@@ -67,22 +66,6 @@ def test_horovod_averages_gradients_like_one_worker_with_double_batch(tmp_path, 
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
     assert read_json(tmp_path / "two" / "summary.json")["backend"] == "horovod"
-
-
-@needs_horovod
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Debian's Fashion-MNIST")
-@pytest.mark.parametrize("launcher", ["horovodrun", "mpirun"])
-def test_horovod_trains_fashion_mnist(tmp_path, launcher):
-    out = hvd_train(
-        tmp_path, launcher, 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=r", "train.threads=1"
-    )
-    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
-    summary = read_json(tmp_path / "r" / "summary.json")
-    assert summary["world_size"] == 2 and summary["backend"] == "horovod" and summary["final_eval_accuracy"] >= 0.8
-    scalars = read_scalars(tmp_path / "r")
-    for tag in ALL_TAGS:
-        assert all_positive_finite(scalars.get(tag, [])), tag
-    assert len(list((tmp_path / "r").glob("events.out.tfevents.*"))) == 1
 
 
 def test_tf_with_horovod_is_a_clear_error(tmp_path):

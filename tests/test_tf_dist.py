@@ -1,21 +1,18 @@
 """tf_dist: MirroredStrategy on logical CPUs, MultiWorkerMirroredStrategy with real worker processes."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from launch.metrics import ALL_TAGS
 from launch.world import World, tf_config
 
-from helpers import ROOT, all_positive_finite, launch_prefix, read_json, read_scalars, run, train_cmd
+from helpers import ROOT, check_run_dir, launch_prefix, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 needs_fashion = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
-needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun is not installed")
 PROBE = str(ROOT / "tests" / "tf_probe.py")
 
 
@@ -77,19 +74,6 @@ def test_mirrored_splits_the_global_batch_and_equals_one_replica_with_double_bat
     assert read_json(tmp_path / "two" / "summary.json")["steps"] == 10
 
 
-def check_run_dir(run_dir: Path, world_size: int, min_accuracy: float) -> dict:
-    summary = read_json(run_dir / "summary.json")
-    assert summary["world_size"] == world_size and summary["framework"] == "tf"
-    assert summary["final_eval_accuracy"] >= min_accuracy
-    assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
-    scalars = read_scalars(run_dir)
-    for tag in ALL_TAGS:
-        assert all_positive_finite(scalars.get(tag, [])), f"{tag}: {scalars.get(tag)}"
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only the chief writes
-    assert (run_dir / "model.keras").is_file() and (run_dir / "history.png").is_file()
-    return summary
-
-
 @needs_fashion
 def test_multi_worker_trains_fashion_mnist_with_identical_weights(tmp_path):
     """Two workers train bit-identically; and a chief that stays 12 s after worker 1 has left (longer
@@ -115,18 +99,8 @@ def test_multi_worker_trains_fashion_mnist_with_identical_weights(tmp_path):
     assert len(weights) == 2
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)  # all-reduced updates keep the workers bit-identical
-    summary = check_run_dir(tmp_path / "r", 2, 0.80)
+    summary, _ = check_run_dir(tmp_path / "r", "tf", 2, 0.80)
     assert summary["backend"] == "multi-worker" and summary["steps"] == 235
-
-
-@needs_fashion
-@needs_mpirun
-def test_multi_worker_under_mpirun(tmp_path):
-    out = tf_train(
-        tmp_path, "mpirun", 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=m", "train.threads=1"
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    check_run_dir(tmp_path / "m", 2, 0.80)
 
 
 @needs_fashion

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.metrics import ALL_TAGS
 from launch.world import World
 
-from helpers import ROOT, all_positive_finite, read_json, read_scalars, run, train_cmd
+from helpers import ROOT, check_run_dir, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
 HAVE_FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir()
@@ -82,26 +81,12 @@ def test_a_named_backend_gives_one_process_the_ddp_path(tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def check_run_dir(run_dir: Path, world_size: int, min_accuracy: float):
-    summary = read_json(run_dir / "summary.json")
-    assert summary["world_size"] == world_size and summary["framework"] == "torch"
-    assert summary["final_eval_accuracy"] >= min_accuracy
-    assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
-    assert summary["images_per_sec_per_worker"] == pytest.approx(summary["images_per_sec"] / world_size)
-    scalars = read_scalars(run_dir)
-    for tag in ALL_TAGS:
-        assert all_positive_finite(scalars.get(tag, [])), f"{tag}: {scalars.get(tag)}"
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # only rank 0 writes
-    assert (run_dir / "config.yaml").is_file() and (run_dir / "history.png").stat().st_size > 1000
-    return summary, scalars
-
-
 @needs_fashion
 @pytest.mark.parametrize("launcher", ["torchrun", pytest.param("mpirun", marks=needs_mpirun)])
 def test_two_workers_train_fashion_mnist(tmp_path, launcher):
     out = torch_train(tmp_path, launcher, 2, "data.dataset=fashion-mnist", "train.epochs=1", "log.run_name=r")
     assert out.returncode == 0, out.stderr[-3000:]
-    summary, scalars = check_run_dir(tmp_path / "r", 2, 0.80)
+    summary, scalars = check_run_dir(tmp_path / "r", "torch", 2, 0.80)
     assert summary["steps"] == 235 and summary["dropped_per_epoch"] == 0  # 60000 / 2 / 128, rounded up
     assert [s for s, _ in scalars["eval/accuracy"]] == [235]
 
