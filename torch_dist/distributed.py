@@ -141,8 +141,10 @@ class DDP:
         return RuntimeError(f"{lost} ({str(failure).splitlines()[0]})") if lost else failure
 
     def shutdown(self) -> None:
-        """Leave the group without the exit-time abort seen after a bare destroy_process_group: wait
-        for every rank, let DDP's reducer be freed (the caller dropped its model), then destroy."""
+        """Leave the group without the exit-time abort seen after a bare destroy_process_group: stop
+        beating (no beat meets a store being torn down), wait for every rank, let DDP's reducer be
+        freed (the caller dropped its model), then destroy."""
+        self.close()
         if not dist.is_initialized():
             return
         dist.barrier()
@@ -150,7 +152,7 @@ class DDP:
         dist.destroy_process_group()
 
     def close(self) -> None:
-        """Stop this rank's background work; called on every way out, a failed one too."""
+        """Stop this rank's background work: on every way out, a failed one too (again is harmless)."""
         if self.heartbeats:
             self.heartbeats.close()
 
