@@ -604,13 +604,13 @@ def start_job(
     }
 
 
-def wait_exit(proc: subprocess.Popen, limit: float) -> float:
-    """Seconds until `proc` exits; fails the test past `limit`."""
+def wait_exit(proc: subprocess.Popen, limit: float, log: Path) -> float:
+    """Seconds until `proc` exits; past `limit`, fails the test with the end of its log."""
     began = time.monotonic()
     try:
         proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running {limit:.0f}s after the node was lost")
+        pytest.fail(f"still running {limit:.0f}s after the node was lost; {log.name} ends:\n{log.read_text()[-4000:]}")
     return time.monotonic() - began
 
 
@@ -652,13 +652,13 @@ def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
     else:
         testbed.link("node2", up=False)
         limit = timeout + 30
-    took = wait_exit(procs["node1"], limit)
+    took = wait_exit(procs["node1"], limit, tmp_path / "lost-node1.log")
     out = (tmp_path / "lost-node1.log").read_text()
     print(f"{framework} {loss}: node1's job exited {procs['node1'].returncode} after {took:.1f}s")
     assert procs["node1"].returncode != 0, out[-3000:]
     assert re.search(r"rank 1|node2|10\.78\.\d+\.3|task:1", out), out[-3000:]  # names what it lost
     if loss == "partition":
-        wait_exit(procs["node2"], limit)  # the cut-off side gives up on its own too
+        wait_exit(procs["node2"], limit, tmp_path / "lost-node2.log")  # the cut-off side gives up on its own too
         testbed.link("node2", up=True)
     _wait_for(lambda: not testbed.pids("node1") and not testbed.pids("node2"), 30, "no process on either host")
     resume_and_check(testbed, tmp_path, framework)
