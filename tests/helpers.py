@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from launch.data import SPLIT_FILES
+from launch.metrics import ALL_TAGS
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -163,8 +164,6 @@ def check_run_dir(run_dir: Path, framework: str, world_size: int, min_accuracy: 
     assert summary["final_eval_accuracy"] >= min_accuracy
     assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
     assert math.isclose(summary["images_per_sec_per_worker"], summary["images_per_sec"] / world_size, rel_tol=1e-6)
-    from launch.metrics import ALL_TAGS
-
     scalars = read_scalars(run_dir)
     for tag in ALL_TAGS:
         assert all_positive_finite(scalars.get(tag, [])), f"{tag}: {scalars.get(tag)}"
