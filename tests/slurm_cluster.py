@@ -105,6 +105,8 @@ class LocalSlurm:
             for name, addr in self.nodes
         )
         names = ",".join(name for name, _ in self.nodes)
+        # A requeued batch job may start again cred_expire + 1 s after its requeue (Slurm's default is
+        # 120 s), and only a scheduler pass starts it: every second here (sched_interval), not every 60 s.
         self.conf.write_text(f"""\
 ClusterName=mnistdist
 SlurmctldHost={self.host}({self.ctld_address})
@@ -112,7 +114,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={sock},cred_expire=20
+AuthInfo=socket={sock},cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation={r / "state"}
@@ -130,7 +132,7 @@ JobCompLoc={r / "log/jobcomp.txt"}
 MinJobAge=3600
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
-SchedulerParameters=batch_sched_delay=0
+SchedulerParameters=batch_sched_delay=0,sched_interval=1
 EnforcePartLimits=ALL
 MailProg=/bin/true
 ReturnToService=2
