@@ -112,6 +112,15 @@ def _configure_coordination(timeout: int) -> None:
     )
 
 
+def wait_for_every_worker(world: World, timeout: int) -> None:
+    """Before a worker exits. A collective returns on a worker before its peers have fetched that
+    worker's part (they pull it over gRPC), so a worker that left right after the last one would
+    close a connection a peer still reads from. The coordination service's barrier returns once
+    every worker has arrived, that is, once every worker is done with its collectives."""
+    if world.size > 1:
+        context.context().wait_at_barrier("mnist-dist/leave", timeout * 1000)
+
+
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return "multi-worker"

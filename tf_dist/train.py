@@ -40,7 +40,9 @@ def build(config, world: World) -> TFEngine:
 
 def train(config, world: World) -> int:
     """Train on this rank; the exit code: 0, or loop.PREEMPTED after a requested stop."""
-    return loop.train(config, world, build(config, world))
+    code = loop.train(config, world, build(config, world))
+    distributed.wait_for_every_worker(world, config.dist.timeout)
+    return code
 
 
 class TFEngine(loop.Engine):
