@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -32,8 +33,8 @@ def parse_args(prog: str, argv: list[str] | None) -> Config:
     return load_config(args.config, args.overrides)
 
 
-def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> None:
-    """Run `train` on this rank and exit with its code."""
+def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> NoReturn:
+    """Run `train` on this rank and end the process with its code (leave)."""
     log.setup(prog)
     try:
         config = parse_args(prog, argv)
@@ -46,7 +47,7 @@ def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | Non
         if os.environ.get("MNIST_DIST_TRACEBACK") == "1":
             raise
         _fail(f"{describe(exc)} (MNIST_DIST_TRACEBACK=1 shows the traceback)", 1)
-    sys.exit(code)
+    leave(code)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -58,7 +59,19 @@ def _fail(message: str, code: int) -> NoReturn:
     if error_file:
         with contextlib.suppress(OSError):
             Path(error_file).write_text(json.dumps({"message": log.error_line(message), "timestamp": int(time.time())}))
-    sys.exit(code)
+    leave(code)
+
+
+def leave(code: int) -> NoReturn:
+    """End the process with `code`, skipping the interpreter's teardown: by now the rank has written
+    its files and left its process group, so unloading torch's or TensorFlow's modules only costs
+    time, and their C++ destructors abort the process if a library thread is still running. main()
+    is a process's entry point, not a function to call from other Python code."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(ValueError, OSError):
+            stream.flush()
+    os._exit(code)
 
 
 def threads_per_worker(config: Config, world: World) -> int:

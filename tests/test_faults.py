@@ -465,6 +465,25 @@ def test_world_larger_than_the_dataset(tmp_path):
 # --- exit hygiene --------------------------------------------------------------------------------
 
 
+LEAVES = """
+from launch import log, worker
+log.setup("t")
+log.get().info("logged last")
+print("printed last", end="")  # no newline, and stdout is a pipe: still in the buffer
+worker.leave(3)
+"""
+
+
+def test_a_rank_leaves_with_its_code_and_nothing_unwritten():
+    """A rank skips the interpreter's teardown (worker.leave), but not what it still had to write."""
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    out = subprocess.run(
+        [sys.executable, "-c", LEAVES], capture_output=True, text=True, timeout=60, cwd=ROOT, env=buffered
+    )
+    assert out.returncode == 3, out.stderr
+    assert "t: logged last" in out.stdout + out.stderr and out.stdout.endswith("printed last")
+
+
 @pytest.mark.parametrize("framework,runs", [("torch", 50), ("tf", 20)])
 def test_exit_hygiene_over_many_runs(tmp_path, framework, runs):
     """Many short runs, two at a time (one run's start-up overlaps the other's training): each exits 0
