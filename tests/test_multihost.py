@@ -645,15 +645,16 @@ def test_losing_host2_mid_epoch(testbed, tmp_path, framework, loss):
         "the first checkpoint",
         0.2,
     )
-    assert all(p.poll() is None for p in procs.values()), (tmp_path / "lost-node1.log").read_text()[-3000:]
+    node1_log = tmp_path / "lost-node1.log"
+    assert all(p.poll() is None for p in procs.values()), node1_log.read_text()[-3000:]
     if loss == "kill":
         testbed.kill_host("node2")
         limit = 60
     else:
         testbed.link("node2", up=False)
         limit = timeout + 30
-    took = wait_exit(procs["node1"], limit, tmp_path / "lost-node1.log")
-    out = (tmp_path / "lost-node1.log").read_text()
+    took = wait_exit(procs["node1"], limit, node1_log)
+    out = node1_log.read_text()
     print(f"{framework} {loss}: node1's job exited {procs['node1'].returncode} after {took:.1f}s")
     assert procs["node1"].returncode != 0, out[-3000:]
     assert re.search(r"rank 1|node2|10\.78\.\d+\.3|task:1", out), out[-3000:]  # names what it lost
