@@ -1,7 +1,8 @@
 """The download path, against a real HTTP server on 127.0.0.1 serving MNIST-format files."""
 
-import multiprocessing
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from launch.data import download_dataset, load_dataset
 from launch.errors import DataError
 from launch.fetch import fetch
 
-from helpers import Mirror, fake_mnist, idx_files, sha256
+from helpers import ROOT, Mirror, fake_mnist, idx_files, sha256
 
 FILES = idx_files(fake_mnist())
 SUMS = {name: sha256(content) for name, content in FILES.items()}
@@ -91,21 +92,30 @@ def test_http_error_is_reported(tmp_path):
         fetch([m.url + "x.gz"], tmp_path / "x.gz", "0" * 64, **FAST)
 
 
-def _rank_fetch(url, dest, digest, barrier):
-    barrier.wait(timeout=30)  # start together, like ranks of one job
-    fetch([url], dest, digest, **FAST)
-    with open(dest, "rb") as f:
-        return sha256(f.read())
+# A rank: imports first, then waits for one line on stdin, so that all start fetching together.
+RANK = """
+import hashlib, sys
+from pathlib import Path
+from launch.fetch import fetch
+url, dest, digest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+sys.stdin.readline()
+fetch([url], dest, digest, timeout=5, retries=2, backoff=0.01)
+print(hashlib.sha256(dest.read_bytes()).hexdigest())
+"""
 
 
 def test_many_ranks_download_once(tmp_path):
     name = "train-images-idx3-ubyte.gz"
     dest = tmp_path / name
-    ctx = multiprocessing.get_context("spawn")
-    with Mirror(FILES) as m, ctx.Manager() as manager:
-        barrier = manager.Barrier(4)
-        with ctx.Pool(4) as pool:
-            digests = pool.starmap(_rank_fetch, [(m.url + name, dest, SUMS[name], barrier)] * 4, chunksize=1)
+    with Mirror(FILES) as m:
+        cmd = [sys.executable, "-c", RANK, m.url + name, str(dest), SUMS[name]]
+        ranks = [
+            subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(4)
+        ]
+        for rank in ranks:
+            rank.stdin.write("go\n")
+            rank.stdin.flush()
+        outs = [rank.communicate(timeout=60) for rank in ranks]
         assert m.requests.count(name) == 1
-    assert digests == [SUMS[name]] * 4
+    assert [out.strip() for out, _ in outs] == [SUMS[name]] * 4
     assert sorted(os.listdir(tmp_path)) == [name]  # and no lock file left behind
