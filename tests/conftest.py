@@ -1,3 +1,4 @@
+import itertools
 import os
 import shutil
 import sys
@@ -9,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from helpers import TEST_ID, Leftovers  # noqa: E402
 
 # Tests that make testbed hosts (network namespaces, a bridge, a subnet) or Slurm daemons run one at
 # a time in one test process: testbeds pick free subnets and clean up after killed runs by state
@@ -36,6 +38,26 @@ def pytest_runtest_setup(item):
             "install the pytest that .ci/cpu-constraints.txt names",
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True)
+def leftovers(request, monkeypatch):
+    """Exit hygiene, checked after every test: nothing the test started outlives it (ranks, launcher
+    agents, daemons, watchdogs, Slurm job steps). Processes are known by an id in their environment,
+    which survives new sessions and orphaning. One still ending as the test ends gets a few
+    seconds; what stays is killed and fails the test."""
+    test_id = f"{os.getpid()}-{next(_tests)}"
+    monkeypatch.setenv(TEST_ID, test_id)
+    left = Leftovers(test_id)
+    yield left
+    stayed = left.after(grace=10)
+    if stayed:
+        what = Leftovers.describe(stayed)
+        left.kill()
+        pytest.fail(f"{request.node.nodeid} left {len(stayed)} process(es) running: {what}", pytrace=False)
+
+
+_tests = itertools.count()
 
 
 @pytest.fixture(autouse=True)

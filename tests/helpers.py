@@ -91,7 +91,6 @@ class Mirror:
 # --- running real trainer processes -------------------------------------------------------------
 
 import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
@@ -99,6 +98,7 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -250,47 +250,48 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 # --- what a command leaves running ------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def adopting_orphans():
-    """Inside, this process adopts every orphaned descendant (Linux's child subreaper), so what a
-    command leaves running is found by ancestry, whatever its name or session, and other processes
-    on the machine (another test worker's) are never mistaken for it."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a process started with (empty for a zombie, or one gone meanwhile)."""
     try:
-        yield
-    finally:
-        prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:  # adopted orphans that have ended: reap them
-                pass
+        raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
 
 
-def live_descendants() -> list[int]:
-    """Processes (zombies aside) whose parent chain leads to this process."""
-    parent = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, ValueError, IndexError):
-            continue
-        if proc.name.isdigit() and fields[0] != "Z":
-            parent[int(proc.name)] = int(fields[1])
-    found, me = [], os.getpid()
-    for pid in parent:
-        ancestor = parent.get(pid)
-        while ancestor not in (None, 0, 1, me):
-            ancestor = parent.get(ancestor)
-        if ancestor == me:
-            found.append(pid)
-    return found
+TEST_ID = "MNIST_DIST_TEST_ID"
 
 
-def kill_descendants() -> None:
-    """SIGKILL whatever descends from this process (a failed test's leftovers, adopted orphans too)."""
-    for pid in live_descendants():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+class Leftovers:
+    """What a test leaves running: live processes that inherited its id (conftest.py puts it in the
+    environment of each test), whatever their parent, session or name. Daemons that session fixtures
+    start (Slurm's) lack it; another test worker's processes carry their own."""
 
+    def __init__(self, test_id: str):
+        self.test_id = test_id
 
-_PR_SET_CHILD_SUBREAPER = 36
+    def __call__(self) -> list[int]:
+        pids = [int(proc.name) for proc in Path("/proc").iterdir() if proc.name.isdigit()]
+        return [pid for pid in pids if pid != os.getpid() and environ_of(pid).get(TEST_ID) == self.test_id]
+
+    def after(self, grace: float) -> list[int]:
+        """Those still alive `grace` seconds on: a process ending as the test ends is not left over."""
+        deadline = time.monotonic() + grace
+        while (left := self()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left
+
+    @staticmethod
+    def describe(pids: list[int]) -> str:
+        """Each process's pid and command line, as far as it is still there to read."""
+        lines = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                lines.append(f"{pid}: {cmdline[:200].decode(errors='replace')}")
+        return "; ".join(lines)
+
+    def kill(self) -> None:
+        for pid in self():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

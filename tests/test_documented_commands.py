@@ -23,7 +23,7 @@ import pytest
 
 from launch.report import MIB, Verdict, overall, ratio_verdict
 
-from helpers import ROOT, check_run_dir, kill_descendants, read_json, read_scalars
+from helpers import ROOT, check_run_dir, read_json, read_scalars
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -328,7 +328,6 @@ def _serves(command: str, tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-        kill_descendants()
 
 
 def _answers(url: str) -> bool:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,8 @@ import pytest
 from helpers import (
     ONE_THREAD,
     ROOT,
-    adopting_orphans,
-    kill_descendants,
-    live_descendants,
+    Leftovers,
+    environ_of,
     live_pids_mentioning,
     read_json,
     read_scalars,
@@ -36,12 +36,8 @@ MLP = str(ROOT / "configs/mlp.yaml")
 def rank_pid(text: str, rank: int) -> int | None:
     """The pid of the worker process of `rank` among those whose command line mentions `text`."""
     for pid in live_pids_mentioning(text):
+        env = environ_of(pid)
         try:
-            env = dict(
-                item.split("=", 1)
-                for item in Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
-                if "=" in item
-            )
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
@@ -111,31 +107,28 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
 HOROVOD = pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="`make horovod` builds Horovod")
 
 
-def stopped_by_sigterm(cmd: list[str], tmp_path: Path, training: str) -> tuple[int, str]:
+def stopped_by_sigterm(cmd: list[str], tmp_path: Path, training: str, leftovers: Leftovers) -> tuple[int, str]:
     """Start `cmd`, SIGTERM it once a file matching `training` (a glob in tmp_path) shows it trains,
-    and return its exit code and output. Orphans are adopted, so nothing it started, even in a new
-    session, escapes the check that nothing outlives it, or the kill when the test fails."""
-    with adopting_orphans():
-        job = start(cmd, tmp_path)
-        try:
-            _wait_for(lambda: list(tmp_path.glob(training)), 300, "training to start", 0.2)
-            job.send_signal(signal.SIGTERM)
-            out, _ = job.communicate(timeout=120)
-            assert not live_descendants(), out[-3000:]
-        finally:
-            kill_descendants()
+    and return its exit code and output. Nothing it started, even in a new session, may outlive it:
+    checked at once, not after the grace the suite gives every test (conftest.py `leftovers`)."""
+    job = start(cmd, tmp_path)
+    _wait_for(lambda: list(tmp_path.glob(training)), 300, "training to start", 0.2)
+    job.send_signal(signal.SIGTERM)
+    out, _ = job.communicate(timeout=120)
+    left = leftovers()
+    assert not left, f"{Leftovers.describe(left)}\n{out[-3000:]}"
     return job.returncode, out
 
 
 @pytest.mark.parametrize(
     "framework,launcher", [("torch", "torchrun"), ("tf", "local"), pytest.param("torch", "horovodrun", marks=HOROVOD)]
 )
-def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, framework, launcher):
+def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, framework, launcher, leftovers):
     """`kill` of the command (a job's end, a shell's) reaches the launcher and every rank: they stop
     at one step, checkpoint it, leave together, and nothing outlives the command."""
     cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2"]
     cmd += ["--config", MLP, *LONG, "log.interval=5", f"log.dir={tmp_path}", "log.run_name=r"]
-    code, out = stopped_by_sigterm(cmd, tmp_path, "r/events.out.tfevents.*")
+    code, out = stopped_by_sigterm(cmd, tmp_path, "r/events.out.tfevents.*", leftovers)
     assert code != 0
     assert "stop requested: checkpointed step" in out, out[-3000:]
     assert list((tmp_path / "r" / "checkpoints").iterdir())
@@ -144,18 +137,18 @@ def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, fr
     assert "train: error" not in out, out[-3000:]  # no rank failed; torchrun itself reports the signal
 
 
-def test_sigterm_to_a_sweep_stops_its_point_and_runs_no_other(tmp_path):
+def test_sigterm_to_a_sweep_stops_its_point_and_runs_no_other(tmp_path, leftovers):
     cmd = [sys.executable, "-m", "launch", "sweep", "--framework", "torch", "--workers", "1", "--repeats", "2"]
     cmd += ["--steps", "100000", "--out", str(tmp_path), "--config", MLP, "data.dataset=synthetic", "log.interval=5"]
-    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*")
+    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
     assert code == 128 + signal.SIGTERM, out[-3000:]
     assert "sweep stopped by SIGTERM after 1 point(s)" in out
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-w1-r0"]
 
 
-def test_sigterm_to_compare_stops_its_framework_and_starts_no_other(tmp_path):
+def test_sigterm_to_compare_stops_its_framework_and_starts_no_other(tmp_path, leftovers):
     cmd = [sys.executable, "-m", "launch", "compare", "--out", str(tmp_path), "--config", MLP, *LONG, "log.interval=5"]
-    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*")
+    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
     assert code == 128 + signal.SIGTERM, out[-3000:]
     assert "compare stopped by SIGTERM after 1 point(s)" in out
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-mlp"]
@@ -485,11 +478,10 @@ def test_a_rank_leaves_with_its_code_and_nothing_unwritten():
 
 
 @pytest.mark.parametrize("framework,runs", [("torch", 50), ("tf", 20)])
-def test_exit_hygiene_over_many_runs(tmp_path, framework, runs):
-    """Many short runs, two at a time (one run's start-up overlaps the other's training): each exits 0
-    without an abort; afterwards nothing the runs started is alive, so no port they opened is held.
-    Orphans are adopted by this process, so leftovers are found by ancestry, not by name, and other
-    tests running meanwhile are never counted."""
+def test_exit_hygiene_over_many_runs(tmp_path, framework, runs, leftovers):
+    """Short runs back to back, two at a time (one run's start-up overlaps the other's training): each
+    exits 0 without an abort, and leaves nothing alive, so no port it opened is held. Every other
+    test's runs get the same check (conftest.py `leftovers`): several hundred runs a suite."""
     launcher = "torchrun" if framework == "torch" else "local"
 
     def one(i: int) -> tuple[Path, subprocess.CompletedProcess]:
@@ -499,12 +491,30 @@ def test_exit_hygiene_over_many_runs(tmp_path, framework, runs):
         cmd += ["train.batch_size=64", "train.threads=1", "checkpoint.interval=0", "log.progress=never"]
         return log_dir, run([*cmd, f"log.dir={log_dir}", "log.run_name=r"], cwd=tmp_path, timeout=300)
 
-    with adopting_orphans(), concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for i, (log_dir, out) in enumerate(pool.map(one, range(runs))):
             assert out.returncode == 0, f"run {i}: {out.stdout[-2000:]} {out.stderr[-2000:]}"
             assert "terminate called" not in out.stdout + out.stderr and "SIGABRT" not in out.stdout + out.stderr
             assert not live_pids_mentioning(f"{log_dir}"), f"run {i} left a process behind"
             assert (log_dir / "r" / "summary.json").is_file()
-        pool.shutdown()
-        left = live_descendants()
-        assert not left, f"left running: {[Path(f'/proc/{p}/cmdline').read_bytes()[:200] for p in left]}"
+    left = leftovers()
+    assert not left, f"left running: {Leftovers.describe(left)}"
+
+
+LEAVES_A_PROCESS = """
+import subprocess, sys
+def test_leaves():  # a session of its own: out of reach of a kill of the test's children
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", {mark!r}], start_new_session=True)
+"""
+
+
+def test_a_test_that_leaves_a_process_running_fails_and_the_process_is_ended(tmp_path):
+    """The suite's own exit check (conftest.py `leftovers`), run on a test that leaves one process."""
+    for name in ("conftest.py", "helpers.py"):
+        shutil.copy(ROOT / "tests" / name, tmp_path)
+    (tmp_path / "test_leaves.py").write_text(LEAVES_A_PROCESS.format(mark=str(tmp_path)))
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider", "-o", "addopts=", "-q"]
+    out = run([*cmd, "test_leaves.py"], cwd=tmp_path, timeout=120)
+    assert out.returncode == 1, out.stdout[-3000:]
+    assert "test_leaves.py::test_leaves left 1 process(es) running" in out.stdout, out.stdout[-3000:]
+    assert not live_pids_mentioning(str(tmp_path))
