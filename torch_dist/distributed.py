@@ -126,9 +126,9 @@ class DDP:
         mine = torch.tensor(row, dtype=torch.float64, device=self.device)
         if not dist.is_initialized():
             return mine.cpu().numpy()[None]
-        rows = torch.empty(dist.get_world_size() * len(row), dtype=torch.float64, device=self.device)
-        dist.all_gather_single(rows, mine)
-        return rows.view(-1, len(row)).cpu().numpy()
+        rows = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(rows, mine)  # every torch release and backend has it (all_gather_single: 2.13+)
+        return torch.stack(rows).cpu().numpy()
 
     def barrier(self) -> None:
         self.gather_rows([0.0])
