@@ -316,7 +316,7 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
     assert not (tmp_path / "step-00000020.pt").exists()
     latest = latest_checkpoint(tmp_path, "torch")
     assert latest == tmp_path / "step-00000010.pt"
-    assert load_checkpoint(latest, "mlp", __import__("torch").device("cpu"))["progress"]["step"] == 10
+    assert load_checkpoint(latest, "mlp")["progress"]["step"] == 10
 
 
 # --- hostile and broken input: a clear message, the exit code, nothing overwritten ---------------

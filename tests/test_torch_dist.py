@@ -1,5 +1,6 @@
 """torch_dist: real processes under torchrun and mpirun with gloo, 1 thread per worker."""
 
+import contextlib
 import shutil
 import signal
 import sys
@@ -170,7 +171,7 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     path = tmp_path / "step-00000001.pt"
     path.write_bytes(pickle.dumps(Evil()))
     with pytest.raises(UserError, match="not a loadable torch_dist checkpoint"):
-        load_checkpoint(path, "mlp", torch.device("cpu"))
+        load_checkpoint(path, "mlp")
     assert not marker.exists()
 
 
@@ -188,8 +189,8 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         progress={"step": 10},
     )
     with pytest.raises(UserError, match="holds model 'cnn', not 'mlp'"):
-        load_checkpoint(tmp_path / "step-00000010.pt", "mlp", torch.device("cpu"))
-    assert load_checkpoint(tmp_path / "step-00000010.pt", "cnn", torch.device("cpu"))["progress"]["step"] == 10
+        load_checkpoint(tmp_path / "step-00000010.pt", "mlp")
+    assert load_checkpoint(tmp_path / "step-00000010.pt", "cnn")["progress"]["step"] == 10
 
 
 def test_models_match_keras_shapes():
@@ -230,3 +231,91 @@ def test_a_rank_s_heartbeat_thread_is_stopped_before_it_exits(tmp_path, ending):
         aborted = [out for out in outs if out.returncode == -signal.SIGABRT]
         assert aborted, codes
         assert "terminate called" in aborted[0].stderr
+
+
+# A checkpoint as a GPU node writes it: torch.serialization's hook for device locations tags every
+# storage cuda:0. In a process of its own, so that the hook goes with it.
+GPU_NODE_CHECKPOINT = """
+import sys, torch
+from pathlib import Path
+from torch_dist.checkpoint import save_checkpoint
+from torch_dist.models import build_model
+torch.serialization.register_package(0, lambda storage: "cuda:0", lambda storage, location: None)
+model = build_model("mlp")
+optimizer = torch.optim.Adam(model.parameters())
+model(torch.zeros(2, 28, 28)).sum().backward()
+optimizer.step()
+save_checkpoint(Path(sys.argv[1]), model=model, optimizer=optimizer, model_name="mlp", progress={"step": 1})
+"""
+
+
+def test_a_gpu_node_s_checkpoint_resumes_anywhere_with_adam_s_step_on_the_cpu(tmp_path):
+    """Read where no GPU is (a login node, a CPU run), the checkpoint loads; resumed onto parameters
+    on another device (meta here, a GPU on a cluster), Adam's moments go there and its step stays on
+    the CPU, where reading it costs no host sync."""
+    from torch_dist.checkpoint import load_checkpoint
+    from torch_dist.models import build_model
+
+    path = tmp_path / "step-00000001.pt"
+    out = run([sys.executable, "-c", GPU_NODE_CHECKPOINT, str(path)], cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(path, weights_only=True)  # as written: every tensor on cuda:0
+    state = load_checkpoint(path, "mlp")
+    model = build_model("mlp").to("meta")
+    optimizer = torch.optim.Adam(model.parameters())
+    optimizer.load_state_dict(state["optimizer"])
+    moments = list(optimizer.state.values())
+    assert len(moments) == 4 and all(m["step"].device.type == "cpu" for m in moments)
+    assert all(m["exp_avg"].device.type == "meta" for m in moments)
+
+
+class HorovodOptimizerRecording(torch.optim.SGD):
+    """What Horovod's DistributedOptimizer adds to an optimizer, recorded: synchronize() waits for the
+    all-reduces; step() waits for them too, unless inside skip_synchronize()."""
+
+    def __init__(self, params):
+        super().__init__(params, lr=0.1)
+        self.calls, self.skipping = [], False
+
+    def synchronize(self):
+        self.calls.append("synchronize")
+
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        self.skipping = True
+        yield
+        self.skipping = False
+
+    def step(self, closure=None):
+        grad = self.param_groups[0]["params"][0].grad.item()
+        self.calls.append(("step", "skipping" if self.skipping else "synchronizing", grad))
+        return super().step(closure)
+
+
+def test_horovod_fp16_unscales_the_averaged_gradients_once_then_steps_without_reducing_again():
+    from torch_dist.distributed import Horovod
+
+    weight = torch.nn.Parameter(torch.ones(1))
+    optimizer = HorovodOptimizerRecording([weight])
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale(weight.sum() * 3).backward()  # gradient 3, as scaled: 3072
+    Horovod.step(optimizer, scaler)
+    assert optimizer.calls == ["synchronize", ("step", "skipping", 3.0)]
+
+
+def test_the_fp16_loss_scale_is_checkpointed(tmp_path):
+    from torch_dist.checkpoint import load_checkpoint, save_checkpoint
+    from torch_dist.models import build_model
+
+    model = build_model("mlp")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # doubles after each good step
+    scaler.scale(model(torch.zeros(2, 28, 28)).sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    path = tmp_path / "step-00000001.pt"
+    save_checkpoint(path, model=model, optimizer=optimizer, model_name="mlp", progress={}, scaler=scaler)
+    resumed = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    resumed.load_state_dict(load_checkpoint(path, "mlp")["scaler"])
+    assert resumed.get_scale() == scaler.get_scale() == 2048.0

@@ -1,6 +1,10 @@
 """Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
 checkpoint file can never run code. One file per checkpointed step: `step-00000469.pt`; resume takes
 the highest number (an epoch's end, or the step a preemption stopped at: launch.checkpoints).
+
+Files hold CPU tensors and are read onto the CPU, whatever device trained: a login node without a GPU
+can read them, and load_state_dict puts each tensor where its parameter lives, except the optimizer's
+`step` counters, which stay on the CPU where Adam reads them without a host sync (pytorch#74424).
 """
 
 from __future__ import annotations
@@ -18,25 +22,43 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 
 
 def save_checkpoint(
-    path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_name: str, progress: dict
+    path: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_name: str,
+    progress: dict,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     state = {
         "framework": "torch",
         "model_name": model_name,
         "progress": progress,  # launch.loop's: epoch, step, sample, history, world sizes
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": on_cpu(model.state_dict()),
+        "optimizer": on_cpu(optimizer.state_dict()),
         "rng": torch.get_rng_state(),  # the data order comes from (seed, epoch), not from here
+        "scaler": scaler.state_dict() if scaler is not None else {},  # fp16's loss scale and its growth count
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         torch.save(state, f)
 
 
-def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
-    """The checkpoint's state; refuses files that are not a torch_dist checkpoint of this model."""
+def on_cpu(state):
+    """A state dict (nested dicts, lists and tensors) with every tensor copied to the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {key: on_cpu(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_cpu(value) for value in state)
+    return state
+
+
+def load_checkpoint(path: Path, model_name: str) -> dict:
+    """The checkpoint's state, on the CPU; refuses files that are not a torch_dist checkpoint of this model."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError, among others
         raise UserError(
             f"{path}: not a loadable torch_dist checkpoint ({type(exc).__name__}: "
@@ -53,4 +75,4 @@ def load_checkpoint(path: Path, model_name: str, device: torch.device) -> dict:
 
 
 def restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["rng"].cpu())
+    torch.set_rng_state(state["rng"])

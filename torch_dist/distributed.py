@@ -118,6 +118,11 @@ class DDP:
         """A context in which backward keeps gradients local: DDP's no_sync (nothing to sync alone)."""
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
+    @staticmethod
+    def step(optimizer, scaler) -> None:
+        """DDP averaged the gradients in backward: a plain step."""
+        optimizer_step(optimizer, scaler)
+
     def after_restore(self, model, optimizer) -> None:
         """Every rank loaded the same checkpoint: nothing to send."""
 
@@ -200,6 +205,15 @@ class Heartbeats:
         return "lost " + ", ".join(f"rank {r} on {h.decode()}" for r, h in zip(lost, hosts))
 
 
+def optimizer_step(optimizer, scaler) -> None:
+    """One optimizer step; with fp16, through the GradScaler, which skips a step whose gradients overflowed."""
+    if scaler is None:
+        optimizer.step()
+        return
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def _restarts_reuse_the_agent_store() -> bool:
     return (
         os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
@@ -246,6 +260,18 @@ class Horovod:
     @staticmethod
     def no_sync(model: torch.nn.Module):
         return contextlib.nullcontext()  # DistributedOptimizer counts backward passes itself
+
+    @staticmethod
+    def step(optimizer, scaler) -> None:
+        """With a GradScaler, Horovod's order (its PyTorch AMP example): finish the all-reduces, unscale
+        the averaged gradients, then step without all-reducing them again."""
+        if scaler is None:
+            optimizer.step()
+            return
+        optimizer.synchronize()
+        scaler.unscale_(optimizer)
+        with optimizer.skip_synchronize():
+            optimizer_step(optimizer, scaler)
 
     def after_restore(self, model, optimizer) -> None:
         # Broadcast the optimizer state only once it exists: for an empty Adam state Horovod takes a

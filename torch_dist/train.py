@@ -19,7 +19,7 @@ from launch.data import load_dataset
 from launch.frameworks import Placement, check
 from launch.world import World
 from torch_dist import distributed
-from torch_dist.checkpoint import checkpoint_path, load_checkpoint, restore_rng, save_checkpoint
+from torch_dist.checkpoint import checkpoint_path, load_checkpoint, on_cpu, restore_rng, save_checkpoint
 from torch_dist.models import build_model
 
 PROG = "torch_dist.train"
@@ -114,11 +114,7 @@ class TorchEngine(loop.Engine):
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             # Kept on the device and reduced once per interval: no host sync and no extra kernels per step.
             self.outputs.append((loss_sum.detach() / max(len(y), 1), logits.detach(), y))
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.comm.step(self.optimizer, self.scaler)
         return len(ys)
 
     def take_outputs(self) -> tuple[float, float]:
@@ -157,22 +153,25 @@ class TorchEngine(loop.Engine):
                 optimizer=self.optimizer,
                 model_name=self.config.model.name,
                 progress=progress,
+                scaler=self.scaler,
             )
 
     def restore_checkpoint(self, path: Path, lr: float) -> dict:
         """Every rank reads the chief's checkpoint (the run directory is on a shared filesystem)."""
-        state = load_checkpoint(path, self.config.model.name, self.torch_device)
+        state = load_checkpoint(path, self.config.model.name)
         self.model.load_state_dict(state["model"])  # in place: DDP keeps its references
         self.optimizer.load_state_dict(state["optimizer"])  # with the lr it had, maybe for another world size
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])  # the loss scale it had reached, not a fresh 65536
         restore_rng(state)
         self.comm.after_restore(self.model, self.optimizer)
         return state.get("progress", {})
 
     def save_model(self, run_dir: Path) -> Path:
         path = run_dir / "model.pt"
-        torch.save(self.model.state_dict(), path)
+        torch.save(on_cpu(self.model.state_dict()), path)  # loadable where there is no GPU
         return path
 
 
