@@ -191,6 +191,7 @@ def test_tf_packs_gradients_by_bucket_mb_and_refuses_compression(tmp_path):
         "log.run_name=p",
     )
     assert infos[0]["bytes_per_pack"] == 512 * 1024
+    assert (infos[0]["implementation"], infos[0]["timeout_seconds"]) == ("RING", None)  # no thread per collective
     out = run(
         train_cmd(
             "tf_dist.train",
@@ -201,3 +202,16 @@ def test_tf_packs_gradients_by_bucket_mb_and_refuses_compression(tmp_path):
         cwd=tmp_path,
     )
     assert out.returncode == 2 and "tf.distribute has no gradient compression" in out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "backend,gpus,implementation",
+    [("auto", 8, "NCCL"), ("nccl", 8, "NCCL"), ("gloo", 8, "RING"), ("auto", 0, "RING"), ("gloo", 0, "RING")],
+)
+def test_tf_workers_all_reduce_over_nccl_between_gpus_without_a_thread_per_collective(backend, gpus, implementation):
+    """TensorFlow picks NCCL only when asked; a per-collective timeout starts a thread per collective."""
+    from tf_dist.distributed import communication_options
+
+    options = communication_options(backend, gpus, bucket_mb=25)
+    assert (options.implementation.name, options.timeout_seconds) == (implementation, None)
+    assert options.bytes_per_pack == 25 * 2**20

@@ -29,7 +29,9 @@ info = {
     "replicas": engine.strategy.num_replicas_in_sync,
 }
 if world.size > 1:  # MultiWorkerMirroredStrategy's CommunicationOptions (dist.bucket_mb), as it holds them
-    info["bytes_per_pack"] = engine.strategy.extended._communication_options.bytes_per_pack
+    options = engine.strategy.extended._communication_options
+    info["bytes_per_pack"] = options.bytes_per_pack
+    info["implementation"], info["timeout_seconds"] = options.implementation.name, options.timeout_seconds
     from tensorflow.python.eager import context
 
     info["heartbeat_timeout_ms"] = context.context().coordination_service.heartbeat_timeout_in_ms

@@ -23,8 +23,6 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # isor
 from tensorflow.python.distribute import multi_worker_util  # isort: skip
 from tensorflow.python.eager import context  # isort: skip
 
-_IMPLEMENTATIONS = {"auto": "AUTO", "gloo": "RING", "nccl": "NCCL"}
-
 
 def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
     """Threads, GPU visibility and logical CPUs: TensorFlow accepts these only before it starts."""
@@ -64,13 +62,7 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
         if not json.loads(os.environ.get("TF_CONFIG") or "{}").get("task"):
             # TF_CONFIG given whole (it agrees with the world: launch.world checked) stays as it is.
             os.environ["TF_CONFIG"] = json.dumps(tf_config(world))
-        options = tf.distribute.experimental.CommunicationOptions(
-            implementation=getattr(
-                tf.distribute.experimental.CommunicationImplementation, _IMPLEMENTATIONS[config.dist.backend]
-            ),
-            timeout_seconds=config.dist.timeout,
-            bytes_per_pack=int(config.dist.bucket_mb * 2**20),
-        )  # gradients packed into all-reduces of this size
+        options = communication_options(config.dist.backend, len(gpus), config.dist.bucket_mb)
         _configure_coordination(config.dist.timeout)
         chief, port = worker_addresses(world)[0].rsplit(":", 1)
         rendezvous.check_master(world, chief, int(port), config.dist.timeout)
@@ -89,6 +81,20 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
         devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     return tf.distribute.get_strategy()
+
+
+def communication_options(backend: str, gpus: int, bucket_mb: float):
+    """How the workers of MultiWorkerMirroredStrategy all-reduce, gradients packed into all-reduces
+    of dist.bucket_mb. Between GPUs NCCL unless gloo was asked for: TensorFlow picks NCCL only when
+    asked, else every gradient goes GPU -> host -> gRPC ring. No per-collective timeout: TensorFlow
+    starts a thread for each collective given one (its documentation: for debugging only); a worker
+    gone silent is found by the coordination service's heartbeat (dist.timeout)."""
+    implementations = tf.distribute.experimental.CommunicationImplementation
+    ring = backend == "gloo" or (backend == "auto" and not gpus)
+    return tf.distribute.experimental.CommunicationOptions(
+        implementation=implementations.RING if ring else implementations.NCCL,
+        bytes_per_pack=int(bucket_mb * 2**20),
+    )
 
 
 def _configure_coordination(timeout: int) -> None:
