@@ -94,3 +94,16 @@ def test_missing_horovod_is_a_clear_error(tmp_path):
     )
     assert out.returncode == 2
     assert "Horovod is not installed" in out.stderr and "python -m torch_dist.horovod_build" in out.stderr
+
+
+def test_a_gpu_build_of_horovod_gets_nccl_and_a_wheel_cache_of_its_own(monkeypatch):
+    from torch_dist import horovod_build
+
+    monkeypatch.delenv("HOROVOD_GPU_OPERATIONS", raising=False)
+    assert horovod_build.gpu_operations() == ""  # this machine's torch sees no GPU: Gloo and MPI only
+    assert "HOROVOD_GPU_OPERATIONS" not in horovod_build.build_env("")
+    assert horovod_build.build_env("NCCL")["HOROVOD_GPU_OPERATIONS"] == "NCCL"
+    cpu, gpu = horovod_build.cache_dir(""), horovod_build.cache_dir("NCCL")
+    assert gpu.parent == cpu.parent and gpu.name == cpu.name + "-nccl"
+    monkeypatch.setenv("HOROVOD_GPU_OPERATIONS", "NCCL")
+    assert horovod_build.gpu_operations() == "NCCL"

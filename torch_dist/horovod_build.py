@@ -2,10 +2,10 @@
 
 Horovod 0.28.1, its last release, does not build from PyPI against torch >= 2.1: its CMake files
 hard-code C++14 while PyTorch's headers need C++17. This downloads the sdist, raises the standard to
-17, builds the PyTorch part with Gloo and MPI and without TensorFlow or MXNet (Horovod's TensorFlow
-part does not build on TensorFlow >= 2.16), and caches the wheel per torch and Python version, so
-a second run installs in seconds. Needs cmake, a C++ compiler and OpenMPI's headers
-(Debian: cmake g++ libopenmpi-dev).
+17, builds the PyTorch part with Gloo and MPI (and NCCL where torch sees a GPU) and without TensorFlow
+or MXNet (Horovod's TensorFlow part does not build on TensorFlow >= 2.16), and caches the wheel per
+torch and Python version and GPU operations, so a second run installs in seconds. Needs cmake, a C++
+compiler and OpenMPI's headers (Debian: cmake g++ libopenmpi-dev).
 """
 
 from __future__ import annotations
@@ -24,16 +24,24 @@ HOROVOD_VERSION = "0.28.1"
 PATCHED_FILES = ("CMakeLists.txt", "horovod/torch/CMakeLists.txt")
 
 
-def cache_dir() -> Path:
+def gpu_operations() -> str:
+    """HOROVOD_GPU_OPERATIONS for the build: as set, else NCCL where torch sees a GPU (Horovod then
+    all-reduces on the GPUs; the build needs CUDA's and NCCL's headers), else none: Gloo and MPI on the CPU."""
+    import torch
+
+    return os.environ.get("HOROVOD_GPU_OPERATIONS") or ("NCCL" if torch.cuda.is_available() else "")
+
+
+def cache_dir(gpu_ops: str) -> Path:
+    """One folder per Horovod, torch and Python version and GPU operations: a GPU build never takes a CPU wheel."""
     import torch
 
     root = Path(os.environ.get("MNIST_DIST_WHEELS") or Path.home() / ".cache" / "mnist-dist" / "wheels")
-    return (
-        root / f"horovod-{HOROVOD_VERSION}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
-    )
+    name = f"horovod-{HOROVOD_VERSION}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+    return root / (f"{name}-{gpu_ops.lower()}" if gpu_ops else name)
 
 
-def build(into: Path) -> Path:
+def build(into: Path, gpu_ops: str) -> Path:
     for tool in ("cmake", "c++", "mpicxx"):
         if shutil.which(tool) is None:
             raise SystemExit(f"horovod_build: {tool} not found: install cmake, g++ and libopenmpi-dev")
@@ -42,7 +50,7 @@ def build(into: Path) -> Path:
         source = _patched_source(tmp)
         # no build isolation: the extension must compile against the torch installed here
         pip = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")]
-        _run([*pip, str(source)], env=_build_env())
+        _run([*pip, str(source)], env=build_env(gpu_ops))
         wheel = next((tmp / "dist").glob("horovod-*.whl"))
         into.mkdir(parents=True, exist_ok=True)
         partial = into / (wheel.name + ".part")
@@ -67,7 +75,7 @@ def _patched_source(tmp: Path) -> Path:
     return source
 
 
-def _build_env() -> dict[str, str]:
+def build_env(gpu_ops: str) -> dict[str, str]:
     env = {
         **os.environ,
         "HOROVOD_WITH_PYTORCH": "1",
@@ -77,23 +85,23 @@ def _build_env() -> dict[str, str]:
         "HOROVOD_WITH_MPI": "1",
         "MAKEFLAGS": f"-j{os.cpu_count() or 1}",
     }
-    if os.environ.get("HOROVOD_GPU_OPERATIONS"):
-        env["HOROVOD_GPU_OPERATIONS"] = os.environ["HOROVOD_GPU_OPERATIONS"]
-    return env
+    env.pop("HOROVOD_GPU_OPERATIONS", None)
+    return {**env, "HOROVOD_GPU_OPERATIONS": gpu_ops} if gpu_ops else env
 
 
 def main() -> None:
-    folder = cache_dir()
+    gpu_ops = gpu_operations()
+    folder = cache_dir(gpu_ops)
     cached = sorted(folder.glob("horovod-*.whl"))
-    wheel = cached[-1] if cached else build(folder)
+    wheel = cached[-1] if cached else build(folder, gpu_ops)
     print(f"horovod_build: {'cached' if cached else 'built'} {wheel}", flush=True)
     _run([sys.executable, "-m", "pip", "install", "--quiet", str(wheel)])
     _run(
         [
             sys.executable,
             "-c",
-            "import horovod, horovod.torch as hvd; hvd.init(); print('horovod', "
-            "horovod.__version__, 'with gloo' if hvd.gloo_built() else '', 'with mpi' if hvd.mpi_built() else '')",
+            "import horovod, horovod.torch as hvd; hvd.init(); print('horovod', horovod.__version__, 'with', "
+            "', '.join(name for name in ('gloo', 'mpi', 'nccl') if getattr(hvd, name + '_built')()))",
         ]
     )
 
