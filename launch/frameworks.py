@@ -35,6 +35,7 @@ class Framework:
     # loader and print its parameter count (compare's proof that the file is usable)
     reload_model: str
     fp16_mechanism: str  # what train.precision=fp16 relies on, that needs a GPU
+    cuda_build: str  # how to install a build that can use the node's GPUs
     compression_fix: str  # what to do about a dist.compression it cannot take
 
     def checkpoint_step(self, name: str) -> int | None:
@@ -64,6 +65,7 @@ FRAMEWORKS = {
         reload_model="import sys, torch; "
         "print(sum(v.numel() for v in torch.load(sys.argv[1], weights_only=True).values()))",
         fp16_mechanism="it relies on GradScaler",
+        cuda_build="a CUDA build of torch that matches the driver (pip install torch, not a +cpu wheel)",
         compression_fix="Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or DDP "
         "(dist.backend=gloo/nccl) for bf16 and powersgd",
     ),
@@ -81,6 +83,7 @@ FRAMEWORKS = {
         compressions={"auto": ("none",), "gloo": ("none",), "nccl": ("none",)},
         reload_model="import sys, keras; print(keras.models.load_model(sys.argv[1]).count_params())",
         fp16_mechanism="mixed_float16",
+        cuda_build="TensorFlow with its CUDA libraries (pip install 'tensorflow[and-cuda]', not tensorflow-cpu)",
         compression_fix="tf.distribute has no gradient compression (CommunicationOptions sets packing, timeout "
         "and implementation only); leave it out for tf, or use torch_dist's DDP hooks",
     ),

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from launch.world import World
-
 from helpers import ROOT, check_run_dir, read_json, read_scalars, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
@@ -137,23 +135,6 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path):
         "torch_dist.train: error: train.precision=fp16 needs a GPU (it relies on GradScaler): use bf16 or fp32 on CPU"
     )
     assert not list(tmp_path.iterdir())  # nothing written
-
-
-def test_nccl_with_more_ranks_than_gpus_is_a_clear_error():
-    from launch.errors import ConfigError
-    from torch_dist.distributed import backend_for
-
-    with pytest.raises(ConfigError, match="needs one GPU per rank, but this node runs 3 ranks and has 2 GPU"):
-        backend_for("nccl", World(size=3, local_size=3), gpus=2)
-    assert backend_for("nccl", World(size=2, local_size=2), gpus=2) == "nccl"
-
-
-def test_auto_backend_is_nccl_only_with_a_gpu_per_rank():
-    from torch_dist.distributed import backend_for
-
-    assert backend_for("auto", World(size=2, local_size=2), gpus=0) == "gloo"
-    assert backend_for("auto", World(size=2, local_size=2), gpus=1) == "gloo"
-    assert backend_for("auto", World(size=8, local_size=4), gpus=4) == "nccl"
 
 
 def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from launch import rendezvous
-from launch.errors import ConfigError
+from launch.devices import gpu_for_rank
 from launch.world import World, tf_config, worker_addresses
 from tf_dist.loading import tf
 
@@ -38,13 +38,8 @@ def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     gpus = tf.config.list_physical_devices("GPU")
-    if world.size > 1 and gpus:
-        if world.local_rank >= len(gpus):
-            raise ConfigError(
-                f"this node runs {world.local_size} workers but has {len(gpus)} GPU(s): "
-                f"start at most {len(gpus)} per node"
-            )
-        gpus = [gpus[world.local_rank]]  # one GPU per worker process
+    if world.size > 1 and gpus:  # one GPU per worker process (launch.devices)
+        gpus = [gpus[gpu_for_rank(len(gpus), world.local_rank, world.local_size)]]
         tf.config.set_visible_devices(gpus, "GPU")
     if not gpus and cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]

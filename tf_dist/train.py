@@ -14,7 +14,8 @@ import numpy as np
 
 from launch import loop, worker
 from launch.data import load_dataset
-from launch.frameworks import Placement, check
+from launch.devices import require_usable_gpus
+from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.world import World
 from tf_dist import distributed
 from tf_dist.checkpoint import Checkpoints
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 def build(config, world: World) -> TFEngine:
     """This rank's devices, strategy and engine, ready for the loop."""
     gpus = distributed.configure_devices(worker.threads_per_worker(config, world), world, config.dist.cpu_devices)
+    require_usable_gpus(len(gpus), FRAMEWORKS["tf"].cuda_build)
     check(config, "tf", Placement(workers=world.size, gpus_per_node=len(gpus)))
     strategy = distributed.make_strategy(config, world, gpus)
     return TFEngine(config, world, strategy, "gpu" if gpus else "cpu")

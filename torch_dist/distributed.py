@@ -21,35 +21,29 @@ from torch.nn.parallel import DistributedDataParallel
 
 from launch import log, rendezvous
 from launch.config import DistConfig
+from launch.devices import backend_on, gpu_for_rank
 from launch.errors import ConfigError
 from launch.world import World
 
 
-def backend_for(requested: str, world: World, gpus: int) -> str:
-    """dist.backend resolved for this node: auto is nccl when every rank here gets its own GPU,
-    else gloo on the CPU; nccl with more ranks than GPUs is an error."""
-    if requested == "auto":
-        return "nccl" if gpus and world.local_size <= gpus else "gloo"
-    if requested == "nccl" and world.local_size > gpus:
-        raise ConfigError(
-            f"dist.backend=nccl needs one GPU per rank, but this node runs {world.local_size} "
-            f"ranks and has {gpus} GPU(s): start at most {gpus} ranks per node, or use gloo"
-        )
-    return requested
-
-
 def connect(options: DistConfig, world: World, gpus: int):
-    """The communicator for the dist section's backend, and this rank's device."""
-    backend = backend_for(options.backend, world, gpus)
-    if backend == "horovod":
-        comm = Horovod(world, options.compression)
-        local_rank = comm.hvd.local_rank()
-    else:
-        comm, local_rank = DDP(backend, world, options, options.backend != "auto"), world.local_rank
-    if backend != "gloo" and gpus:
-        torch.cuda.set_device(local_rank)
-        comm.device = torch.device("cuda", local_rank)
-    return comm, comm.device
+    """The communicator for the dist section's backend, and this rank's device (launch.devices)."""
+    if options.backend == "horovod":
+        comm = Horovod(world, options.compression)  # Horovod counts its own local ranks
+        comm.device = _use(gpu_for_rank(gpus, comm.hvd.local_rank(), comm.hvd.local_size()))
+        return comm, comm.device
+    gpu = None if options.backend == "gloo" else gpu_for_rank(gpus, world.local_rank, world.local_size)
+    device = _use(gpu)  # before the group: NCCL makes its communicator on the current device
+    comm = DDP(backend_on(options.backend, gpu), world, options, options.backend != "auto")
+    comm.device = device
+    return comm, device
+
+
+def _use(gpu: int | None) -> torch.device:
+    if gpu is None:
+        return torch.device("cpu")
+    torch.cuda.set_device(gpu)
+    return torch.device("cuda", gpu)
 
 
 class DDP:

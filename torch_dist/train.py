@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from launch import loop, worker
 from launch.data import load_dataset
-from launch.frameworks import Placement, check
+from launch.devices import require_usable_gpus
+from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.world import World
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, load_checkpoint, on_cpu, restore_rng, save_checkpoint
@@ -34,6 +35,7 @@ def train(config, world: World) -> int:
     """Train on this rank; the exit code: 0, or loop.PREEMPTED after a requested stop."""
     torch.set_num_threads(worker.threads_per_worker(config, world))
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    require_usable_gpus(gpus, FRAMEWORKS["torch"].cuda_build)
     check(config, "torch", Placement(workers=world.size, gpus_per_node=gpus))
     comm, device = distributed.connect(config.dist, world, gpus)
     with contextlib.closing(comm):

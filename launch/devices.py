@@ -1,0 +1,57 @@
+"""Which GPU a rank trains on, from how many it sees and how many ranks share its node.
+
+Launchers hand out GPUs in two ways. Every rank sees all of its node's GPUs and takes its local
+rank's (torchrun, mpirun, srun without binding), or each rank sees only its own (srun
+--gpus-per-task or --gpu-bind, Kubernetes device plugins, site wrappers that set
+CUDA_VISIBLE_DEVICES per rank): then its GPU is device 0, although the node runs several ranks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from launch.errors import ConfigError
+
+
+def gpu_for_rank(visible: int, local_rank: int, local_size: int) -> int | None:
+    """The index, among the GPUs this process sees, of the one it trains on; None for the CPU."""
+    if visible == 0:
+        return None
+    if visible >= local_size:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise ConfigError(
+        f"this rank sees {visible} GPUs while {local_size} ranks share its node: start at most {visible} "
+        "ranks per node, or give each rank its own GPU (srun --gpus-per-task=1) or every GPU of the node"
+    )
+
+
+def backend_on(requested: str, gpu: int | None) -> str:
+    """dist.backend for a rank whose GPU is `gpu`: auto is nccl on a GPU and gloo on the CPU."""
+    if requested == "auto":
+        return "gloo" if gpu is None else "nccl"
+    if requested == "nccl" and gpu is None:
+        raise ConfigError("dist.backend=nccl needs a GPU for every rank, and this rank sees none: use gloo")
+    return requested
+
+
+def unused_gpus(node_gpus: int, usable: int, visible: str | None) -> bool:
+    """Whether this process is allowed GPUs it cannot use: the node has some (as the driver lists
+    them), CUDA_VISIBLE_DEVICES (`visible`, None when unset) does not hide them all, and the framework
+    sees none, as with a CPU-only build, or a CUDA build without CUDA's libraries."""
+    hidden = visible is not None and visible.strip() in ("", "-1")
+    return bool(node_gpus) and not usable and not hidden
+
+
+def require_usable_gpus(usable: int, cuda_build: str) -> None:
+    """Fail, rather than train on the CPU unasked, where the node's GPUs are out of the framework's reach."""
+    try:
+        node = len(os.listdir("/proc/driver/nvidia/gpus"))  # the driver's list, there without any CUDA library
+    except OSError:
+        node = 0
+    if unused_gpus(node, usable, os.environ.get("CUDA_VISIBLE_DEVICES")):
+        raise ConfigError(
+            f"this node has {node} NVIDIA GPU(s) but this framework build sees none: install {cuda_build}, "
+            "or set CUDA_VISIBLE_DEVICES= to train on the CPU"
+        )

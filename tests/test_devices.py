@@ -1,0 +1,49 @@
+"""Which GPU a rank trains on, and so which backend `auto` is, under every way launchers bind GPUs."""
+
+import pytest
+
+from launch.devices import backend_on, gpu_for_rank, unused_gpus
+from launch.errors import ConfigError
+
+BINDINGS = {
+    # style: (GPUs this rank sees, its local rank, ranks on its node) -> its GPU
+    "torchrun or mpirun, every rank sees the node's 8": ((8, 5, 8), 5),
+    "srun --gpus-per-task=1 or --gpu-bind: one each": ((1, 5, 8), 0),
+    "a Kubernetes pod with one GPU and one rank": ((1, 0, 1), 0),
+    "one process on a node of 4 (MirroredStrategy)": ((4, 0, 1), 0),
+    "fewer ranks than GPUs": ((8, 3, 4), 3),
+    "a node without GPUs": ((0, 3, 4), None),
+}
+
+
+@pytest.mark.parametrize("seen,gpu", BINDINGS.values(), ids=BINDINGS.keys())
+def test_each_binding_style_gives_the_rank_its_own_gpu(seen, gpu):
+    assert gpu_for_rank(*seen) == gpu
+
+
+def test_ranks_that_would_share_gpus_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="sees 2 GPUs while 4 ranks share its node: start at most 2"):
+        gpu_for_rank(2, 3, 4)
+
+
+def test_auto_is_nccl_on_a_gpu_and_gloo_on_the_cpu():
+    assert [backend_on("auto", 0), backend_on("auto", None)] == ["nccl", "gloo"]
+    assert [backend_on("gloo", 0), backend_on("nccl", 3)] == ["gloo", "nccl"]
+    with pytest.raises(ConfigError, match="dist.backend=nccl needs a GPU for every rank"):
+        backend_on("nccl", None)
+
+
+CONTRACT = {
+    # (GPUs the driver lists, GPUs the framework can use, CUDA_VISIBLE_DEVICES) -> GPUs left unused
+    "a CPU-only build on a GPU node": ((8, 0, None), True),
+    "the same, with the rank's GPU bound by the launcher": ((8, 0, "3"), True),
+    "GPUs hidden on purpose": ((8, 0, ""), False),
+    "GPUs hidden with -1": ((8, 0, "-1"), False),
+    "a CUDA build that sees them": ((8, 8, None), False),
+    "a node without GPUs": ((0, 0, None), False),
+}
+
+
+@pytest.mark.parametrize("seen,unused", CONTRACT.values(), ids=CONTRACT.keys())
+def test_a_run_never_leaves_the_gpus_it_is_allowed_for_the_cpu_unasked(seen, unused):
+    assert unused_gpus(*seen) is unused
