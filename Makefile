@@ -7,7 +7,7 @@ APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-f
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo test lint horovod clean
+.PHONY: setup apt venv demo test test-compat lint horovod clean
 
 setup: apt venv
 
@@ -33,6 +33,21 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The oldest torch, TensorFlow and Python that setup.py allows (.ci/compat-constraints.txt), in a
+# second environment: 2-worker DDP and MultiWorkerMirroredStrategy runs under torchrun, mpirun and
+# the local launcher. COMPAT_PYTHON: a Python 3.10 (with pyenv: PYENV_VERSION=3.10.13 python3.10).
+COMPAT := .venv-compat
+COMPAT_PYTHON ?= python3.10
+COMPAT_TESTS := tests/test_torch_dist.py::test_two_workers_train_fashion_mnist \
+  tests/test_torch_dist.py::test_fp16_gets_a_loss_scaler_on_every_torch_setup_py_allows \
+  tests/test_tf_dist.py::test_multi_worker_trains_fashion_mnist_with_identical_weights \
+  tests/test_launchers.py::test_mpirun_launcher_trains tests/test_launchers.py::test_local_launcher_prefixes_other_ranks_and_trains
+test-compat: apt
+	[ -x $(COMPAT)/bin/python ] || $(COMPAT_PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT)/bin/python -m pip install -q -c .ci/compat-constraints.txt -e '.[torch,tf-cpu,test]'
+	$(COMPAT)/bin/python -m pytest -p no:xdist -o addopts="-p no:cacheprovider" $(COMPAT_TESTS)
+
 # The linter and formatter (ruff.toml); `$(VENV)/bin/ruff format .` applies the formatting.
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -44,4 +59,4 @@ horovod: setup
 	$(PY) -m torch_dist.horovod_build
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(COMPAT) runs .pytest_cache

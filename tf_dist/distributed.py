@@ -19,7 +19,6 @@ from tf_dist.loading import tf
 
 # Not in TensorFlow's public API: the strategy configures the coordination service only when
 # nobody has (collective_all_reduce_strategy.py), with fixed timeouts.
-from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2  # isort: skip
 from tensorflow.python.distribute import multi_worker_util  # isort: skip
 from tensorflow.python.eager import context  # isort: skip
 
@@ -106,7 +105,8 @@ def _configure_coordination(timeout: int) -> None:
         service_leader=multi_worker_util.coordination_leader(cluster),
         heartbeat_timeout_in_ms=timeout * 1000,
         coordinated_jobs=[
-            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            # the proto module context imports: tensorflow.tsl in 2.16, tensorflow.compiler.xla.tsl in 2.21
+            context.coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
             for job in ("chief", "worker")
             if job in cluster.jobs
         ],

@@ -83,7 +83,7 @@ class TorchEngine(loop.Engine):
         self.accumulate = config.train.accumulate_steps
         self.ddp, self.optimizer = comm.wrap(self.model, self.optimizer, device, self.accumulate)
         self.autocast = _autocast(config.train.precision, device)
-        self.scaler = torch.amp.GradScaler("cuda") if config.train.precision == "fp16" else None
+        self.scaler = grad_scaler() if config.train.precision == "fp16" else None
         self.batch_per_rank = config.train.batch_size * self.accumulate  # one optimizer step's images
         self.outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -175,6 +175,13 @@ class TorchEngine(loop.Engine):
         path = run_dir / "model.pt"
         torch.save(on_cpu(self.model.state_dict()), path)  # loadable where there is no GPU
         return path
+
+
+def grad_scaler():
+    """fp16's loss scaler, on the GPU: torch.amp's, torch.cuda.amp's before torch 2.3."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
 
 
 def _autocast(precision: str, device: torch.device):
