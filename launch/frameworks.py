@@ -158,15 +158,16 @@ def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
             "horovodrun here starts one node; for several use --launcher slurm --template mpi with dist.backend=horovod"
         )
     if launcher == "slurm":
-        _check_slurm(config, where)
+        _check_slurm(config, fw, where)
 
 
-def _check_slurm(config: Config, where: Placement) -> None:
+def _check_slurm(config: Config, fw: Framework, where: Placement) -> None:
     if where.gpus_per_node is None:
         return  # not known here (sweep and compare pass Slurm options through to each run)
     gpus, backend = where.gpus_per_node, config.dist.backend
     per_node = where.workers // where.nodes
-    if gpus and backend in ("nccl", "auto") and per_node != gpus:
+    mirrored = where.workers == 1 and "mirrored" in fw.strategies  # one process drives every GPU of its node
+    if gpus and backend in ("nccl", "auto") and per_node != gpus and not mirrored:
         raise UserError(
             f"--nproc {per_node} tasks per node but --gpus-per-node {gpus}: with nccl every rank "
             "needs its own GPU; make them equal"

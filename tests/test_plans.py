@@ -33,6 +33,7 @@ REFUSED = [
     ("torch", [], Placement(launcher="horovodrun", workers=2, min_nodes=2, nodes=2), "horovodrun here starts one node"),
     ("torch", [], Placement(launcher="slurm", workers=8, min_nodes=2, nodes=2, gpus_per_node=2), "make them equal"),
     ("torch", ["dist.backend=nccl"], Placement(launcher="slurm", gpus_per_node=0), "nccl needs GPUs"),
+    ("torch", [], Placement(launcher="slurm", workers=1, gpus_per_node=4), "1 tasks per node but --gpus-per-node 4"),
 ]
 ACCEPTED = [
     ("torch", ["dist.compression=fp16"], Placement(workers=2)),
@@ -50,6 +51,7 @@ ACCEPTED = [
         Placement(launcher="mpirun", workers=4, min_nodes=2, nodes=2, hosts=False),
     ),  # mpirun's ranks need no TF_CONFIG
     ("tf", ["train.precision=bf16"], Placement(gpus_per_node=0)),
+    ("tf", [], Placement(launcher="slurm", workers=1, gpus_per_node=4)),  # MirroredStrategy over the 4
 ]
 
 
