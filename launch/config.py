@@ -60,6 +60,9 @@ class TrainConfig:
     seed: int = 0
     shuffle: bool = True  # a new permutation every epoch; off gives dataset order
     precision: str = _choice("fp32", ("fp32", "bf16", "fp16"))
+    # TensorFloat-32 in fp32 matmuls and convolutions, on GPUs that have it (Ampere and later). Off,
+    # fp32 is fp32 in both frameworks; their defaults differ (TensorFlow on, torch for convolutions).
+    tf32: bool = False
     threads: int | None = _positive(None)  # per worker; default: cores / workers on the node
     warmup_steps: int = 5  # excluded from the throughput figures of summary.json
     max_steps: int | None = _positive(None)  # stop early after this many steps (throughput runs)

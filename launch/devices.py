@@ -9,6 +9,8 @@ CUDA_VISIBLE_DEVICES per rank): then its GPU is device 0, although the node runs
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 from launch.errors import ConfigError
 
@@ -55,3 +57,13 @@ def require_usable_gpus(usable: int, cuda_build: str) -> None:
             f"this node has {node} NVIDIA GPU(s) but this framework build sees none: install {cuda_build}, "
             "or set CUDA_VISIBLE_DEVICES= to train on the CPU"
         )
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver's version, as the kernel module reports it; None without one."""
+    try:  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  <build date>"
+        text = Path("/proc/driver/nvidia/version").read_text()
+    except OSError:
+        return None
+    match = re.search(r"\s(\d+\.\d+(?:\.\d+)?)\s", text)
+    return match[1] if match else None

@@ -112,6 +112,7 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
         world_size_history=facts.world_size_history,
         compression=config.dist.compression,
         accumulate_steps=config.train.accumulate_steps,
+        tf32=config.train.tf32,
         versions=versions(**facts.framework_versions),
         run_id=facts.run_id,
         data=facts.data,

@@ -20,8 +20,9 @@ MIB = 1024 * 1024
 LINESTYLES, MARKERS = ("-", "--", "-.", ":"), ("o", "s", "^", "D")  # per network profile, in sweep order
 
 
-def hardware() -> str:
-    """The CPU model and core count (and nothing about GPUs: their runs say so in summary.device)."""
+def hardware(summaries: list[Summary] = ()) -> str:
+    """The CPU model and core count; with the runs' summaries, the GPU each ran on and its TF32 mode
+    (the driver, CUDA and NCCL are in the versions line)."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -30,7 +31,10 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    gpus = sorted({(s.versions["gpu"], s.tf32) for s in summaries if "gpu" in s.versions})
+    return "; ".join(
+        [f"{model}, {os.cpu_count()} cores", *(f"GPU {g}, TF32 {'on' if on else 'off'}" for g, on in gpus)]
+    )
 
 
 def versions_line(summaries: list[Summary]) -> str:
@@ -133,7 +137,7 @@ def _scaling_markdown(rows: list[ScalingRow], points: list[Point], links: dict[s
     lines = [
         f"# Scaling ({rows[0].mode} scaling)" if rows else "# Scaling",
         "",
-        f"Hardware: {hardware()}. Versions: {versions_line(summaries)}.",
+        f"Hardware: {hardware(summaries)}. Versions: {versions_line(summaries)}.",
         "",
     ]
     if summaries:
@@ -313,7 +317,7 @@ def write_comparison(
     if summaries:
         s = summaries[0]
         lines += [
-            f"Hardware: {hardware()}; {s.world_size} worker(s) via {launcher}, device {s.device}. "
+            f"Hardware: {hardware(summaries)}; {s.world_size} worker(s) via {launcher}, device {s.device}. "
             f"Versions: {versions_line(summaries)}.",
             f"Same data ({s.dataset}), batch {s.batch_size_per_worker} per worker, {s.epochs} epoch(s), "
             f"precision {s.precision} in both, for each model: {', '.join(compared)}. "

@@ -47,6 +47,7 @@ class Summary:
     restarts: int = 0
     compression: str = "none"  # dist.compression: the gradients' form on the wire
     accumulate_steps: int = 1  # micro-batches per optimizer step (global_batch_size counts them all)
+    tf32: bool = False  # train.tf32: TensorFloat-32 allowed in fp32 matmuls and convolutions on GPUs
     # One entry per start of the run (a resume adds one): world_size, global_batch_size, lr, steps
     # [first, last] (the steps after `first` up to `last` ran at this size), and the epoch and
     # sample (position in that epoch's permutation) it started from.
@@ -91,8 +92,12 @@ def peak_rss_bytes() -> int:
 
 
 def versions(**frameworks: str) -> dict:
+    """Python's, numpy's, ours, the framework's (and its GPU's, CUDA's and NCCL's), the NVIDIA driver's."""
     import numpy
 
     from launch import __version__
+    from launch.devices import driver_version
 
-    return {"mnist_dist": __version__, "python": platform.python_version(), "numpy": numpy.__version__, **frameworks}
+    found = {"mnist_dist": __version__, "python": platform.python_version(), "numpy": numpy.__version__, **frameworks}
+    driver = driver_version()
+    return {**found, "nvidia_driver": driver} if driver else found

@@ -161,6 +161,7 @@ def check_run_dir(run_dir: Path, framework: str, world_size: int, min_accuracy: 
     Returns the summary and the scalars."""
     summary = read_json(run_dir / "summary.json")
     assert summary["world_size"] == world_size and summary["framework"] == framework
+    assert summary["tf32"] is False and "gpu" not in summary["versions"]  # train.tf32's default; no GPU here
     assert summary["final_eval_accuracy"] >= min_accuracy
     assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
     assert math.isclose(summary["images_per_sec_per_worker"], summary["images_per_sec"] / world_size, rel_tol=1e-6)

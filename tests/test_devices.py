@@ -1,9 +1,14 @@
-"""Which GPU a rank trains on, and so which backend `auto` is, under every way launchers bind GPUs."""
+"""Which GPU a rank trains on, and so which backend `auto` is, under every way launchers bind GPUs;
+what a run does with GPUs it cannot use; TF32."""
+
+import sys
 
 import pytest
 
 from launch.devices import backend_on, gpu_for_rank, unused_gpus
 from launch.errors import ConfigError
+
+from helpers import run
 
 BINDINGS = {
     # style: (GPUs this rank sees, its local rank, ranks on its node) -> its GPU
@@ -47,3 +52,20 @@ CONTRACT = {
 @pytest.mark.parametrize("seen,unused", CONTRACT.values(), ids=CONTRACT.keys())
 def test_a_run_never_leaves_the_gpus_it_is_allowed_for_the_cpu_unasked(seen, unused):
     assert unused_gpus(*seen) is unused
+
+
+TF32_PROBE = """
+import sys, torch, tensorflow as tf
+from torch_dist.train import set_tf32 as torch_tf32
+from tf_dist.train import set_tf32 as tf_tf32
+for enabled in (True, False):
+    torch_tf32(enabled), tf_tf32(enabled)
+    on = tf.config.experimental.tensor_float_32_execution_enabled()
+    print(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, on)
+"""
+
+
+def test_train_tf32_sets_matmuls_and_convolutions_alike_in_both_frameworks(tmp_path):
+    """Their defaults differ (TensorFlow: on; torch: matmuls off, convolutions on)."""
+    out = run([sys.executable, "-c", TF32_PROBE], cwd=tmp_path, timeout=120)
+    assert out.stdout.split("\n")[:2] == ["True True True", "False False False"], out.stderr[-2000:]

@@ -96,3 +96,13 @@ def test_summary_with_missing_field_is_refused(tmp_path):
 
 def test_peak_rss_is_plausible():
     assert 10_000_000 < peak_rss_bytes() < 20_000_000_000
+
+
+def test_the_hardware_line_names_each_run_s_gpu_and_tf32_mode():
+    from launch.report import hardware
+
+    h200 = versions(torch="2.13.0", gpu="NVIDIA H200", cuda="12.8", nccl="2.27.3")
+    runs = [summary(device="cuda", versions=h200), summary(framework="tf", device="gpu", versions=h200, tf32=True)]
+    line = hardware(runs)
+    assert line.endswith("cores; GPU NVIDIA H200, TF32 off; GPU NVIDIA H200, TF32 on"), line
+    assert hardware([summary()]) == hardware()  # CPU runs: the CPU only

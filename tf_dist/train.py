@@ -35,6 +35,7 @@ def build(config, world: World) -> TFEngine:
     """This rank's devices, strategy and engine, ready for the loop."""
     gpus = distributed.configure_devices(worker.threads_per_worker(config, world), world, config.dist.cpu_devices)
     require_usable_gpus(len(gpus), FRAMEWORKS["tf"].cuda_build)
+    set_tf32(config.train.tf32)
     check(config, "tf", Placement(workers=world.size, gpus_per_node=len(gpus)))
     strategy = distributed.make_strategy(config, world, gpus)
     return TFEngine(config, world, strategy, "gpu" if gpus else "cpu")
@@ -53,7 +54,7 @@ class TFEngine(loop.Engine):
     def __init__(self, config, world: World, strategy: tf.distribute.Strategy, device: str):
         self.config, self.world, self.strategy, self.device = config, world, strategy, device
         self.backend = distributed.strategy_name(strategy)
-        self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+        self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__, **_gpu_versions(device)}
         data = load_dataset(
             config.data.dataset, config.data.dir, config.data.limit, config.train.seed, config.data.custom
         )
@@ -175,6 +176,18 @@ class TFEngine(loop.Engine):
         path = run_dir / "model.keras"
         self.model.save(path)
         return path
+
+
+def set_tf32(enabled: bool) -> None:
+    """train.tf32 (TensorFlow's default: on)."""
+    tf.config.experimental.enable_tensor_float_32_execution(enabled)
+
+
+def _gpu_versions(device: str) -> dict:
+    if device != "gpu":
+        return {}
+    details = tf.config.experimental.get_device_details(tf.config.get_visible_devices("GPU")[0])
+    return {"gpu": details.get("device_name", "?"), "cuda": tf.sysconfig.get_build_info().get("cuda_version", "?")}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 def train(config, world: World) -> int:
     """Train on this rank; the exit code: 0, or loop.PREEMPTED after a requested stop."""
     torch.set_num_threads(worker.threads_per_worker(config, world))
+    set_tf32(config.train.tf32)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     require_usable_gpus(gpus, FRAMEWORKS["torch"].cuda_build)
     check(config, "torch", Placement(workers=world.size, gpus_per_node=gpus))
@@ -60,7 +61,7 @@ class TorchEngine(loop.Engine):
     def __init__(self, config, world: World, comm, device: torch.device):
         self.config, self.world, self.comm, self.backend = config, world, comm, comm.name
         self.torch_device, self.device = device, device.type
-        self.versions = {"torch": torch.__version__}
+        self.versions = {"torch": torch.__version__, **_gpu_versions(device)}
         data = load_dataset(
             config.data.dataset, config.data.dir, config.data.limit, config.train.seed, config.data.custom
         )
@@ -175,6 +176,18 @@ class TorchEngine(loop.Engine):
         path = run_dir / "model.pt"
         torch.save(on_cpu(self.model.state_dict()), path)  # loadable where there is no GPU
         return path
+
+
+def set_tf32(enabled: bool) -> None:
+    """train.tf32, for matmuls and convolutions alike (torch's defaults: off and on)."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+
+
+def _gpu_versions(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {}
+    nccl = ".".join(map(str, torch.cuda.nccl.version()))
+    return {"gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda, "nccl": nccl}
 
 
 def grad_scaler():
