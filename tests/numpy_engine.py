@@ -32,6 +32,7 @@ ROW = Framework(
     compressions={"auto": ("none",)},
     reload_model="import sys, numpy; print(numpy.load(sys.argv[1]).size)",
     fp16_mechanism="numpy has no fp16 training",
+    cuda_build="nothing: numpy trains on the CPU",
     compression_fix="one process has nothing to compress",
 )
 
