@@ -1,5 +1,6 @@
 """tf_dist: MirroredStrategy on logical CPUs, MultiWorkerMirroredStrategy with real worker processes."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,26 @@ def test_tf_config_needs_hosts_for_several_nodes():
 
     with pytest.raises(WorldError, match="needs every worker's host"):
         tf_config(World(rank=0, size=4, local_size=2, num_nodes=2, master_addr="a"))
+
+
+# A worker at the last barrier whose leader (the coordination service's host) has already left.
+LEADER_GONE = """
+import json, os, sys
+rank = int(sys.argv[1])
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": rank}})
+from launch.world import World
+from tf_dist import distributed
+class Gone:
+    def wait_at_barrier(self, *args):
+        raise distributed.tf.errors.UnavailableError(None, None, "Failed to send RPC to coordination service")
+distributed.context.context = Gone
+distributed.wait_for_every_worker(World(rank=rank, size=2), timeout=10)
+"""
+
+
+def test_a_worker_that_finds_the_leader_gone_after_the_last_barrier_exits_cleanly():
+    """The leader leaves once the barrier is complete, sometimes before a worker's answer is out;
+    the leader itself never hides that error."""
+    follower, leader = (run([sys.executable, "-c", LEADER_GONE, rank], cwd=ROOT, timeout=120) for rank in "10")
+    assert follower.returncode == 0, follower.stderr[-2000:]
+    assert leader.returncode == 1 and "UnavailableError" in leader.stderr

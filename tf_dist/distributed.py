@@ -117,9 +117,24 @@ def wait_for_every_worker(world: World, timeout: int) -> None:
     """Before a worker exits. A collective returns on a worker before its peers have fetched that
     worker's part (they pull it over gRPC), so a worker that left right after the last one would
     close a connection a peer still reads from. The coordination service's barrier returns once
-    every worker has arrived, that is, once every worker is done with its collectives."""
-    if world.size > 1:
+    every worker has arrived, that is, once every worker is done with its collectives.
+
+    The leader serves the barrier and leaves once it is complete, sometimes before another worker's
+    answer has gone out: that worker then finds the service gone (UnavailableError), which after
+    this barrier means every worker arrived. A leader that failed before says so by its own exit."""
+    if world.size == 1:
+        return
+    try:
         context.context().wait_at_barrier("mnist-dist/leave", timeout * 1000)
+    except tf.errors.UnavailableError:
+        if _is_coordination_leader():
+            raise
+
+
+def _is_coordination_leader() -> bool:
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    me = f"/job:{resolver.task_type}/replica:0/task:{resolver.task_id}"
+    return me == multi_worker_util.coordination_leader(resolver.cluster_spec())
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
