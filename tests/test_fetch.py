@@ -93,13 +93,13 @@ def test_http_error_is_reported(tmp_path):
 
 
 # A rank: imports first, then waits for one line on stdin, so that all start fetching together.
-RANK = """
+RANK = f"""
 import hashlib, sys
 from pathlib import Path
 from launch.fetch import fetch
 url, dest, digest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 sys.stdin.readline()
-fetch([url], dest, digest, timeout=5, retries=2, backoff=0.01)
+fetch([url], dest, digest, **{FAST!r})
 print(hashlib.sha256(dest.read_bytes()).hexdigest())
 """
 
