@@ -31,7 +31,7 @@ import json
 import os
 import socket
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from launch.errors import WorldError
@@ -57,6 +57,10 @@ class World:
     restarts: int = 0  # how often torchrun restarted the workers, or Slurm requeued the job
     tf_workers: tuple[str, ...] = ()  # host:port of every rank, in rank order, from TF_CONFIG
     launcher: str = ""  # who started the ranks, where not `source`: mnist-dist's local launcher
+    # False where the launcher did not say which ranks share a host (RANK and WORLD_SIZE alone, as
+    # Kubeflow's PyTorchJob gives them): then local_* and the node counts are guesses until the
+    # ranks have told each other their host names (with_hosts).
+    locals_known: bool = True
 
     @property
     def started_by(self) -> str:
@@ -83,12 +87,33 @@ class World:
         }
 
 
+def with_hosts(world: World, hosts: Sequence[str]) -> World:
+    """The world once every rank's host name is known (hosts[r] is rank r's): the ranks that share
+    this rank's host, and the hosts in the order of their lowest rank."""
+    nodes = tuple(dict.fromkeys(hosts))
+    mine = hosts[world.rank]
+    return dataclasses.replace(
+        world,
+        local_rank=list(hosts[: world.rank]).count(mine),
+        local_size=list(hosts).count(mine),
+        node_rank=nodes.index(mine),
+        num_nodes=len(nodes),
+        hosts=nodes,
+        locals_known=True,
+    )
+
+
 def worker_addresses(world: World) -> list[str]:
     """host:port of every rank, for TensorFlow's TF_CONFIG. Ranks fill nodes in order (as srun's and
     mpirun's default block placement do), and rank r listens on the master port + 1 + its local rank.
     A TF_CONFIG given to the job names them itself."""
     if world.tf_workers:
         return list(world.tf_workers)
+    if not world.locals_known:
+        raise WorldError(
+            f"{world.source} gave rank and world size but not which ranks share a host, and TensorFlow "
+            "needs every worker's address: set LOCAL_WORLD_SIZE and LOCAL_RANK, or TF_CONFIG"
+        )
     if world.num_nodes == 1:
         hosts = [world.master_addr] * world.size
     elif len(world.hosts) == world.num_nodes and world.size == world.local_size * world.num_nodes:
@@ -269,6 +294,7 @@ def _from_torchrun(env) -> World:
         master_port=_int(env, "MASTER_PORT", DEFAULT_PORT),
         source="torchrun",
         job_id=None if run_id in (None, "", "none") else run_id,
+        locals_known=size == 1 or "LOCAL_WORLD_SIZE" in env,
     )
 
 

@@ -296,6 +296,19 @@ def test_tf_config_set_by_hand_on_two_hosts_makes_one_cluster(testbed, tmp_path)
     assert not (tmp_path / "node2" / "r" / "summary.json").exists()
 
 
+def test_rank_and_world_size_alone_on_two_hosts_find_their_hosts(testbed, tmp_path):
+    """Kubeflow's PyTorchJob way: one process per host with only RANK, WORLD_SIZE and MASTER_*. The
+    ranks learn from each other that they are on two hosts, not local ranks 0 and 1 of one."""
+    master = {"WORLD_SIZE": "2", "MASTER_ADDR": "node1", "MASTER_PORT": "23456"}
+    cmd = [sys.executable, "-m", "torch_dist.train", "--config", MLP, *FASHION, f"log.dir={tmp_path}", "log.run_name=r"]
+    logs = {host: tmp_path / f"{host}.log" for host in HOSTS}
+    procs = {host: start(testbed, host, cmd, logs[host], {**master, "RANK": str(k)}) for k, host in enumerate(HOSTS)}
+    for host, proc in procs.items():
+        assert proc.wait(timeout=300) == 0, logs[host].read_text()[-3000:]
+    assert_trained(tmp_path / "r", "torch", 2, nodes=2)
+    assert "2 host(s) by the ranks' own names (node1, node2)" in logs["node1"].read_text()
+
+
 # --- equivalence ------------------------------------------------------------------------------
 
 

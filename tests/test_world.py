@@ -9,7 +9,7 @@ import pytest
 
 from launch.errors import WorldError
 from launch.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
-from launch.world import World, detect_world, port_for_job
+from launch.world import World, detect_world, port_for_job, with_hosts, worker_addresses
 
 from conftest import ROOT
 
@@ -311,3 +311,30 @@ def test_tf_config_that_contradicts_the_launcher_is_an_error_naming_both(cluster
 def test_bad_tf_config_is_one_clear_error(value, says):
     with pytest.raises(WorldError, match=re.escape(says)):
         world({"TF_CONFIG": value})
+
+
+def test_rank_and_world_size_alone_leave_who_shares_a_host_unknown():
+    """Kubeflow's PyTorchJob gives only RANK, WORLD_SIZE and MASTER_*: the local ranks are a guess."""
+    kubeflow = {"RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456"}
+    assert not world(kubeflow).locals_known
+    assert world(TORCHRUN).locals_known and world({"RANK": "0", "WORLD_SIZE": "1"}).locals_known
+    with pytest.raises(WorldError, match="LOCAL_WORLD_SIZE and LOCAL_RANK, or TF_CONFIG"):
+        worker_addresses(world(kubeflow))
+
+
+@pytest.mark.parametrize(
+    "hosts,rank,expected",
+    [
+        # (local_rank, local_size, node_rank, num_nodes, hosts)
+        (["a", "b"], 1, (0, 1, 1, 2, ("a", "b"))),  # one pod per rank
+        (["a", "a", "b", "b"], 3, (1, 2, 1, 2, ("a", "b"))),  # block placement
+        (["a", "b", "a", "b"], 2, (1, 2, 0, 2, ("a", "b"))),  # round-robin placement
+        (["a", "a", "a"], 2, (2, 3, 0, 1, ("a",))),  # every rank on one host
+        (["b", "a", "a"], 2, (1, 2, 1, 2, ("b", "a"))),  # nodes ordered by their lowest rank
+    ],
+)
+def test_with_hosts_finds_who_shares_a_host(hosts, rank, expected):
+    guessed = World(rank=rank, size=len(hosts), local_rank=rank, local_size=len(hosts), locals_known=False)
+    w = with_hosts(guessed, hosts)
+    assert (w.local_rank, w.local_size, w.node_rank, w.num_nodes, w.hosts) == expected
+    assert w.locals_known and w.host == hosts[rank]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -23,18 +24,42 @@ from launch import log, rendezvous
 from launch.config import DistConfig
 from launch.devices import backend_on, gpu_for_rank
 from launch.errors import ConfigError
-from launch.world import World
+from launch.world import World, with_hosts
 
 
-def connect(options: DistConfig, world: World, gpus: int):
-    """The communicator for the dist section's backend, and this rank's device (launch.devices)."""
+def find_hosts(world: World, timeout_s: float) -> tuple[World, dist.Store | None]:
+    """Where the launcher did not say which ranks share a host, ask them: every rank posts its host
+    name on the rendezvous store and reads the others'. The world then has true local ranks and node
+    counts (for devices, threads, gloo's interface and the summary); the store serves the process
+    group next, on the one port the launcher gave."""
+    if world.locals_known:
+        return world, None
+    rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
+    with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
+        store = dist.TCPStore(
+            world.master_addr, world.master_port, world.size, world.is_chief, timedelta(seconds=timeout_s)
+        )
+        store.set(f"mnist-dist/hostname/{world.rank}", socket.gethostname())
+        hosts = [store.get(f"mnist-dist/hostname/{r}").decode() for r in range(world.size)]  # get waits
+    world = with_hosts(world, hosts)
+    if world.is_chief:
+        log.get().info(
+            f"{world.num_nodes} host(s) by the ranks' own names ({', '.join(world.hosts)}): "
+            f"{world.source} did not say which ranks share a host"
+        )
+    return world, store
+
+
+def connect(options: DistConfig, world: World, gpus: int, store: dist.Store | None = None):
+    """The communicator for the dist section's backend, and this rank's device (launch.devices);
+    `store` is find_hosts' rendezvous store, where it made one."""
     if options.backend == "horovod":
         comm = Horovod(world, options.compression)  # Horovod counts its own local ranks
         comm.device = _use(gpu_for_rank(gpus, comm.hvd.local_rank(), comm.hvd.local_size()))
         return comm, comm.device
     gpu = None if options.backend == "gloo" else gpu_for_rank(gpus, world.local_rank, world.local_size)
     device = _use(gpu)  # before the group: NCCL makes its communicator on the current device
-    comm = DDP(backend_on(options.backend, gpu), world, options, options.backend != "auto")
+    comm = DDP(backend_on(options.backend, gpu), world, options, options.backend != "auto", store)
     comm.device = device
     return comm, device
 
@@ -53,7 +78,9 @@ class DDP:
 
     device = torch.device("cpu")  # where the rows it gathers live: the rank's GPU under nccl
 
-    def __init__(self, backend: str, world: World, options: DistConfig, explicit: bool = False):
+    def __init__(
+        self, backend: str, world: World, options: DistConfig, explicit: bool = False, store: dist.Store | None = None
+    ):
         self.name, self.options, self.heartbeats = backend, options, None
         self.hook_state = None  # PowerSGD's state (its error feedback and warm-start matrices)
         timeout_s = options.timeout
@@ -71,7 +98,12 @@ class DDP:
             rendezvous.choose_gloo_interface(world, world.master_addr)
             with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
                 dist.init_process_group(
-                    backend, init_method=url, rank=world.rank, world_size=world.size, timeout=timeout
+                    backend,
+                    init_method=None if store else url,
+                    store=store,
+                    rank=world.rank,
+                    world_size=world.size,
+                    timeout=timeout,
                 )
             self.heartbeats = Heartbeats(world)
         elif explicit:

@@ -33,12 +33,15 @@ def main(argv: list[str] | None = None) -> None:
 
 def train(config, world: World) -> int:
     """Train on this rank; the exit code: 0, or loop.PREEMPTED after a requested stop."""
+    store = None
+    if config.dist.backend != "horovod":  # Horovod counts its own local ranks
+        world, store = distributed.find_hosts(world, config.dist.timeout)
     torch.set_num_threads(worker.threads_per_worker(config, world))
     set_tf32(config.train.tf32)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     require_usable_gpus(gpus, FRAMEWORKS["torch"].cuda_build)
     check(config, "torch", Placement(workers=world.size, gpus_per_node=gpus))
-    comm, device = distributed.connect(config.dist, world, gpus)
+    comm, device = distributed.connect(config.dist, world, gpus, store)
     with contextlib.closing(comm):
         code = _train_connected(config, world, comm, device)
         comm.shutdown()
