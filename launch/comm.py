@@ -37,3 +37,11 @@ class Rows:
 def gather(comm: Communicator, row: dict[str, float]) -> Rows:
     """Every rank's `row` (the same keys on every rank), gathered."""
     return Rows(tuple(row), comm.gather_rows([float(v) for v in row.values()]))
+
+
+def gather_text(comm: Communicator, text: str, width: int = 64) -> list[str]:
+    """Every rank's short text (a host name: at most 64 bytes on Linux), in rank order, on every rank:
+    its UTF-8 bytes travel as a row of numbers, after their length."""
+    data = text.encode()[:width]
+    rows = comm.gather_rows([len(data), *data, *[0] * (width - len(data))])
+    return [bytes(int(b) for b in row[1 : 1 + int(row[0])]).decode(errors="replace") for row in rows]

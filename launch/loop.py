@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -29,7 +30,7 @@ import numpy as np
 
 from launch import checkpoints, identity, log, rundir, signals
 from launch.clock import process_start, stamp
-from launch.comm import Communicator, Rows, gather
+from launch.comm import Communicator, Rows, gather, gather_text
 from launch.config import Config
 from launch.errors import UserError
 from launch.files import write_json
@@ -47,6 +48,7 @@ from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for
 from launch.shard import shard_indices, shard_size, steps_per_epoch
 from launch.summary import peak_rss_bytes, write_summary
 from launch.tensorboard import ScalarWriter
+from launch.worker import threads_per_worker, usable_cpus
 from launch.world import World
 
 
@@ -433,11 +435,18 @@ class _Loop:
 
     def _finish(self) -> None:
         m = self.meter
-        final = gather(
-            self.comm, dict(zip(FINAL_ROW, (m.measured_images, m.measured_seconds, m.measured_steps, peak_rss_bytes())))
+        mine = (
+            m.measured_images,
+            m.measured_seconds,
+            m.measured_steps,
+            peak_rss_bytes(),
+            usable_cpus(),
+            threads_per_worker(self.config, self.world),
         )
+        final = gather(self.comm, dict(zip(FINAL_ROW, mine)))
+        hosts = gather_text(self.comm, socket.gethostname())
         if self.world.is_chief:
-            self._write_results(final)
+            self._write_results(final, hosts)
         # After the results, so that a run with its last checkpoint has them: a run that dies while
         # writing them resumes from the checkpoint before, and trains its last epochs again.
         if self.config.checkpoint.interval:
@@ -446,7 +455,7 @@ class _Loop:
         # TensorFlow's coordination service like a crashed task, and it logs an error saying so.
         self.comm.barrier()
 
-    def _write_results(self, final: Rows) -> None:
+    def _write_results(self, final: Rows, hosts: list[str]) -> None:
         engine = self.engine
         model_file = engine.save_model(self.run_dir)
         facts = RunFacts(
@@ -462,6 +471,7 @@ class _Loop:
             framework_versions=engine.versions,
             run_id=self.run_id,
             data=engine.data_info,
+            hosts=hosts,
         )
         summary = make_summary(self.config, self.world, facts, final, model_file.stat().st_size)
         write_summary(self.run_dir, summary)

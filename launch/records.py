@@ -15,7 +15,7 @@ from launch.summary import Summary, versions
 from launch.world import World
 
 # Columns of the row each rank contributes at the end of the run.
-FINAL_ROW = ("images", "seconds", "steps", "peak_rss")
+FINAL_ROW = ("images", "seconds", "steps", "peak_rss", "cpus", "threads")
 
 
 @dataclass
@@ -76,6 +76,21 @@ class RunFacts:
     framework_versions: dict
     run_id: str
     data: dict  # launch.data.Dataset.info()
+    hosts: list[str]  # every rank's host name, in rank order
+
+
+def rank_table(final: Rows, hosts: list[str]) -> list[dict]:
+    """One row per rank: its host, the CPUs it may run on, its threads and its own images/s."""
+    return [
+        {
+            "rank": r,
+            "host": host,
+            "cpus": int(final["cpus"][r]),
+            "threads": int(final["threads"][r]),
+            "images_per_sec": float(final["images"][r] / final["seconds"][r]) if final["seconds"][r] else 0.0,
+        }
+        for r, host in enumerate(hosts)
+    ]
 
 
 def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, model_size_bytes: int) -> Summary:
@@ -116,4 +131,5 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
         versions=versions(**facts.framework_versions),
         run_id=facts.run_id,
         data=facts.data,
+        ranks=rank_table(final, facts.hosts),
     )

@@ -55,6 +55,7 @@ class Summary:
     versions: dict = field(default_factory=dict)
     run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.identity)
     data: dict = field(default_factory=dict)  # sha256 of the data trained on, its source, how it was checked
+    ranks: list = field(default_factory=list)  # one row per rank: rank, host, cpus, threads, images_per_sec
     schema_version: int = SCHEMA_VERSION
 
 

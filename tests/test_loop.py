@@ -3,15 +3,20 @@ are threads drives the real launch.loop, so resume at another world size, stops 
 the NaN stop, a finished run, checkpoint intervals, history, summary and TensorBoard are checked in
 seconds. The trainers' own processes are tested in test_torch_dist, test_tf_dist and test_elastic."""
 
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from launch import log, loop
+from launch.comm import gather_text
 from launch.errors import UserError
 from launch.metrics import ALL_TAGS
 from launch.shard import steps_per_epoch
 
 from helpers import check_every_sample_once, read_json, read_scalars
-from numpy_engine import BATCH, N, loop_config, register, run_ranks
+from numpy_engine import BATCH, N, RankComm, ThreadComm, loop_config, register, run_ranks
 
 LR = 0.01
 
@@ -94,6 +99,10 @@ def test_history_summary_and_tensorboard_describe_the_run(tmp_path):
     assert summary["steps"] == 3 * per_epoch and summary["global_batch_size"] == 2 * BATCH
     assert summary["final_eval_accuracy"] == history[-1]["eval_accuracy"] and summary["images_per_sec"] > 0
     assert 0 < summary["startup_s"] < summary["wall_time_s"]
+    host, cpus = socket.gethostname(), len(os.sched_getaffinity(0))
+    assert [(r["rank"], r["host"], r["cpus"]) for r in summary["ranks"]] == [(0, host, cpus), (1, host, cpus)]
+    assert all(r["threads"] >= 1 and r["images_per_sec"] > 0 for r in summary["ranks"])
+    assert sum(r["images_per_sec"] for r in summary["ranks"]) == pytest.approx(summary["images_per_sec"], rel=0.5)
     assert (tmp_path / "r" / "model.npy").is_file() and (tmp_path / "r" / "history.png").is_file()
     scalars = read_scalars(tmp_path / "r")
     assert set(scalars) == set(ALL_TAGS)
@@ -120,3 +129,12 @@ def test_a_run_shorter_than_its_warm_up_says_so_instead_of_0_img_s(tmp_path, cap
     # a run that max_steps ends shows its step budget, not an epoch count it will never reach
     assert run_ranks(config(tmp_path, "log.run_name=s", "train.epochs=1000", "train.max_steps=40"), 1) == [0]
     assert f"epoch 1 step {per_epoch}/40:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("texts", [["node1", "a-much-longer-host.example.org"], ["", "x" * 80, "n"], ["nœud-ü"]])
+def test_gather_text_gives_every_rank_every_rank_s_text(texts):
+    """Host names travel as rows of numbers (launch.comm.gather_text); past 64 bytes they are cut."""
+    shared = ThreadComm(len(texts))
+    with ThreadPoolExecutor(len(texts)) as pool:
+        got = list(pool.map(lambda r: gather_text(RankComm(shared, r), texts[r]), range(len(texts))))
+    assert got == [[t[:64] for t in texts]] * len(texts)
