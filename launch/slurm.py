@@ -80,7 +80,8 @@ def validate(spec: JobSpec) -> None:
 def sbatch_lines(spec: JobSpec) -> list[str]:
     opts, torch_template = spec.slurm, spec.template == "torch"
     per_node_tasks = 1 if torch_template else spec.nproc  # torch: one torchrun agent per node
-    cpus = opts.cpus_per_task or (spec.nproc if torch_template else 1)
+    # --cpus-per-task is per worker in every template: a torchrun agent's task holds its workers' CPUs
+    cpus = (opts.cpus_per_task or 1) * (spec.nproc if torch_template else 1)
     if spec.elastic:
         # --ntasks-per-node would make Slurm count the tasks for the smallest size and give it that
         # many nodes; without it, a job gets one task (here: one torchrun agent) per node it gets.
@@ -117,10 +118,14 @@ def render(spec: JobSpec, run_prefix: str, log_dir: Path) -> str:
     if not _NAME.fullmatch(run_prefix):
         raise UserError(f"run name {run_prefix!r} may hold only letters, digits, '.', '_' and '-'")
     opts = spec.slurm
+    # Each rank gets its --cpus-per-task CPUs: srun is told again (the templates' srun too: since
+    # Slurm 22.05 it does not inherit them from sbatch), and mpirun, which binds a rank to one core
+    # by default, maps SLURM_CPUS_PER_TASK hardware threads (Slurm's CPUs) to each.
     mpi_command = (
-        "srun --kill-on-bad-exit=1 --mpi=pmix"
+        'srun --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" --mpi=pmix'
         if opts.mpi_launcher == "srun"
-        else 'mpirun -np "$SLURM_NTASKS"' + (" --allow-run-as-root" if os.geteuid() == 0 else "")
+        else 'mpirun -np "$SLURM_NTASKS" --use-hwthread-cpus --map-by slot:PE="$SLURM_CPUS_PER_TASK"'
+        + (" --allow-run-as-root" if os.geteuid() == 0 else "")
     )
     preemption = _Template((template_dir() / "preemption.sh").read_text()).substitute(
         signal=opts.preempt_signal.split("@")[0], run_dir=shlex.quote(str(Path(log_dir) / run_prefix))

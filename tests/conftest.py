@@ -15,7 +15,7 @@ from helpers import TEST_ID, Leftovers  # noqa: E402
 # Tests that make testbed hosts (network namespaces, a bridge, a subnet) or Slurm daemons run one at
 # a time in one test process: testbeds pick free subnets and clean up after killed runs by state
 # file, which two at once would race on.
-HOST_FIXTURES = {"testbed", "testbed_session", "testbeds_removed", "slurm_cluster", "slurm_two_nodes"}
+HOST_FIXTURES = {"testbed", "testbed_session", "testbeds_removed", "slurm_cluster", "slurm_two_nodes", "slurm_binding"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups from the markers
@@ -78,7 +78,7 @@ def cli_env(**extra) -> dict:
     return env
 
 
-def _slurm(testbed=None):
+def _slurm(testbed=None, **options):
     """A real private Slurm cluster (munged + slurmctld + slurmd); always stopped."""
     from slurm_cluster import LocalSlurm, binaries_present
 
@@ -88,7 +88,7 @@ def _slurm(testbed=None):
         )
     # munged needs every folder above its socket to be traversable by all: pytest's are private
     root = Path(tempfile.mkdtemp(prefix="mnist-dist-slurm-"))
-    cluster = LocalSlurm(root, testbed=testbed)
+    cluster = LocalSlurm(root, testbed=testbed, **options)
     try:
         cluster.start()
         yield cluster
@@ -101,6 +101,13 @@ def _slurm(testbed=None):
 def slurm_cluster():
     """One node, on this machine, for the session."""
     yield from _slurm()
+
+
+@pytest.fixture
+def slurm_binding():
+    """One node with this machine's own CPUs, whose tasks Slurm binds to the CPUs they were given
+    (task/affinity; the shared cluster declares more CPUs than the machine has and binds nothing)."""
+    yield from _slurm(cpus=os.cpu_count(), task_plugin="task/affinity")
 
 
 def _skip_without_testbed() -> None:

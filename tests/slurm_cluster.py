@@ -51,8 +51,8 @@ class LocalSlurm:
     """One node on this machine by default. With a testbed (launch/testbed.py), one slurmd per host
     namespace (NodeAddr = its address) and slurmctld on the bridge's address."""
 
-    def __init__(self, root: Path, cpus: int = 4, testbed=None):
-        self.root = root
+    def __init__(self, root: Path, cpus: int = 4, testbed=None, task_plugin: str = "task/none"):
+        self.root, self.task_plugin = root, task_plugin
         self.host = socket.gethostname().split(".")[0]
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -124,7 +124,7 @@ SlurmdPidFile={r / "slurmd-%n.pid"}
 SlurmctldLogFile={r / "log/slurmctld.log"}
 SlurmdLogFile={r / "log/slurmd-%n.log"}
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin={self.task_plugin}
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt

@@ -164,21 +164,40 @@ SBATCH = [
 
 
 @pytest.mark.parametrize(
-    "framework,template,task_line,launch_line",
+    "framework,template,task_line,cpus_line,launch_line",
     [
-        ("torch", None, "#SBATCH --ntasks-per-node=1", '-m torch.distributed.run --nnodes="$SLURM_NNODES"'),
-        ("tf", None, "#SBATCH --ntasks-per-node=4", "srun --kill-on-bad-exit=1 "),
-        ("torch", "mpi", "#SBATCH --ntasks-per-node=4", 'mpirun -np "$SLURM_NTASKS"'),
+        # --cpus-per-task is per worker: the torch template's one task per node is the agent of 4
+        (
+            "torch",
+            None,
+            "#SBATCH --ntasks-per-node=1",
+            "#SBATCH --cpus-per-task=32",
+            'srun --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" ',
+        ),
+        (
+            "tf",
+            None,
+            "#SBATCH --ntasks-per-node=4",
+            "#SBATCH --cpus-per-task=8",
+            'srun --kill-on-bad-exit=1 --cpus-per-task="$SLURM_CPUS_PER_TASK" ',
+        ),
+        (
+            "torch",
+            "mpi",
+            "#SBATCH --ntasks-per-node=4",
+            "#SBATCH --cpus-per-task=8",
+            'mpirun -np "$SLURM_NTASKS" --use-hwthread-cpus --map-by slot:PE="$SLURM_CPUS_PER_TASK"',
+        ),
     ],
 )
-def test_dry_run_sbatch_two_nodes_four_gpus(framework, template, task_line, launch_line):
+def test_dry_run_sbatch_two_nodes_four_gpus(framework, template, task_line, cpus_line, launch_line):
     extra = ["--template", template] if template else []
     text = dry("--framework", framework, *SBATCH, *extra)
     for line in (
         "#SBATCH --job-name=cnn-run",
         "#SBATCH --nodes=2",
         task_line,
-        "#SBATCH --cpus-per-task=8",
+        cpus_line,
         "#SBATCH --time=02:00:00",
         "#SBATCH --gpus-per-node=4",
         "#SBATCH --partition=gpu",

@@ -1,5 +1,6 @@
 """sbatch jobs on a real local Slurm cluster: training jobs, a failing job, scancel."""
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -167,3 +168,26 @@ def test_preemption_signal_checkpoints_requeues_and_resumes_exactly(slurm_cluste
     assert summary["steps"] == 6 * 235 and summary["restarts"] == 1  # exactly an uninterrupted run's steps
     eval_steps = [s for s, _ in read_scalars(run_dir)["eval/accuracy"]]
     assert eval_steps == [235 * k for k in range(1, 7)]  # no epoch evaluated twice
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="binding two ranks to one CPU each needs two CPUs")
+@pytest.mark.parametrize(
+    "framework,template,nproc,cpus",
+    [("torch", "torch", 2, 1), ("torch", "torch", 1, 2), ("tf", "tf", 2, 1), ("tf", "mpi", 1, 2)],
+)
+def test_each_worker_gets_the_cpus_per_task_it_asked_for(slurm_binding, tmp_path, framework, template, nproc, cpus):
+    """--cpus-per-task means CPUs per worker in every template (docs/launching.md): each rank may run on
+    that many, and under torchrun its node's workers share nproc times that."""
+    out = submit(
+        slurm_binding,
+        tmp_path,
+        *("--framework", framework, "--template", template, "--nproc", str(nproc), "--cpus-per-task", str(cpus)),
+        "--wait",
+        "data.dataset=synthetic",
+        "data.limit=512",
+        "train.epochs=1",
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    ranks = read_json(run_dir_of(out) / "summary.json")["ranks"]
+    shared = nproc if template == "torch" else 1
+    assert [(r["cpus"], r["threads"]) for r in ranks] == [(cpus * shared, cpus)] * nproc
