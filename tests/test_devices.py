@@ -1,6 +1,7 @@
 """Which GPU a rank trains on, and so which backend `auto` is, under every way launchers bind GPUs;
 what a run does with GPUs it cannot use; TF32."""
 
+import os
 import sys
 
 import pytest
@@ -69,3 +70,17 @@ def test_train_tf32_sets_matmuls_and_convolutions_alike_in_both_frameworks(tmp_p
     """Their defaults differ (TensorFlow: on; torch: matmuls off, convolutions on)."""
     out = run([sys.executable, "-c", TF32_PROBE], cwd=tmp_path, timeout=120)
     assert out.stdout.split("\n")[:2] == ["True True True", "False False False"], out.stderr[-2000:]
+
+
+def test_nccl_errors_raise_in_the_rank_unless_the_user_chose(monkeypatch):
+    """A failed NCCL collective reaches the loop's "lost rank" line instead of the watchdog's abort;
+    a value the user exported stays (only a GPU run shows the line itself)."""
+    from torch_dist.distributed import nccl_errors_raise
+
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "")  # so that the end of the test undoes what it sets
+    monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING")
+    nccl_errors_raise()
+    assert os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "2"
+    monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    nccl_errors_raise()
+    assert os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import os
 import socket
 import threading
@@ -59,9 +60,31 @@ def connect(options: DistConfig, world: World, gpus: int, store: dist.Store | No
         return comm, comm.device
     gpu = None if options.backend == "gloo" else gpu_for_rank(gpus, world.local_rank, world.local_size)
     device = _use(gpu)  # before the group: NCCL makes its communicator on the current device
-    comm = DDP(backend_on(options.backend, gpu), world, options, options.backend != "auto", store)
-    comm.device = device
-    return comm, device
+    return DDP(backend_on(options.backend, gpu), world, options, device, store), device
+
+
+def _group_options(world: World, device: torch.device, store) -> dict:
+    """Where init_process_group meets the other ranks, and (torch 2.3+) the GPU it binds to at once."""
+    if store:
+        options = {"store": store}  # find_hosts' store, already serving MASTER_PORT
+    else:  # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it
+        url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
+        options = {"init_method": url}
+    if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        options["device_id"] = device  # NCCL connects here, under the rendezvous deadline, not at the first step
+    return options
+
+
+def nccl_errors_raise() -> None:
+    """By default NCCL's watchdog ends the process on a failed or timed-out collective (a C++ abort,
+    past the "lost rank R on HOST" line). Asked to only abort its communicators, it raises the error
+    in the rank's own thread instead, where the loop names the lost ranks. The user's choice stands."""
+    name = "TORCH_NCCL_ASYNC_ERROR_HANDLING" if _torch_at_least(2, 2) else "NCCL_ASYNC_ERROR_HANDLING"
+    os.environ.setdefault(name, "2")  # CleanUpOnly
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    return tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (major, minor)
 
 
 def _use(gpu: int | None) -> torch.device:
@@ -76,12 +99,9 @@ class DDP:
     when a backend was asked for by name: then its DDP and collectives run (and can be measured, or
     checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
 
-    device = torch.device("cpu")  # where the rows it gathers live: the rank's GPU under nccl
-
-    def __init__(
-        self, backend: str, world: World, options: DistConfig, explicit: bool = False, store: dist.Store | None = None
-    ):
+    def __init__(self, backend: str, world: World, options: DistConfig, device: torch.device, store=None):
         self.name, self.options, self.heartbeats = backend, options, None
+        self.device = device  # where the rows it gathers live: the rank's GPU under nccl
         self.hook_state = None  # PowerSGD's state (its error feedback and warm-start matrices)
         timeout_s = options.timeout
         timeout = timedelta(seconds=timeout_s)
@@ -92,21 +112,20 @@ class DDP:
                     "read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
                     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)"
                 )
-            # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it.
-            url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
             rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
             rendezvous.choose_gloo_interface(world, world.master_addr)
+            if backend == "nccl":
+                nccl_errors_raise()
             with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
                 dist.init_process_group(
                     backend,
-                    init_method=None if store else url,
-                    store=store,
                     rank=world.rank,
                     world_size=world.size,
                     timeout=timeout,
+                    **_group_options(world, device, store),
                 )
             self.heartbeats = Heartbeats(world)
-        elif explicit:
+        elif options.backend != "auto":  # asked for by name
             dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
         else:
             self.name = "none"
