@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,13 +53,25 @@ def trainer_config(args: argparse.Namespace, log_dir: str, name: str, overrides:
     )
 
 
-def interleave(runners: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
-    """Run each runner once per repeat, in turn; each returns images/sec."""
-    results: dict[str, list[float]] = {name: [] for name in runners}
+def interleave(runners: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float] | str]:
+    """Run each runner once per repeat, in turn; each returns images/sec. A runner that raises is
+    reported by its error ("failed: ...") and not run again; the others are still measured."""
+    results: dict[str, list[float] | str] = {name: [] for name in runners}
     for r in range(repeats):
         for name, runner in runners.items():
-            results[name].append(runner(r))
+            if isinstance(results[name], str):
+                continue
+            try:
+                results[name].append(runner(r))
+            except Exception as exc:  # one variant's failure (no CUDA graphs, no compiler) loses only its row
+                results[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                print(f"{name} {results[name]}", file=sys.stderr)
     return results
+
+
+def medians(results: dict[str, list[float] | str]) -> dict[str, float]:
+    """The median of every runner that was measured."""
+    return {name: statistics.median(rates) for name, rates in results.items() if not isinstance(rates, str)}
 
 
 def summary_rate(run_dir: Path) -> float:
@@ -69,9 +82,12 @@ def temp_dir() -> str:
     return tempfile.mkdtemp(prefix="mnist-dist-bench-")
 
 
-def report(title: str, args: argparse.Namespace, results: dict[str, list[float]], baseline: str, versions: str) -> None:
-    """Print a Markdown table: median img/s, spread (min..max), ratio of medians to the baseline."""
-    base = statistics.median(results[baseline])
+def report(
+    title: str, args: argparse.Namespace, results: dict[str, list[float] | str], baseline: str, versions: str
+) -> None:
+    """Print a Markdown table: median img/s, spread (min..max), ratio of medians to the baseline; a
+    runner that failed gets its error instead."""
+    base = medians(results).get(baseline)
     print(f"\n### {title}\n")
     print(
         f"{platform.processor() or platform.machine()}, {args.threads} thread(s), model {args.model}, "
@@ -81,5 +97,9 @@ def report(title: str, args: argparse.Namespace, results: dict[str, list[float]]
     print("| loop | median img/s | min..max | ratio to " + baseline + " |")
     print("|---|---:|---:|---:|")
     for name, rates in results.items():
+        if isinstance(rates, str):
+            print(f"| {name} | {rates} | | |")
+            continue
         med = statistics.median(rates)
-        print(f"| {name} | {med:,.0f} | {min(rates):,.0f}..{max(rates):,.0f} | {med / base:.3f} |")
+        ratio = f"{med / base:.3f}" if base else "no baseline"
+        print(f"| {name} | {med:,.0f} | {min(rates):,.0f}..{max(rates):,.0f} | {ratio} |")

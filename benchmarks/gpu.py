@@ -1,147 +1,105 @@
-"""The GPU path, for a machine with one NVIDIA GPU, PyTorch and no network: `python benchmarks/gpu.py`.
+"""The GPU path, on a machine with NVIDIA GPUs, PyTorch, TensorFlow and no network: `python benchmarks/gpu.py`.
 
-Installs nothing. Measures, interleaved and repeated (median), images/sec of:
-  torch_dist        the trainer on cuda:0 with dist.backend=nccl (a one-rank process group and DDP,
-                    as with more ranks), AMP bf16, the training set resident on the GPU;
-  bare              a bare loop: the same model, optimizer, batch, bf16 autocast, data on the GPU;
-  bare+compile      the bare step under torch.compile;
-  bare+cudagraph    the bare step captured in a CUDA graph (static input buffers);
-  dataloader        a per-sample Dataset + DataLoader pipeline from host memory, as the tutorials do;
-and prints the ratios against the targets (torch_dist >= 0.9x bare, >= 10x the DataLoader pipeline).
-Synthetic data: no download. Options as for the other benchmarks (--model cnn, --batch 512, ...).
+Installs nothing. Three parts, each in its own process, so that one framework's failure (or its
+hold on GPU memory) does not touch the other's:
+1. torch on one GPU (benchmarks/gpu_torch.py), interleaved and repeated (median img/s):
+     bare            the same model, bf16 autocast and batch, the training set on the GPU, foreach
+                     Adam and zero_grad(set_to_none=True): what a careful hand-written loop does;
+     torch_dist      the trainer with dist.backend=nccl (a one-rank process group and DDP, as with
+                     more ranks), the training set resident on the GPU;
+     bare+compile    the bare step under torch.compile;
+     bare+cudagraph  the bare step captured in a CUDA graph (capturable Adam, static inputs);
+     dataloader      a per-sample Dataset + DataLoader pipeline from host memory, as the tutorials do;
+   targets: torch_dist >= 0.9x bare, >= 10x dataloader.
+2. TensorFlow on one GPU: benchmarks/tf_overhead.py (tf_dist against a bare tf.function loop and
+   Keras model.fit); target: tf_dist >= 0.9x its bare loop.
+3. Every GPU: `mnist-dist sweep` of both trainers over 1, 2, 4 ... N ranks (NCCL, weak scaling):
+   img/s and efficiency per point.
+A variant or part that fails is reported with its error, the others are still measured, and the
+script exits 1. `--device cpu` runs it on CPUs: a smoke test of the script itself (no CUDA graphs;
+the sweep's sizes from --workers).
 """
 
 from __future__ import annotations
 
+import argparse
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch
-import torch.nn.functional as F
-
-from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config
-from launch.data import synthetic
-from launch.world import World
-from torch_dist.models import build_model
-from torch_dist.train import train
+HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/gpu.py needs a CUDA GPU; use torch_overhead.py on CPUs")
-    args = arguments(__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=1000, help="measured steps per repeat")
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--workers", help="sweep sizes, e.g. 1,2 (default: 1, 2, 4 ... every GPU)")
+    args = parser.parse_args()
     args.precision = "bf16"
-    device = torch.device("cuda", 0)
-    data = synthetic(seed=0)
-    images = torch.tensor(data.train_images, device=device)
-    labels = torch.tensor(data.train_labels, device=device, dtype=torch.long)
-    total, b = args.warmup + args.steps, args.batch
+    common = ["--model", args.model, "--batch", str(args.batch), "--steps", str(args.steps)]
+    common += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+    parts = {
+        "torch on one device": [sys.executable, str(HERE / "gpu_torch.py"), "--device", args.device, *common],
+        "TensorFlow on one device": [sys.executable, str(HERE / "tf_overhead.py"), "--precision", "bf16", *common],
+        "both trainers on every GPU": sweep_command(args),
+    }
+    failed = [title for title, cmd in parts.items() if not part(title, cmd)]
+    if failed:
+        raise SystemExit(
+            f"benchmarks/gpu.py: {len(failed)} part(s) failed or measured only in part: {'; '.join(failed)}"
+        )
 
-    def batches():
-        while True:
-            order = torch.randperm(len(images), device=device)
-            xs, ys = images[order], labels[order]
-            for i in range(len(xs) // b):
-                yield xs[i * b : (i + 1) * b], ys[i * b : (i + 1) * b]
 
-    def make():
-        torch.manual_seed(0)
-        model = build_model(args.model).to(device)
-        return model, torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
+def part(title: str, cmd: list[str]) -> bool:
+    """Run one part in its own process; a failing part is reported and the next one still runs."""
+    print(f"\n## {title}", flush=True)
+    done = subprocess.run(cmd, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"\n{title}: exit {done.returncode}: {last}", flush=True)
+    return done.returncode == 0
 
-    def step_fn(model, optimizer):
-        def step(x, y):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = F.cross_entropy(model(x.float().div_(255)), y)
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            optimizer.step()
-            return loss
 
-        return step
+def sweep_command(args) -> list[str]:
+    """Both trainers over 1 ... N ranks, one GPU each (dist.backend=auto is NCCL on GPUs)."""
+    workers = args.workers or ",".join(str(n) for n in _powers_of_two(_gpu_count()))
+    out = Path(tempfile.mkdtemp(prefix="mnist-dist-gpu-sweep-"))
+    return [
+        *(sys.executable, "-m", "launch", "sweep", "--framework", "torch,tf", "--workers", workers),
+        *("--mode", "weak", "--repeats", str(min(args.repeats, 3)), "--steps", str(args.steps)),
+        *(
+            "--warmup",
+            str(args.warmup),
+            "--out",
+            str(out),
+            "--config",
+            str(HERE.parent / "configs" / f"{args.model}.yaml"),
+        ),
+        *("data.dataset=synthetic", f"train.batch_size={args.batch}", f"train.precision={args.precision}"),
+        "train.threads=1",
+    ]
 
-    def timed(step, feed) -> float:
-        for i in range(total):
-            if i == args.warmup:
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-            step(*next(feed))
-        torch.cuda.synchronize()
-        return args.steps * b / (time.perf_counter() - start)
 
-    def bare(r):
-        return timed(step_fn(*make()), batches())
+def _gpu_count() -> int:
+    """GPUs as nvidia-smi lists them (this process imports no framework, so that each part owns its GPUs)."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 1
+    return max(1, sum(line.startswith("GPU ") for line in listed.splitlines()))
 
-    def compiled(r):
-        return timed(torch.compile(step_fn(*make())), batches())
 
-    def cudagraph(r):
-        model, optimizer = make()
-        step = step_fn(model, optimizer)
-        feed = batches()
-        static_x, static_y = (t.clone() for t in next(feed))
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm up on a side stream before capture, as the docs require
-            for _ in range(3):
-                step(static_x, static_y)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step(static_x, static_y)
-
-        def replay(x, y):
-            static_x.copy_(x)
-            static_y.copy_(y)
-            graph.replay()
-
-        return timed(replay, feed)
-
-    def dataloader(r):
-        from torch.utils.data import DataLoader, TensorDataset
-
-        host = TensorDataset(torch.tensor(data.train_images), torch.tensor(data.train_labels, dtype=torch.long))
-        loader = DataLoader(host, batch_size=b, shuffle=True, drop_last=True, pin_memory=True)
-        step = step_fn(*make())
-
-        def feed():
-            while True:
-                for x, y in loader:
-                    yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-        return timed(step, feed())
-
-    log_dir = temp_dir()
-
-    def trainer(r):
-        train(trainer_config(args, log_dir, f"gpu-{r}", ("dist.backend=nccl",)), World())
-        return summary_rate(Path(log_dir) / f"gpu-{r}")
-
-    results = interleave(
-        {
-            "bare": bare,
-            "torch_dist": trainer,
-            "bare+compile": compiled,
-            "bare+cudagraph": cudagraph,
-            "dataloader": dataloader,
-        },
-        args.repeats,
-    )
-    report(
-        f"GPU path on {torch.cuda.get_device_name(0)}",
-        args,
-        results,
-        "bare",
-        f"torch {torch.__version__}, CUDA {torch.version.cuda}",
-    )
-    median = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
-    print(
-        f"\ntorch_dist / bare = {median['torch_dist'] / median['bare']:.3f} (target >= 0.9); "
-        f"torch_dist / dataloader = {median['torch_dist'] / median['dataloader']:.1f}x (target >= 10x)"
-    )
+def _powers_of_two(n: int) -> list[int]:
+    sizes = [1]
+    while sizes[-1] * 2 <= n:
+        sizes.append(sizes[-1] * 2)
+    return sizes if sizes[-1] == n else [*sizes, n]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config
+from benchmarks.common import arguments, interleave, medians, report, summary_rate, temp_dir, trainer_config
 
 
 def main() -> None:
@@ -93,7 +93,7 @@ def main() -> None:
     results = interleave(
         {"keras model.fit": keras_fit, "bare tf.function loop": bare_function, "tf_dist": trainer}, args.repeats
     )
-    faster = max(("keras model.fit", "bare tf.function loop"), key=lambda k: sorted(results[k])[len(results[k]) // 2])
+    faster = max(("keras model.fit", "bare tf.function loop"), key=lambda k: medians(results).get(k, 0.0))
     report(
         "tf_dist vs bare Keras loops (1 worker)",
         args,

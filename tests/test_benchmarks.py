@@ -38,3 +38,38 @@ def test_step_profile_names_the_cnn_s_operators(tmp_path, script, kernel):
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.search(r"^Wall time per step.*: [\d.]+ ms", out.stdout, re.M), out.stdout
     assert kernel in out.stdout, out.stdout
+
+
+def test_gpu_benchmark_runs_every_part_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py is run first on a lent GPU machine with minutes to spare: here it runs end to
+    end on CPUs (no CUDA graphs), so that the GPU run measures instead of debugging."""
+    out = run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu"]
+        + ["--steps", "10", "--warmup", "3", "--repeats", "1", "--workers", "1,2"],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = re.findall(r"^\| ([^|]+) \| ([\d,]+) \| [\d,]+\.\.[\d,]+ \| ([\d.]+) \|$", out.stdout, re.M)
+    assert [name for name, _, _ in rows] == [
+        *("bare", "torch_dist", "bare+compile", "dataloader"),
+        *("keras model.fit", "bare tf.function loop", "tf_dist"),
+    ]
+    scaling = re.findall(r"^\| (torch|tf) \| weak \| (\d) \| [\d,]+ ± \d+ \|", out.stdout, re.M)
+    assert scaling == [("torch", "1"), ("torch", "2"), ("tf", "1"), ("tf", "2")], out.stdout[-3000:]
+
+
+def test_a_failing_variant_is_reported_and_the_others_still_measured(capsys):
+    """One variant's failure (no CUDA graphs, no compiler) costs its row only."""
+    from benchmarks.common import interleave, medians
+
+    calls = []
+
+    def broken(r):
+        calls.append(r)
+        raise RuntimeError("CUDA graphs need a GPU\nsecond line")
+
+    results = interleave({"bare": lambda r: 100.0 + r, "graph": broken}, repeats=3)
+    assert results == {"bare": [100.0, 101.0, 102.0], "graph": "failed: RuntimeError: CUDA graphs need a GPU"}
+    assert calls == [0] and medians(results) == {"bare": 101.0}
+    assert "graph failed: RuntimeError" in capsys.readouterr().err
