@@ -16,8 +16,8 @@ hold on GPU memory) does not touch the other's:
 3. Every GPU: `mnist-dist sweep` of both trainers over 1, 2, 4 ... N ranks (NCCL, weak scaling):
    img/s and efficiency per point.
 A variant or part that fails is reported with its error, the others are still measured, and the
-script exits 1. `--device cpu` runs it on CPUs: a smoke test of the script itself (no CUDA graphs;
-the sweep's sizes from --workers).
+script exits 1. `--device cpu` runs it on CPUs: a smoke test of the script itself (without
+torch.compile and CUDA graphs; the sweep's sizes from --workers).
 """
 
 from __future__ import annotations
