@@ -18,6 +18,7 @@ batches to <folder>/rank<R>.jsonl: tests prove with it that no sample is lost or
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -44,8 +45,10 @@ from launch.records import (
     make_summary,
     plot_history,
 )
+from launch.rendezvous import interface_towards, resolve
 from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for
 from launch.shard import shard_indices, shard_size, steps_per_epoch
+from launch.stragglers import SPLIT, StragglerWatch, split
 from launch.summary import peak_rss_bytes, write_summary
 from launch.tensorboard import ScalarWriter
 from launch.worker import threads_per_worker, usable_cpus
@@ -78,6 +81,12 @@ class Engine(ABC):
     def take_outputs(self) -> tuple[float, float]:
         """This rank's (loss sum, correct predictions) since the last call: a host sync."""
 
+    def take_timings(self) -> tuple[float, float]:
+        """This rank's seconds in its steps since the last call: computing (forward, backward, update)
+        and in the gradients' collective (waiting for the other ranks, then reducing). NaN where the
+        engine cannot tell them apart: the loop then counts the steps' whole time as compute."""
+        return math.nan, math.nan
+
     @abstractmethod
     def sync(self) -> None:
         """Wait until the device has finished the work queued so far."""
@@ -103,7 +112,8 @@ class Engine(ABC):
 
 PREEMPTED = 75  # exit code of a run stopped early by a preemption signal, checkpointed to resume
 STOP_FILE = "PREEMPT"  # a file of this name in the run directory asks every rank to stop and checkpoint
-INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct", "stop")
+INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct", "stop", "compute", "collective", "data")
+RANK_TAGS = ("rank/images_per_sec", "rank/compute_ms", "rank/collective_ms", "rank/data_ms")  # per step
 
 
 def train(config: Config, world: World, engine: Engine) -> int:
@@ -132,6 +142,9 @@ class _Loop:
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.stop_requested = self.stopping = False
         self.writer: ScalarWriter | None = None
+        self.rank_writers: list[ScalarWriter] = []  # the chief's: one TensorBoard run per rank, overlaid
+        self.step_seconds = self.epoch_seconds = 0.0  # this interval's time in engine.train_step, start_epoch
+        self.split_totals = np.zeros(4)  # this rank's compute, collective, data seconds and their steps
 
     def _agree_on_run(self) -> None:
         """Rank 0 claims the run directory (launch.rundir); every rank learns from it the run's
@@ -185,8 +198,9 @@ class _Loop:
             self._finish()
             return 0
         finally:
-            if self.writer:
-                self.writer.close()
+            for writer in [self.writer, *self.rank_writers]:
+                if writer:
+                    writer.close()
             if self.sample_log:
                 self.sample_log.close()
             if self.claim:
@@ -206,9 +220,15 @@ class _Loop:
                 "sample": self.sample,
             }
         )
+        self.hosts = gather_text(self.comm, socket.gethostname())
+        self.interfaces = gather_text(self.comm, interface_towards(resolve(self.world.master_addr)) or "")
+        self.stragglers = StragglerWatch(cfg.log.straggler_threshold, self.hosts)
         if self.world.is_chief:
             create_run_dir(cfg, self.run_dir, self._identity())
             self.writer = ScalarWriter(self.run_dir, first_step=self.step + 1)
+            if self.world.size > 1:
+                ranks = self.run_dir / "ranks"
+                self.rank_writers = [ScalarWriter(ranks / f"rank{r}", self.step + 1) for r in range(self.world.size)]
             self.log.info(
                 f"{self.world.size} worker(s) via {self.world.started_by}, {engine.backend} on {engine.device}, "
                 f"global batch {global_batch}, lr {lr:g}, run dir {self.run_dir}"
@@ -333,13 +353,17 @@ class _Loop:
         shard = shard_indices(
             self.n_train, self.world.rank, self.world.size, self.epoch, cfg.seed, cfg.shuffle, start=self.sample
         )
+        began = time.perf_counter()
         self.engine.start_epoch(shard.indices)
+        self.epoch_seconds += time.perf_counter() - began
         steps = steps_per_epoch(len(shard.indices), self.engine.batch_per_rank)
         if cfg.max_steps:
             steps = min(steps, cfg.max_steps - self.step)
         start, trained = self.sample, 0
         for i in range(steps):
+            began = time.perf_counter()
             images = self.engine.train_step(i)
+            self.step_seconds += time.perf_counter() - began
             if self.sample_log:
                 self._log_samples(shard.indices[trained : trained + images])
             trained += images
@@ -370,8 +394,12 @@ class _Loop:
     def _log_interval(self, bar) -> None:
         images, seconds, steps = self.meter.take_interval()
         loss_sum, correct = self.engine.take_outputs()
+        timing = split(self.epoch_seconds, self.step_seconds, *self.engine.take_timings())
+        self.epoch_seconds = self.step_seconds = 0.0
+        self.split_totals += [*np.nan_to_num(timing), steps]
         stop = self.stop_requested or (self.world.is_chief and (self.run_dir / STOP_FILE).exists())
-        rows = gather(self.comm, dict(zip(INTERVAL_ROW, (images, seconds, steps, loss_sum, correct, float(stop)))))
+        mine = (images, seconds, steps, loss_sum, correct, float(stop), *timing)
+        rows = gather(self.comm, dict(zip(INTERVAL_ROW, mine)))
         self.stopping = bool(rows["stop"].max())  # one rank's request stops every rank at this step
         if not np.isfinite(rows["loss_sum"]).all():
             raise UserError(
@@ -383,7 +411,19 @@ class _Loop:
         if self.world.is_chief:
             scalars = interval_scalars(rows)
             self._write_scalars(scalars)
+            self._write_rank_scalars(rows)
+            for line in self.stragglers.observe(rows):
+                self.log.warning(line)
             bar.set_postfix(loss=f"{scalars[TRAIN_LOSS]:.3f}", img_s=f"{scalars[IMAGES_PER_SEC]:,.0f}")
+
+    def _write_rank_scalars(self, rows: Rows) -> None:
+        """Each rank's images/s and its step's split, in its own run: TensorBoard overlays them."""
+        steps = np.maximum(rows["steps"], 1)
+        per_rank = (rows["images"] / np.maximum(rows["seconds"], 1e-9), *(rows[k] / steps * 1000 for k in SPLIT))
+        for rank, writer in enumerate(self.rank_writers):
+            for tag, values in zip(RANK_TAGS, per_rank):
+                if np.isfinite(values[rank]):
+                    writer.scalar(tag, values[rank], self.step)
 
     def _write_scalars(self, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
@@ -442,11 +482,11 @@ class _Loop:
             peak_rss_bytes(),
             usable_cpus(),
             threads_per_worker(self.config, self.world),
+            *self.split_totals,
         )
         final = gather(self.comm, dict(zip(FINAL_ROW, mine)))
-        hosts = gather_text(self.comm, socket.gethostname())
         if self.world.is_chief:
-            self._write_results(final, hosts)
+            self._write_results(final)
         # After the results, so that a run with its last checkpoint has them: a run that dies while
         # writing them resumes from the checkpoint before, and trains its last epochs again.
         if self.config.checkpoint.interval:
@@ -455,7 +495,7 @@ class _Loop:
         # TensorFlow's coordination service like a crashed task, and it logs an error saying so.
         self.comm.barrier()
 
-    def _write_results(self, final: Rows, hosts: list[str]) -> None:
+    def _write_results(self, final: Rows) -> None:
         engine = self.engine
         model_file = engine.save_model(self.run_dir)
         facts = RunFacts(
@@ -471,7 +511,8 @@ class _Loop:
             framework_versions=engine.versions,
             run_id=self.run_id,
             data=engine.data_info,
-            hosts=hosts,
+            hosts=self.hosts,
+            interfaces=self.interfaces,
         )
         summary = make_summary(self.config, self.world, facts, final, model_file.stat().st_size)
         write_summary(self.run_dir, summary)

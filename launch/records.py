@@ -10,12 +10,14 @@ from pathlib import Path
 from launch.clock import process_start
 from launch.comm import Rows
 from launch.config import Config
+from launch.environment import cpu_model, launch_variables, tool_versions
 from launch.metrics import combine_rates
+from launch.stragglers import SPLIT
 from launch.summary import Summary, versions
 from launch.world import World
 
 # Columns of the row each rank contributes at the end of the run.
-FINAL_ROW = ("images", "seconds", "steps", "peak_rss", "cpus", "threads")
+FINAL_ROW = ("images", "seconds", "steps", "peak_rss", "cpus", "threads", *SPLIT, "split_steps")
 
 
 @dataclass
@@ -77,17 +79,21 @@ class RunFacts:
     run_id: str
     data: dict  # launch.data.Dataset.info()
     hosts: list[str]  # every rank's host name, in rank order
+    interfaces: list[str]  # every rank's network interface towards the master
 
 
-def rank_table(final: Rows, hosts: list[str]) -> list[dict]:
-    """One row per rank: its host, the CPUs it may run on, its threads and its own images/s."""
+def rank_table(final: Rows, hosts: list[str], interfaces: list[str]) -> list[dict]:
+    """One row per rank: its host and interface, the CPUs it may run on, its threads, its own images/s
+    and its steps' split into compute, collective and data (ms per step, warm-up included)."""
     return [
         {
             "rank": r,
             "host": host,
+            "interface": interfaces[r],
             "cpus": int(final["cpus"][r]),
             "threads": int(final["threads"][r]),
             "images_per_sec": float(final["images"][r] / final["seconds"][r]) if final["seconds"][r] else 0.0,
+            **{f"{name}_ms": float(final[name][r] / max(final["split_steps"][r], 1) * 1000) for name in SPLIT},
         }
         for r, host in enumerate(hosts)
     ]
@@ -128,8 +134,9 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
         compression=config.dist.compression,
         accumulate_steps=config.train.accumulate_steps,
         tf32=config.train.tf32,
-        versions=versions(**facts.framework_versions),
+        versions=versions(**facts.framework_versions, **tool_versions()),
         run_id=facts.run_id,
         data=facts.data,
-        ranks=rank_table(final, facts.hosts),
+        ranks=rank_table(final, facts.hosts, facts.interfaces),
+        environment={"variables": launch_variables(), "cpu": cpu_model(), "nodes": list(dict.fromkeys(facts.hosts))},
     )

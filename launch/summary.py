@@ -55,7 +55,10 @@ class Summary:
     versions: dict = field(default_factory=dict)
     run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.identity)
     data: dict = field(default_factory=dict)  # sha256 of the data trained on, its source, how it was checked
-    ranks: list = field(default_factory=list)  # one row per rank: rank, host, cpus, threads, images_per_sec
+    ranks: list = field(default_factory=list)  # one row per rank: rank, host, interface, cpus, threads, images_per_sec
+    # what decides speed and correctness outside the config (launch.environment): the launch
+    # variables (NCCL_*, GLOO_*, TF_*, OMPI_MCA_*, SLURM_*, MASTER_*, ...), the CPU model, the nodes
+    environment: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
 

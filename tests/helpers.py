@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.server
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,15 +99,8 @@ class Mirror:
 
 # --- running real trainer processes -------------------------------------------------------------
 
-import contextlib  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -133,15 +135,15 @@ def train_cmd(module: str, launcher: str, n: int, overrides: list[str], config: 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar in the run directory's event files, read with the EventAccumulator TensorBoard
-    itself serves from: it reads torch's legacy scalars and tf.summary's tensor scalars alike."""
+    itself serves from: it reads torch's legacy scalars and tf.summary's tensor scalars alike (other
+    plugins' summaries, HParams' for one, are not scalars)."""
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
     from tensorboard.util.tensor_util import make_ndarray
 
     acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     acc.Reload()
-    return {
-        tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)] for tag in acc.Tags()["tensors"]
-    }
+    scalars = [tag for tag in acc.Tags()["tensors"] if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"]
+    return {tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)] for tag in scalars}
 
 
 def all_positive_finite(points: list[tuple[int, float]]) -> bool:
@@ -296,3 +298,69 @@ class Leftovers:
         for pid in self():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def tensorboard_server(logdir: Path, timeout: float = 120):
+    """A real `tensorboard` on a free port of 127.0.0.1, reloading every second; yields its base URL
+    and always stops it."""
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logdir), "--host", "127.0.0.1"]
+        + ["--port", "0", "--reload_interval", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline, said = time.monotonic() + timeout, []
+        while not any("http://" in line for line in said):
+            ready = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))[0]
+            line = proc.stderr.readline() if ready else ""
+            if not line:
+                raise AssertionError(f"tensorboard did not start within {timeout}s: {''.join(said)[-2000:]}")
+            said.append(line)
+        yield re.search(r"(http://\S+?)/? ", next(line for line in said if "http://" in line))[1]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def post_json(url: str, body: dict) -> dict:
+    """A JSON POST, as TensorBoard's frontend makes it."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # the cgroup v1 cpu controller
+
+
+@contextlib.contextmanager
+def cpu_share(share: float, period_us: int = 10_000):
+    """A cgroup whose processes together get `share` of one CPU, throttled every `period_us` (short,
+    so that every few steps feel it); yields its folder. `in_group` starts a command in it. Its
+    processes are ended and the group removed afterwards, also after a failure."""
+    group = CGROUP_CPU / f"mnist-dist-test-{os.getpid()}-{time.monotonic_ns()}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text(str(period_us))
+        (group / "cpu.cfs_quota_us").write_text(str(int(share * period_us)))
+        yield group
+    finally:
+        deadline = time.monotonic() + 30
+        while (pids := (group / "cgroup.procs").read_text().split()) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.1)  # polling the group until the kernel has removed its killed processes
+        group.rmdir()
+
+
+def in_group(group: Path, cmd: list[str]) -> list[str]:
+    """`cmd`, started inside the cgroup `group` (its children stay there)."""
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group), *cmd]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ONE_THREAD, ROOT, read_json, read_scalars
+from helpers import ONE_THREAD, ROOT, cpu_share, in_group, read_json, read_scalars
 
 pytestmark = [
     pytest.mark.multihost,
@@ -193,6 +193,9 @@ def test_local_launcher_across_two_hosts(testbed, tmp_path, framework, nproc):
     # every rank leaves together: TensorFlow's coordination service sees no task vanish after "done"
     for _, out in results.values():
         assert "CoordinationServiceError" not in out and "tasks have crashed" not in out
+    assert "holds the others back" not in results["node1"][1]  # hosts alike: no straggler named
+    ranks = read_json(tmp_path / "r" / "summary.json")["ranks"]
+    assert [(r["host"], r["interface"]) for r in ranks] == [(h, "eth0") for h in HOSTS for _ in range(nproc)]
 
 
 def test_tf_across_hosts_without_their_names_is_refused_before_starting(testbed, tmp_path):
@@ -307,6 +310,30 @@ def test_rank_and_world_size_alone_on_two_hosts_find_their_hosts(testbed, tmp_pa
         assert proc.wait(timeout=300) == 0, logs[host].read_text()[-3000:]
     assert_trained(tmp_path / "r", "torch", 2, nodes=2)
     assert "2 host(s) by the ranks' own names (node1, node2)" in logs["node1"].read_text()
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_a_host_slowed_by_a_cpu_cgroup_is_named_as_the_straggler(testbed, tmp_path, framework):
+    """node2's processes get a quarter of one CPU: node1's rank waits for it in every collective,
+    and rank 0 names rank 1 on node2, with its numbers."""
+    cmds = {
+        host: mnist_dist(
+            *("--framework", framework, "--hosts", "node1,node2", "--node-rank", str(k)),
+            *("data.dataset=synthetic", "data.limit=4000", "train.batch_size=64", "train.epochs=1"),
+            *("train.threads=1", "log.interval=5", "log.progress=never", f"log.dir={tmp_path}", "log.run_name=r"),
+        )
+        for k, host in enumerate(HOSTS)
+    }
+    with cpu_share(0.25) as group:
+        results = on_hosts(testbed, tmp_path, {**cmds, "node2": in_group(group, cmds["node2"])})
+    assert_ok(results)
+    named = [line for line in results["node1"][1].splitlines() if "holds the others back" in line]
+    assert len(named) == 1 and "rank 1 on node2 holds the others back" in named[0], results["node1"][1][-3000:]
+    slow, fast = read_json(tmp_path / "r" / "summary.json")["ranks"][::-1]
+    assert slow["host"] == "node2" and slow["compute_ms"] > 1.5 * fast["compute_ms"]
+    assert fast["collective_ms"] > slow["collective_ms"]  # node1 waits for node2
+    per_rank = [read_scalars(tmp_path / "r" / "ranks" / f"rank{r}")["rank/compute_ms"] for r in (0, 1)]
+    assert [step for step, _ in per_rank[0]] == [step for step, _ in per_rank[1]]  # one chart, overlaid
 
 
 # --- equivalence ------------------------------------------------------------------------------

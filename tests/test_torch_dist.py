@@ -283,8 +283,15 @@ def test_horovod_fp16_unscales_the_averaged_gradients_once_then_steps_without_re
     optimizer = HorovodOptimizerRecording([weight])
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     scaler.scale(weight.sum() * 3).backward()  # gradient 3, as scaled: 3072
+    Horovod.finish_reduction(optimizer)  # the engine times it as the collective
     Horovod.step(optimizer, scaler)
     assert optimizer.calls == ["synchronize", ("step", "skipping", 3.0)]
+    weight.grad = None
+    optimizer.calls = []
+    (weight.sum() * 2).backward()  # fp32: the same order, nothing to unscale
+    Horovod.finish_reduction(optimizer)
+    Horovod.step(optimizer, None)
+    assert optimizer.calls == ["synchronize", ("step", "skipping", 2.0)]
 
 
 def test_the_fp16_loss_scale_is_checkpointed(tmp_path):

@@ -86,13 +86,19 @@ class TFEngine(loop.Engine):
         self.comm = distributed.Comm(strategy, world.size)
         self.eval_fn = tf.function(self._eval_batch)
         self.outputs: list[tuple[tf.Tensor, tf.Tensor]] = []
+        self.timings: list[tf.Tensor] = []  # per step: seconds computing, and in the all-reduce and update
 
     def _make_step(self):
         model, optimizer, strategy, k = self.model, self.optimizer, self.strategy, self.accumulate
         scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def replica_step(x, y):
-            x = tf.cast(x, tf.float32) / 255.0
+            # Timestamps as sequence points: the step's work waits for each, so that each marks a
+            # boundary (the batch here; gradients computed; all-reduced and applied).
+            with tf.control_dependencies([x, y]):
+                started = tf.timestamp()
+            with tf.control_dependencies([started]):
+                x = tf.cast(x, tf.float32) / 255.0
             n = tf.shape(y)[0]
             # Divided by the global batch (this replica's batch x replicas): the all-reduce sums.
             global_batch = n * strategy.num_replicas_in_sync
@@ -108,16 +114,24 @@ class TFEngine(loop.Engine):
                 grads = part_grads if grads is None else [a + b for a, b in zip(grads, part_grads)]
                 loss_sum += tf.reduce_sum(per_example)
                 correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), y[part]), tf.float32))
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss_sum, correct, n
+            with tf.control_dependencies(grads):
+                ready = tf.timestamp()
+            with tf.control_dependencies([ready]):
+                grads = [tf.identity(g) for g in grads]
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))  # all-reduce, then update
+            with tf.control_dependencies([tf.identity(v.value) for v in model.trainable_variables]):
+                reduced = tf.timestamp()
+            return loss_sum, correct, n, tf.stack([ready - started, reduced - ready])
 
         @tf.function
         def step(batches):
             # next() inside the compiled step: the distributed iterator costs no Python per step.
-            loss_sum, correct, sizes = strategy.run(replica_step, args=next(batches))
+            loss_sum, correct, sizes, timing = strategy.run(replica_step, args=next(batches))
             local = strategy.experimental_local_results
-            # Local sums only: no extra collective per step. The batch sizes stay per replica.
-            return tf.add_n(local(loss_sum)), tf.add_n(local(correct)), tf.stack(local(sizes))
+            # Local sums only: no extra collective per step. The batch sizes stay per replica; the
+            # process's compute and collective seconds are its slowest replica's.
+            timing = tf.reduce_max(tf.stack(local(timing)), axis=0)
+            return tf.add_n(local(loss_sum)), tf.add_n(local(correct)), tf.stack(local(sizes)), timing
 
         return step
 
@@ -135,14 +149,21 @@ class TFEngine(loop.Engine):
         self.batches = iter(self.strategy.distribute_datasets_from_function(replica_batches))
 
     def train_step(self, batch: int) -> int:
-        loss_sum, correct, self.replica_batch_sizes = self.step_fn(self.batches)
+        loss_sum, correct, self.replica_batch_sizes, timing = self.step_fn(self.batches)
         self.outputs.append((loss_sum, correct))
+        self.timings.append(timing)
         return min(self.batch_per_rank, self.epoch_size - batch * self.batch_per_rank)
 
     def take_outputs(self) -> tuple[float, float]:
         losses, corrects = zip(*self.outputs)
         self.outputs = []
         return float(tf.add_n(losses).numpy()), float(tf.add_n(corrects).numpy())
+
+    def take_timings(self) -> tuple[float, float]:
+        """Host timestamps inside the step (on a GPU the host runs ahead of the device: approximate)."""
+        compute, collective = tf.add_n(self.timings).numpy()
+        self.timings = []
+        return float(compute), float(collective)
 
     def sync(self) -> None:
         if self.device == "gpu":

@@ -164,6 +164,10 @@ class DDP:
         return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
 
     @staticmethod
+    def finish_reduction(optimizer) -> None:
+        """Nothing left: DDP's last backward returns once the gradients are averaged."""
+
+    @staticmethod
     def step(optimizer, scaler) -> None:
         """DDP averaged the gradients in backward: a plain step."""
         optimizer_step(optimizer, scaler)
@@ -307,14 +311,16 @@ class Horovod:
         return contextlib.nullcontext()  # DistributedOptimizer counts backward passes itself
 
     @staticmethod
-    def step(optimizer, scaler) -> None:
-        """With a GradScaler, Horovod's order (its PyTorch AMP example): finish the all-reduces, unscale
-        the averaged gradients, then step without all-reducing them again."""
-        if scaler is None:
-            optimizer.step()
-            return
+    def finish_reduction(optimizer) -> None:
+        """Wait for the all-reduces Horovod started in backward."""
         optimizer.synchronize()
-        scaler.unscale_(optimizer)
+
+    @staticmethod
+    def step(optimizer, scaler) -> None:
+        """After finish_reduction, in Horovod's order (its PyTorch AMP example): unscale the averaged
+        gradients, then step without all-reducing them again."""
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         with optimizer.skip_synchronize():
             optimizer_step(optimizer, scaler)
 

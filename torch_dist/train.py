@@ -22,6 +22,7 @@ from launch.world import World
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, load_checkpoint, on_cpu, restore_rng, save_checkpoint
 from torch_dist.models import build_model
+from torch_dist.timing import StepClock
 
 PROG = "torch_dist.train"
 EVAL_BATCH = 1000
@@ -90,6 +91,7 @@ class TorchEngine(loop.Engine):
         self.scaler = grad_scaler() if config.train.precision == "fp16" else None
         self.batch_per_rank = config.train.batch_size * self.accumulate  # one optimizer step's images
         self.outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.clock = StepClock(self.model, device)
 
     def start_epoch(self, indices: np.ndarray) -> None:  # train_step slices by batch number
         if self.device == "cpu":
@@ -106,6 +108,7 @@ class TorchEngine(loop.Engine):
     def train_step(self, batch: int) -> int:
         step = slice(batch * self.batch_per_rank, (batch + 1) * self.batch_per_rank)
         xs, ys = self.xs[step], self.ys[step]
+        self.clock.mark("start")
         self.optimizer.zero_grad()  # sets grads to None by default (torch >= 2.0; Horovod takes no argument)
         # accumulate_steps micro-batches (always that many, so Horovod's count holds; the short last
         # step of an epoch splits evenly); only the last one's backward all-reduces.
@@ -120,8 +123,14 @@ class TorchEngine(loop.Engine):
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             # Kept on the device and reduced once per interval: no host sync and no extra kernels per step.
             self.outputs.append((loss_sum.detach() / max(len(y), 1), logits.detach(), y))
+        self.comm.finish_reduction(self.optimizer)
+        self.clock.mark("reduced")
         self.comm.step(self.optimizer, self.scaler)
+        self.clock.end_step()
         return len(ys)
+
+    def take_timings(self) -> tuple[float, float]:
+        return self.clock.take()
 
     def take_outputs(self) -> tuple[float, float]:
         losses, logits, labels = zip(*self.outputs)
