@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import signal
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_config, _add_run, _add_sweep, _add_compare, _add_slurm, _add_testbed):
+    commands_in_order = (_add_data, _add_config, _add_run, _add_doctor, _add_sweep, _add_compare, _add_diff)
+    for add in (*commands_in_order, _add_slurm, _add_testbed):
         add(commands)
     return parser
 
@@ -79,6 +81,22 @@ def _add_run(commands) -> None:
     run.set_defaults(func=cmd_run)
 
 
+def _add_doctor(commands) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check an allocation: each rank's host, names, interface, CPUs, GPUs and clock; every link; all-reduce",
+        description="Start ranks as `run` does (the same launch options) that report their host, how it "
+        "resolves every node's name, the interface towards the master, their CPUs, GPUs and clock against "
+        "rank 0; then measure a node x node TCP bandwidth and round-trip matrix and an all-reduce sweep "
+        "(gloo; NCCL where every rank has a GPU). Prints the matrix and the findings, each naming its "
+        "hosts, writes doctor.json and doctor.md to <log.dir>/doctor-<time> (or log.run_name) and exits 1 "
+        "when there is a finding. train.threads is the CPUs each rank should have (default 1).",
+    )
+    add_run_arguments(doctor, framework=False)
+    doctor.add_argument("--launcher", choices=LAUNCHERS, default="local")
+    doctor.set_defaults(func=cmd_doctor, framework="torch")
+
+
 def _add_sweep(commands) -> None:
     sweep_cmd = commands.add_parser(
         "sweep",
@@ -118,6 +136,16 @@ def _add_sweep(commands) -> None:
     )
     sweep_cmd.add_argument(
         "--gpus", action="store_true", help="slurm: give each point one GPU per worker (--gpus-per-node = workers)"
+    )
+    sweep_cmd.add_argument(
+        "--baseline", metavar="CSV", help="an earlier sweep's scaling.csv: exit 1 if a point fell below --fail-below"
+    )
+    sweep_cmd.add_argument(
+        "--fail-below",
+        type=float,
+        default=0.9,
+        metavar="RATIO",
+        help="with --baseline: the lowest throughput and efficiency, as a fraction of the baseline's (default 0.9)",
     )
     add_config_arguments(sweep_cmd)
     sweep_cmd.set_defaults(func=cmd_sweep)
@@ -163,6 +191,19 @@ def _add_slurm(commands) -> None:
     status.set_defaults(func=cmd_slurm_status)
 
 
+def _add_diff(commands) -> None:
+    diff = commands.add_parser(
+        "diff",
+        help="what differs between two runs, and their throughput and accuracy side by side",
+        description="Print two runs' throughput and accuracy with their ratio, then every config key, run "
+        "fact (framework, backend, world size, nodes, ...), launch variable (NCCL_*, GLOO_*, TF_*, OMPI_MCA_*, "
+        "SLURM_*, MASTER_*, ...), version and host that differs.",
+    )
+    diff.add_argument("run_a", metavar="RUN_A", help="a run directory or its summary.json")
+    diff.add_argument("run_b", metavar="RUN_B", help="a run directory or its summary.json")
+    diff.set_defaults(func=cmd_diff)
+
+
 def _add_testbed(commands) -> None:
     bed = commands.add_parser(
         "testbed",
@@ -175,8 +216,9 @@ def _add_testbed(commands) -> None:
     bed.set_defaults(func=testbed.command)
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--framework", choices=sorted(FRAMEWORKS), required=True)
+def add_run_arguments(parser: argparse.ArgumentParser, framework: bool = True) -> None:
+    if framework:
+        parser.add_argument("--framework", choices=sorted(FRAMEWORKS), required=True)
     parser.add_argument("--nproc", type=int, default=1, help="workers per node (default 1)")
     parser.add_argument(
         "--nodes",
@@ -285,6 +327,58 @@ def job_spec(args: argparse.Namespace, config: Config) -> JobSpec:
         log_dir=log_dir,
         slurm=slurm_options,
     )
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from launch.findings import REPORT, render
+
+    if args.launcher == "horovodrun":
+        raise UserError("mnist-dist doctor runs under local, torchrun, mpirun and slurm: pick one of those")
+    config = load_config(args.config, args.overrides)
+    name = config.log.run_name or f"doctor-{stamp()}"
+    if args.launcher != "slurm":
+        args.overrides = [*args.overrides, f"log.run_name={name}"]
+    spec = dataclasses.replace(job_spec(args, config), program="torch_dist.doctor", max_restarts=0)
+    if spec.launcher == "slurm":
+        folder = _submit_doctor(spec, args)
+    else:
+        result = launchers.plan(spec)
+        if args.dry_run:
+            _print_plan(_shell_line(result.command, result.env) if result.command else "", result)
+            return 0
+        launchers.preflight(spec.launcher, spec.framework)
+        code = launchers.run_plan(result, 0)
+        if code or spec.node_rank:
+            return code  # node rank 0 holds rank 0's report
+        folder = Path(spec.log_dir) / name
+    report = json.loads((folder / REPORT).read_text())
+    print(render(report), end="")
+    if report["findings"]:
+        log.get().error(f"doctor: {len(report['findings'])} finding(s); {folder / REPORT}")
+        return 1
+    return 0
+
+
+def _submit_doctor(spec: JobSpec, args: argparse.Namespace) -> Path:
+    """One short job step on the allocation (the torch template: a torchrun agent per node); waits for it."""
+    script = slurm.render(spec, "doctor", Path(spec.log_dir))
+    if args.dry_run:
+        print(script)
+        raise SystemExit(0)
+    launchers.preflight("slurm", spec.framework)
+    folder = Path(spec.log_dir) / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    script_path = folder / f"doctor-{stamp()}.sbatch"
+    script_path.write_text(script)
+    job = slurm.submit(script_path)
+    print(f"submitted job {job}\n  log: {spec.slurm.output.replace('%j', job)}", flush=True)
+    info = slurm.wait(job)
+    code = slurm.exit_code(info)
+    if code:
+        raise UserError(
+            f"doctor job {job} {info.get('JobState')} with exit code {info.get('ExitCode')}: its log says why"
+        )
+    return Path(spec.log_dir) / f"doctor-{job}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -408,10 +502,13 @@ def sweep_spec(args: argparse.Namespace, config: Config):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from launch import report, sweep
+    from launch import gate, report, sweep
 
     config = load_config(args.config, args.overrides)
     spec = sweep_spec(args, config)
+    baseline = gate.read_baseline(args.baseline) if args.baseline else None  # refused before any run
+    if not 0 < args.fail_below <= 10:
+        raise UserError(f"--fail-below {args.fail_below}: give a fraction of the baseline, e.g. 0.9")
     _ensure_data(config)
     with children.forwarding():
         points, links = sweep.sweep(config, spec, _abs(args.config), tuple(args.overrides))
@@ -419,7 +516,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     report.write_scaling(rows, points, spec.out, links)
     print((spec.out / "scaling.md").read_text())
     log.get().info(f"sweep written to {spec.out} (tensorboard --logdir {spec.out / 'tensorboard'})")
-    return _verdict(points, "sweep")
+    code = _verdict(points, "sweep")
+    if baseline is None:
+        return code
+    verdict = gate.judge(rows, baseline, args.fail_below)
+    for line in gate.describe(verdict, args.baseline, args.fail_below):
+        (log.get().error if line.startswith("below") else log.get().warning)(f"sweep: {line}")
+    if not verdict.regressions:
+        log.get().info(f"sweep: every matched point at or above {args.fail_below}x the baseline {args.baseline}")
+    return code or (1 if verdict.regressions else 0)
 
 
 def _verdict(points, command: str) -> int:
@@ -435,8 +540,16 @@ def _verdict(points, command: str) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from launch.diff import load_run, render
+
+    print(render(load_run(args.run_a), load_run(args.run_b)), end="")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from launch import report
+    from launch.hparams import Session, write_views
 
     models = _models(args.models)
     config = load_config(args.config, args.overrides)
@@ -452,6 +565,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if children.stopped_by():
             break
     found = report.write_comparison(compared, args.target_accuracy, args.launcher, out)
+    write_views(out / "runs", [Session(p.run_name, p.summary) for p in points if p.ok])
     print((out / "compare.md").read_text())
     log.get().info(f"comparison written to {out} (tensorboard --logdir {out / 'runs'})")
     complete = len(found) == len(models) and all(found.values())

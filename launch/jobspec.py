@@ -47,6 +47,7 @@ class JobSpec:
     log_dir: str = "runs"
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     python: str = sys.executable
+    program: str | None = None  # the ranks' module, where not the framework's trainer (mnist-dist doctor's)
 
     @property
     def lowest_nodes(self) -> int:
@@ -62,7 +63,7 @@ class JobSpec:
 
     @property
     def module(self) -> str:
-        return FRAMEWORKS[self.framework].module
+        return self.program or FRAMEWORKS[self.framework].module
 
     @property
     def template(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.frameworks import color as framework_color
+from launch.hparams import Session, write_views
 from launch.summary import Summary
 from launch.sweep import Point, series_name
 from launch.tensorboard import ScalarWriter
@@ -119,7 +120,8 @@ _CSV_COLUMNS = {  # scaling.csv: column -> its value in a row
 def write_scaling(
     rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None
 ) -> None:
-    """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>;
+    """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>, with
+    every point as an HParams session and a custom-scalars layout (launch.hparams);
     `links`: a testbed sweep's measured Gbit/s per network profile."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scaling.csv", "w", newline="") as f:
@@ -129,6 +131,9 @@ def write_scaling(
     (out / "scaling.md").write_text("\n".join(_scaling_markdown(rows, points, links)) + "\n")
     _plot_scaling(rows, out / "scaling.png")
     _scaling_scalars(rows, out / "tensorboard")
+    efficiency = {(r.series, r.workers): r.efficiency for r in rows}
+    sessions = [Session(p.run_name, p.summary, p.profile, efficiency[p.series, p.workers]) for p in points if p.ok]
+    write_views(out / "tensorboard", sessions, scaling_layout=True)
 
 
 def _scaling_markdown(rows: list[ScalingRow], points: list[Point], links: dict[str, float] | None) -> list[str]:

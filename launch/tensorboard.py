@@ -40,5 +40,11 @@ class ScalarWriter:
         summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
         self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
+    def summary(self, summary, step: int = 0) -> None:
+        """A plugin's summary proto (HParams, custom scalars), as it is."""
+        from tensorboard.compat.proto import event_pb2
+
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
     def close(self) -> None:
         self._writer.close()

@@ -146,9 +146,10 @@ class Testbed:
         self._signals.__exit__(None, None, None)
         self.down()
 
-    def shape(self, rate: str | None) -> None:
-        """Limit every host's link to `rate` (e.g. 1gbit) in both directions; None removes the limit."""
-        for h in self.hosts:
+    def shape(self, rate: str | None, only: tuple[str, ...] = ()) -> None:
+        """Limit every host's link (or only those hosts') to `rate` (e.g. 1gbit) in both directions;
+        None removes the limit."""
+        for h in (h for h in self.hosts if not only or h.name in only):
             for ns, dev in ((None, h.veth), (h.netns, "eth0")):
                 prefix = ["ip", "netns", "exec", ns] if ns else []
                 subprocess.run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"], capture_output=True, timeout=30)

@@ -15,7 +15,10 @@ from helpers import TEST_ID, Leftovers  # noqa: E402
 # Tests that make testbed hosts (network namespaces, a bridge, a subnet) or Slurm daemons run one at
 # a time in one test process: testbeds pick free subnets and clean up after killed runs by state
 # file, which two at once would race on.
-HOST_FIXTURES = {"testbed", "testbed_session", "testbeds_removed", "slurm_cluster", "slurm_two_nodes", "slurm_binding"}
+HOST_FIXTURES = {
+    *("testbed", "testbed_session", "three_hosts", "testbeds_removed"),
+    *("slurm_cluster", "slurm_two_nodes", "slurm_binding"),
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups from the markers
@@ -143,6 +146,12 @@ def testbed(testbed_session):
         testbed_session.kill_host(host.name)
         testbed_session.link(host.name, up=True)
     testbed_session.shape(None)
+
+
+@pytest.fixture
+def three_hosts():
+    """node1, node2 and node3, made for one test and removed after it."""
+    yield from _testbed(3)
 
 
 @pytest.fixture

@@ -80,6 +80,13 @@ def _learns(framework: str, backend: str | None = None, finds_data: bool = False
     return check
 
 
+def _doctor_report(tmp: Path, printed: str) -> None:
+    """Two ranks on this machine: their facts, the gloo sweep, no findings, the report printed."""
+    [report] = [read_json(path) for path in (tmp / "runs").glob("doctor-*/doctor.json")]
+    assert [r["rank"] for r in report["ranks"]] == [0, 1] and report["findings"] == []
+    assert report["allreduce"]["gloo"] and "Findings: none" in printed
+
+
 def _scaling_sweep(tmp: Path, printed: str) -> None:
     """The torch,tf sweep: one TensorBoard curve per framework, the plot, and a CSV and table whose
     every number is its run's summary's (weak scaling: the batch per worker stays)."""
@@ -227,6 +234,19 @@ COMMANDS = {
     "python benchmarks/torch_overhead.py": Elsewhere("minutes by design; test_benchmarks.py runs it briefly"),
     "python benchmarks/tf_overhead.py": Elsewhere("minutes by design; test_benchmarks.py runs it briefly"),
     "python benchmarks/gpu.py": Elsewhere("an NVIDIA GPU"),
+    "mnist-dist doctor --nproc 2": Runs(add="log.dir={tmp}/runs", check=_doctor_report),
+    "mnist-dist doctor --launcher slurm --nodes 4 --nproc 8 --gpus-per-node 8 --partition gpu": Elsewhere(
+        "a Slurm cluster with GPUs; test_slurm.py runs the doctor as a job on a local cluster"
+    ),
+    "mnist-dist doctor --hosts node1,node2,node3 --node-rank 0": Elsewhere(
+        "three hosts; test_doctor.py runs it on three testbed hosts, one slow link and one wrong name among them"
+    ),
+    "mnist-dist diff runs/torch-cnn-mnist-w16-4711 runs/torch-cnn-mnist-w16-5123": Elsewhere(
+        "two of the user's runs; test_diff.py diffs two real runs"
+    ),
+    "mnist-dist sweep --framework torch --workers 1,2,4 --baseline last-week/scaling.csv --fail-below 0.9": Elsewhere(
+        "an earlier sweep's scaling.csv; test_sweep.py holds a real sweep against baselines above and below it"
+    ),
     # docs/several-nodes.md
     "mnist-dist run --framework torch --launcher torchrun --nodes 2 --node-rank 0 --master-addr node1 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
     "mnist-dist run --framework torch --launcher torchrun --nodes 2 --node-rank 1 --master-addr node1 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,

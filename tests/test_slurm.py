@@ -191,3 +191,18 @@ def test_each_worker_gets_the_cpus_per_task_it_asked_for(slurm_binding, tmp_path
     ranks = read_json(run_dir_of(out) / "summary.json")["ranks"]
     shared = nproc if template == "torch" else 1
     assert [(r["cpus"], r["threads"]) for r in ranks] == [(cpus * shared, cpus)] * nproc
+
+
+def test_doctor_runs_as_one_job_on_the_allocation(slurm_cluster, tmp_path):
+    out = run(
+        [sys.executable, "-m", "launch", "doctor", "--launcher", "slurm", "--nproc", "2", "--time", "5"]
+        + [f"log.dir={tmp_path}"],
+        cwd=tmp_path,
+        timeout=600,
+        env={"SLURM_CONF": str(slurm_cluster.conf)},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = job_of(out)
+    report = read_json(tmp_path / f"doctor-{job}" / "doctor.json")
+    assert [r["rank"] for r in report["ranks"]] == [0, 1] and report["findings"] == []
+    assert "Findings: none" in out.stdout and slurm_cluster.job(job)["JobState"] == "COMPLETED"

@@ -2,16 +2,23 @@
 The sweeps and the comparison the docs show are run as written, and checked as deeply, in
 test_documented_commands.py; here: failures, refusals, verdict logic and the testbed sweep."""
 
+import contextlib
 import csv
+import math
 import re
 import subprocess
 import sys
 
 import pytest
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from launch.report import Verdict, overall
+from launch import gate
+from launch.hparams import HPARAMS, METRICS, SCALING_CHARTS
+from launch.report import ScalingRow, Verdict, overall
 
-from helpers import ROOT, read_json, read_scalars, run
+from helpers import ROOT, post_json, read_json, read_scalars, run, tensorboard_server
+from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -154,3 +161,152 @@ def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile(tmp_path
     import matplotlib.image
 
     assert matplotlib.image.imread(sweep / "scaling.png").shape[1] > 400
+
+
+# --- the regression gate (--baseline, --fail-below) ---------------------------------------------
+
+
+def row(framework, workers, rate, efficiency, profile=""):
+    return ScalingRow(framework, profile, "weak", workers, 1, 0, rate, 0.0, rate / workers, efficiency, 100.0, 1.0)
+
+
+BASELINE = {("torch", "", "weak", 1): (1000.0, 1.0), ("torch", "", "weak", 2): (1600.0, 0.8)}
+
+
+@pytest.mark.parametrize(
+    "now,regressed",
+    [
+        ([row("torch", 1, 950, 1.0), row("torch", 2, 1500, 0.79)], []),  # within 0.9x
+        ([row("torch", 1, 850, 1.0), row("torch", 2, 1600, 0.8)], ["torch x1 (weak): images/s 850 = 0.85x"]),
+        # slower at 2 only: both its throughput and its efficiency fell
+        (
+            [row("torch", 1, 1000, 1.0), row("torch", 2, 1000, 0.5)],
+            ["torch x2 (weak): images/s 1,000 = 0.62x", "torch x2 (weak): efficiency 0.50 = 0.62x"],
+        ),
+        (
+            [row("torch", 1, 1000, 1.0), row("torch", 2, math.nan, math.nan)],
+            ["torch x2 (weak): every run of it failed"],
+        ),
+    ],
+)
+def test_the_gate_names_every_point_below_the_floor(now, regressed):
+    verdict = gate.judge(now, BASELINE, 0.9)
+    assert [re.split(" the baseline|, against", line)[0] for line in verdict.regressions] == regressed
+    assert verdict.unmatched == [] and verdict.not_run == []
+
+
+def test_the_gate_names_points_without_a_match_on_either_side():
+    verdict = gate.judge([row("torch", 1, 1000, 1.0), row("tf", 1, 900, 1.0, profile="1g")], BASELINE, 0.9)
+    assert verdict.regressions == []
+    assert verdict.unmatched == ["tf-1g x1 (weak)"] and verdict.not_run == ["torch x2 (weak)"]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "No such file"),
+        ("framework,workers\ntorch,1\n", "not a sweep's scaling.csv (no profile, mode, images_per_sec_mean"),
+        ("", "not a sweep's scaling.csv"),
+    ],
+)
+def test_a_baseline_that_is_not_a_scaling_csv_is_refused_before_any_run(tmp_path, content, message):
+    path = tmp_path / "old.csv"
+    if content is not None:
+        path.write_text(content)
+    out = mnist_dist("sweep", "--framework", "torch", "--baseline", str(path), "data.dataset=synthetic", cwd=tmp_path)
+    assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not list(tmp_path.glob("runs/sweep-*"))
+
+
+def test_a_sweep_below_its_baseline_exits_1_naming_the_point(tmp_path):
+    """A real sweep against a doctored baseline: 1000x faster than anything here, then 1000x slower."""
+    sweep = ["sweep", "--framework", "torch", "--workers", "1", "--repeats", "1", "--steps", "3", "--warmup", "1"]
+    data = ["--config", str(ROOT / "configs/mlp.yaml"), "data.dataset=synthetic", "data.limit=256", "train.threads=1"]
+    first = mnist_dist(*sweep, "--out", str(tmp_path / "first"), *data, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rate = float(next(csv.DictReader(open(tmp_path / "first" / "scaling.csv")))["images_per_sec_mean"])
+    for factor, code in ((1000, 1), (0.001, 0)):
+        baseline = tmp_path / f"baseline-{factor}.csv"
+        text = (tmp_path / "first" / "scaling.csv").read_text()
+        baseline.write_text(text.replace(f"{rate:.1f}", f"{rate * factor:.1f}"))
+        out = mnist_dist(
+            *sweep, "--out", str(tmp_path / f"s{factor}"), "--baseline", str(baseline), *data, cwd=tmp_path
+        )
+        assert out.returncode == code, out.stderr[-3000:]
+        named = re.findall(r"below 0.9x the baseline \S+: (torch x1 \(weak\): images/s [\d,]+ = [\d.]+x)", out.stderr)
+        assert len(named) == code, out.stderr[-3000:]
+
+
+# --- TensorBoard's comparison views -------------------------------------------------------------
+
+
+def test_sweep_points_are_hparams_sessions_and_share_scaling_charts(tmp_path):
+    """Read back with TensorBoard's own reader, then served by a real `tensorboard`, queried as its
+    HParams dashboard queries it."""
+    out = mnist_dist(
+        *("sweep", "--framework", "torch", "--workers", "1,2", "--repeats", "1", "--steps", "3", "--warmup", "1"),
+        *("--out", str(tmp_path / "s"), "--config", str(ROOT / "configs/mlp.yaml")),
+        *("data.dataset=synthetic", "data.limit=256", "train.threads=1"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    board = tmp_path / "s" / "tensorboard"
+    efficiency = float(list(csv.DictReader(open(tmp_path / "s" / "scaling.csv")))[1]["efficiency"])
+
+    root = plugin_contents(board)
+    experiment = hparams_metadata.parse_experiment_plugin_data(root["hparams"][hparams_metadata.EXPERIMENT_TAG])
+    assert [h.name for h in experiment.hparam_infos] == list(HPARAMS)
+    assert [m.name.tag for m in experiment.metric_infos] == list(METRICS)
+    assert "custom_scalars__config__" in root["custom_scalars"]
+    layout = layout_pb2.Layout.FromString(_layout_bytes(board))
+    assert [c.multiline.tag[0] for c in layout.category[0].chart] == [f"^{t}$" for t in SCALING_CHARTS.values()]
+
+    session = plugin_contents(board / "hparams" / "torch-w2-r0")["hparams"]
+    start = hparams_metadata.parse_session_start_info_plugin_data(session[hparams_metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["world_size"].number_value == 2 and start.hparams["framework"].string_value == "torch"
+    assert read_scalars(board / "hparams" / "torch-w2-r0")["hparams/efficiency"] == [
+        (0, pytest.approx(efficiency, abs=1e-3))
+    ]
+
+    with tensorboard_server(board) as url:
+        groups = _wait_for(lambda: _session_groups(url, 2), 60, "TensorBoard's HParams sessions", 0.5)
+    assert sorted(g["name"] for g in groups) == ["torch-w1-r0", "torch-w2-r0"]
+    two = next(g for g in groups if g["name"] == "torch-w2-r0")
+    assert two["hparams"]["world_size"] == 2 and two["hparams"]["backend"] == "gloo"
+    metric = {m["name"]["tag"]: m["value"] for m in two["metricValues"]}
+    assert metric["hparams/efficiency"] == pytest.approx(efficiency, abs=1e-3)
+
+
+def _session_groups(url: str, expected: int):
+    """The HParams dashboard's table, once TensorBoard has loaded every session."""
+    body = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_SUCCESS"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100,
+    }
+    groups = post_json(f"{url}/data/plugin/hparams/session_groups", body).get("sessionGroups", [])
+    return groups if len(groups) == expected and all(g.get("metricValues") for g in groups) else None
+
+
+def plugin_contents(run_dir):
+    """{plugin: {tag: content}} of one TensorBoard run, by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    contents = {}
+    for plugin in ("hparams", "custom_scalars"):
+        with contextlib.suppress(KeyError):  # a plugin with no data in this run
+            contents[plugin] = acc.PluginTagToContent(plugin)
+    return contents
+
+
+def _layout_bytes(run_dir) -> bytes:
+    """The custom-scalars layout a run holds, as the plugin reads it: its tensor's one string."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]

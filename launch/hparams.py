@@ -1,0 +1,123 @@
+"""TensorBoard's own comparison views for sweeps and comparisons: every run as an HParams session
+(its hyperparameters and its numbers, in the HParams dashboard's table and parallel coordinates)
+and a custom-scalars layout that puts every series' scaling curves in one chart each.
+
+The summaries are the plugins' protos, written with launch.tensorboard's writer: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from launch.summary import Summary
+from launch.tensorboard import ScalarWriter, keep_tensorflow_out
+
+# hyperparameter -> how a session's value is read (strings, or numbers)
+HPARAMS = {
+    "framework": lambda s, profile: s.framework,
+    "world_size": lambda s, profile: s.world_size,
+    "nodes": lambda s, profile: s.num_nodes,
+    "network_profile": lambda s, profile: profile or "none",
+    "backend": lambda s, profile: s.backend,
+    "compression": lambda s, profile: s.compression,
+    "accumulate_steps": lambda s, profile: s.accumulate_steps,
+    "batch_size_per_worker": lambda s, profile: s.batch_size_per_worker,
+    "precision": lambda s, profile: s.precision,
+}
+METRICS = ("hparams/images_per_sec", "hparams/efficiency", "hparams/accuracy", "hparams/startup_s")
+SCALING_CHARTS = {  # custom-scalars chart title -> the tag every series logs
+    "images/s, every series": "scaling/images_per_sec",
+    "images/s per worker, every series": "scaling/images_per_sec_per_worker",
+    "scaling efficiency, every series": "scaling/efficiency",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str  # the run's name: its TensorBoard run under the folder's hparams/
+    summary: Summary
+    profile: str = ""  # a testbed sweep's network profile
+    efficiency: float = math.nan  # a sweep point's, against its series' 1-worker point
+
+
+def write_views(folder: Path, sessions: list[Session], scaling_layout: bool = False) -> None:
+    """In `folder` itself the experiment (which hyperparameters and metrics there are) and, for a
+    sweep, the scaling layout; one run per session under folder/hparams/. Each folder gets one
+    event file: a second writer's session start would make TensorBoard drop the first one's events."""
+    keep_tensorflow_out()
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    experiment = api_pb2.Experiment(
+        hparam_infos=[api_pb2.HParamInfo(name=name, type=_type(sessions, name, api_pb2)) for name in HPARAMS],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in METRICS],
+    )
+    root = ScalarWriter(folder)
+    root.summary(_plugin_summary(metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)))
+    if scaling_layout:
+        root.summary(_scaling_layout())
+    root.close()
+    for session in sessions:
+        _write_session(folder / "hparams" / session.name, session)
+
+
+def _write_session(run: Path, session: Session) -> None:
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    start = plugin_data_pb2.SessionStartInfo(group_name=session.name)
+    for name, value in _values(session).items():
+        if isinstance(value, str):
+            start.hparams[name].string_value = value
+        else:
+            start.hparams[name].number_value = value
+    writer = ScalarWriter(run)
+    writer.summary(
+        _plugin_summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start))
+    )
+    s = session.summary
+    for tag, value in zip(METRICS, (s.images_per_sec, session.efficiency, s.final_eval_accuracy, s.startup_s)):
+        if not math.isnan(value):
+            writer.scalar(tag, value, 0)
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
+    writer.summary(
+        _plugin_summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end))
+    )
+    writer.close()
+
+
+def _scaling_layout():
+    """A custom-scalars layout: one chart per scaling tag, every series in it (the plugin's summary,
+    built as its TensorFlow-using helper builds it)."""
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, types_pb2
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    charts = [
+        layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[rf"^{tag}$"]))
+        for title, tag in SCALING_CHARTS.items()
+    ]
+    layout = layout_pb2.Layout(category=[layout_pb2.Category(title="scaling", chart=charts)])
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[layout.SerializeToString()])
+    value = summary_pb2.Summary.Value(
+        tag=metadata.CONFIG_SUMMARY_TAG, metadata=metadata.create_summary_metadata(), tensor=tensor
+    )
+    return summary_pb2.Summary(value=[value])
+
+
+def _values(session: Session) -> dict:
+    return {name: read(session.summary, session.profile) for name, read in HPARAMS.items()}
+
+
+def _type(sessions: list[Session], name: str, api_pb2) -> int:
+    numeric = sessions and not isinstance(_values(sessions[0])[name], str)
+    return api_pb2.DATA_TYPE_FLOAT64 if numeric else api_pb2.DATA_TYPE_STRING
+
+
+def _plugin_summary(tag: str, data):
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import metadata
+
+    value = summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR
+    )
+    return summary_pb2.Summary(value=[value])

@@ -1,0 +1,74 @@
+"""What a run records of its environment (launch.environment) and `mnist-dist diff` of two runs: the
+runs are real numpy-engine runs in this process (tests/numpy_engine.py), the diff the real command."""
+
+import sys
+
+import pytest
+
+from launch.environment import REDACTED, launch_variables
+
+from helpers import read_json, run
+from numpy_engine import loop_config, register, run_ranks
+
+
+@pytest.fixture(autouse=True)
+def numpy_framework(monkeypatch):
+    register(monkeypatch)
+
+
+def test_launch_variables_keep_what_decides_the_run_and_redact_secrets():
+    env = {
+        "NCCL_SOCKET_IFNAME": "ib0",
+        "NCCL_IB_PKEY": "0x8001",  # a partition key: not a secret, by name alone
+        "GLOO_SOCKET_IFNAME": "eth0",
+        "OMPI_MCA_btl": "^openib",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "MASTER_ADDR": "node1",
+        "TF_CONFIG": '{"cluster": {}}',
+        "SLURM_AUTH_TOKEN": "abc",  # a secret by name
+        "NCCL_PROXY_URL": "http://user:hunter2@proxy:3128",  # a secret inside a URL
+        "HOME": "/root",  # not a launch variable
+        "AWS_SECRET_ACCESS_KEY": "xyz",
+    }
+    assert launch_variables(env) == {
+        "GLOO_SOCKET_IFNAME": "eth0",
+        "MASTER_ADDR": "node1",
+        "NCCL_IB_PKEY": "0x8001",
+        "NCCL_PROXY_URL": f"http://{REDACTED}@proxy:3128",
+        "NCCL_SOCKET_IFNAME": "ib0",
+        "OMPI_MCA_btl": "^openib",
+        "SLURM_AUTH_TOKEN": REDACTED,
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "TF_CONFIG": '{"cluster": {}}',
+    }
+
+
+def test_diff_of_two_runs_names_what_differs_and_compares_their_numbers(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth0")
+    assert run_ranks(loop_config(tmp_path, "log.run_name=a"), 2) == [0, 0]
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ib0")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "ib0")
+    assert run_ranks(loop_config(tmp_path, "log.run_name=b", "train.batch_size=64"), 1) == [0]
+    a, b = read_json(tmp_path / "a" / "summary.json"), read_json(tmp_path / "b" / "summary.json")
+    assert a["environment"]["variables"]["NCCL_SOCKET_IFNAME"] == "eth0" and a["environment"]["cpu"]
+    assert [r["interface"] for r in a["ranks"]] == ["lo", "lo"]  # towards the master, 127.0.0.1
+
+    out = run(
+        [sys.executable, "-m", "launch", "diff", str(tmp_path / "a"), str(tmp_path / "b" / "summary.json")],
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    rate = next(line for line in lines if line.startswith("images/s "))
+    assert rate.split()[-1] == f"{b['images_per_sec'] / a['images_per_sec']:.3f}"
+    assert any(line.split() == ["train.batch_size", "32", "64"] for line in lines), out.stdout
+    assert any(line.split() == ["world_size", "2", "1"] for line in lines), out.stdout
+    assert any(line.split() == ["NCCL_SOCKET_IFNAME", "eth0", "ib0"] for line in lines), out.stdout
+    assert any(line.split() == ["GLOO_SOCKET_IFNAME", "(unset)", "ib0"] for line in lines), out.stdout
+    assert "versions: the same" in lines and "hosts: 1 differ" in lines  # rank 1 ran only in A
+    assert not any(line.split()[:1] == ["data.dataset"] for line in lines)  # the same in both: not listed
+
+
+def test_diff_of_something_that_is_not_a_run_says_so(tmp_path):
+    out = run([sys.executable, "-m", "launch", "diff", str(tmp_path), str(tmp_path)], cwd=tmp_path)
+    assert out.returncode == 1 and "no summary.json there: give a run directory" in out.stderr
