@@ -37,11 +37,19 @@ def _slow_links(report: dict) -> list[str]:
     if len(measured) < 2:
         return []
     typical = float(np.percentile([gbit for _, _, gbit in measured], 75))
-    return [
-        f"slow link {nodes[i]} -> {nodes[j]}: {gbit:.2f} Gbit/s, below half a typical link ({typical:.2f} Gbit/s)"
-        for i, j, gbit in measured
-        if gbit < SLOW_LINK * typical
+    slow = [(i, j) for i, j, gbit in measured if gbit < SLOW_LINK * typical]
+    lines = [
+        f"slow link {nodes[i]} -> {nodes[j]}: {links[i][j]['gbit']:.2f} Gbit/s, below half a typical link "
+        f"({typical:.2f} Gbit/s)"
+        for i, j in slow
     ]
+    for k, node in enumerate(nodes):  # every link of one host slow: the host's own network, not the links
+        own = [(i, j) for i, j, _ in measured if k in (i, j)]
+        if len(nodes) > 2 and set(own) <= set(slow):
+            lines.append(
+                f"{node}: every link to and from it is slow: check its interface, cable, switch port or shaping"
+            )
+    return lines
 
 
 def _names_that_differ(report: dict) -> list[str]:

@@ -81,6 +81,16 @@ def test_each_rule_names_its_hosts(change, expected):
     assert text.rstrip().endswith(expected[-1] if expected else "Findings: none")
 
 
+def test_a_host_whose_every_link_is_slow_is_named_itself():
+    def slow_n3(report):
+        for i, j in ((0, 2), (1, 2), (2, 0), (2, 1)):
+            report["links"][i][j] = link(0.1)
+
+    found = findings(with_change(slow_n3))
+    assert len([f for f in found if f.startswith("slow link")]) == 4
+    assert found[-1] == "n3: every link to and from it is slow: check its interface, cable, switch port or shaping"
+
+
 def doctor_on(bed, tmp_path, hosts=("node1", "node2", "node3")):
     """`mnist-dist doctor` on every host, as `run` starts across hosts; node1's exit code and output."""
     from test_multihost import on_hosts
@@ -116,13 +126,14 @@ def test_a_slow_link_and_a_wrong_name_are_found_and_named(three_hosts, tmp_path)
     (code, out), report = doctor_on(three_hosts, tmp_path)
     assert code == 1, out[-3000:]
     found = report["findings"]
-    assert {f.split(":")[0] for f in found if f.startswith("slow link")} == {
+    assert [f.split(":")[0] for f in found if f.startswith("slow link")] == [
         "slow link node1 -> node3",
         "slow link node2 -> node3",
         "slow link node3 -> node1",
         "slow link node3 -> node2",
-    }, found
+    ], found
     right = three_hosts.host("node3").address
     assert f"the name node3 resolves differently on different hosts: {right} on node1, node3; {wrong} on node2" in found
-    assert len(found) == 5 and all(f"- {f}" in out for f in found)
-    assert "doctor: 5 finding(s)" in out
+    assert "node3: every link to and from it is slow: check its interface, cable, switch port or shaping" in found
+    assert len(found) == 6 and all(f"- {f}" in out for f in found)
+    assert "doctor: 6 finding(s)" in out
