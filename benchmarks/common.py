@@ -20,15 +20,21 @@ from launch.summary import read_summary
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def arguments(description: str) -> argparse.Namespace:
+def measure_parser(description: str, batch: int = 128, warmup: int = 20) -> argparse.ArgumentParser:
+    """The options every benchmark takes: model, batch, measured steps, warm-up, repeats."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=1000, help="measured steps per repeat")
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = measure_parser(description)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--steps", type=int, default=1000, help="measured steps per repeat")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
     return parser.parse_args()
 
 

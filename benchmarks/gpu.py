@@ -22,23 +22,20 @@ torch.compile and CUDA graphs; the sweep's sizes from --workers).
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.common import measure_parser  # noqa: E402 (no framework: each part imports its own)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = measure_parser(__doc__.splitlines()[0], batch=512, warmup=50)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=1000, help="measured steps per repeat")
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", help="sweep sizes, e.g. 1,2 (default: 1, 2, 4 ... every GPU)")
     args = parser.parse_args()
     args.precision = "bf16"

@@ -5,7 +5,6 @@ are left out."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import interleave, medians, report, summary_rate, temp_dir, trainer_config
+from benchmarks.common import interleave, measure_parser, medians, report, summary_rate, temp_dir, trainer_config
 from launch.data import synthetic
 from launch.world import World
 from torch_dist.models import build_model
@@ -24,13 +23,8 @@ from torch_dist.train import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = measure_parser(__doc__.splitlines()[0], batch=512, warmup=50)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=1000, help="measured steps per repeat")
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     args.threads, args.precision = 1, "bf16"
     results = torch_one_device(args)
