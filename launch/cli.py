@@ -344,7 +344,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         result = launchers.plan(spec)
         if args.dry_run:
-            _print_plan(_shell_line(result.command, result.env) if result.command else "", result)
+            _print_dry_run(result)
             return 0
         launchers.preflight(spec.launcher, spec.framework)
         code = launchers.run_plan(result, 0)
@@ -399,14 +399,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     result = launchers.plan(spec)
     if args.dry_run:
-        lines = [(result.command, result.env)] if result.command else result.per_rank
-        _print_plan("\n".join(_shell_line(cmd, env) for cmd, env in lines), result)
+        _print_dry_run(result)
         return 0
     launchers.preflight(spec.launcher, spec.framework)
     _ensure_data(config)
     for note in result.notes:
         log.get().info(note)
     return launchers.run_plan(result, spec.max_restarts)
+
+
+def _print_dry_run(result: launchers.Plan) -> None:
+    lines = [(result.command, result.env)] if result.command else result.per_rank
+    _print_plan("\n".join(_shell_line(cmd, env) for cmd, env in lines), result)
 
 
 def _submit(spec: JobSpec, config: Config, args: argparse.Namespace) -> int:
