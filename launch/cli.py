@@ -330,7 +330,7 @@ def job_spec(args: argparse.Namespace, config: Config) -> JobSpec:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from launch.findings import REPORT, render
+    from launch import doctor
 
     if args.launcher == "horovodrun":
         raise UserError("mnist-dist doctor runs under local, torchrun, mpirun and slurm: pick one of those")
@@ -338,47 +338,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     name = config.log.run_name or f"doctor-{stamp()}"
     if args.launcher != "slurm":
         args.overrides = [*args.overrides, f"log.run_name={name}"]
-    spec = dataclasses.replace(job_spec(args, config), program="torch_dist.doctor", max_restarts=0)
-    if spec.launcher == "slurm":
-        folder = _submit_doctor(spec, args)
-    else:
-        result = launchers.plan(spec)
-        if args.dry_run:
-            _print_dry_run(result)
-            return 0
-        launchers.preflight(spec.launcher, spec.framework)
-        code = launchers.run_plan(result, 0)
-        if code or spec.node_rank:
-            return code  # node rank 0 holds rank 0's report
-        folder = Path(spec.log_dir) / name
-    report = json.loads((folder / REPORT).read_text())
-    print(render(report), end="")
-    if report["findings"]:
-        log.get().error(f"doctor: {len(report['findings'])} finding(s); {folder / REPORT}")
-        return 1
-    return 0
-
-
-def _submit_doctor(spec: JobSpec, args: argparse.Namespace) -> Path:
-    """One short job step on the allocation (the torch template: a torchrun agent per node); waits for it."""
-    script = slurm.render(spec, "doctor", Path(spec.log_dir))
+    spec = dataclasses.replace(job_spec(args, config), max_restarts=0)
     if args.dry_run:
-        print(script)
-        raise SystemExit(0)
-    launchers.preflight("slurm", spec.framework)
-    folder = Path(spec.log_dir) / "slurm"
-    folder.mkdir(parents=True, exist_ok=True)
-    script_path = folder / f"doctor-{stamp()}.sbatch"
-    script_path.write_text(script)
-    job = slurm.submit(script_path)
-    print(f"submitted job {job}\n  log: {spec.slurm.output.replace('%j', job)}", flush=True)
-    info = slurm.wait(job)
-    code = slurm.exit_code(info)
-    if code:
-        raise UserError(
-            f"doctor job {job} {info.get('JobState')} with exit code {info.get('ExitCode')}: its log says why"
-        )
-    return Path(spec.log_dir) / f"doctor-{job}"
+        for part in doctor.parts(spec):
+            if spec.launcher == "slurm":
+                print(slurm.render(part, "doctor", Path(spec.log_dir)))
+            else:
+                _print_dry_run(launchers.plan(part))
+        return 0
+    return doctor.run(spec, name)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 REPORT = "doctor.json"  # in the doctor's folder, beside doctor.md
+TF_REPORT = "doctor-tf.json"  # TensorFlow's all-reduce sweep (tf_dist.doctor), merged into REPORT
 SLOW_LINK = 0.5  # a link below half a typical link's bandwidth
 CLOCK_SKEW_S = 0.1  # log lines, TensorBoard wall times and deadlines across hosts disagree beyond it
 

@@ -84,7 +84,8 @@ def _doctor_report(tmp: Path, printed: str) -> None:
     """Two ranks on this machine: their facts, the gloo sweep, no findings, the report printed."""
     [report] = [read_json(path) for path in (tmp / "runs").glob("doctor-*/doctor.json")]
     assert [r["rank"] for r in report["ranks"]] == [0, 1] and report["findings"] == []
-    assert report["allreduce"]["gloo"] and "Findings: none" in printed
+    assert report["allreduce"]["gloo"] and report["allreduce"]["tensorflow (multi-worker)"]
+    assert "Findings: none" in printed
 
 
 def _scaling_sweep(tmp: Path, printed: str) -> None:

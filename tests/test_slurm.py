@@ -205,4 +205,5 @@ def test_doctor_runs_as_one_job_on_the_allocation(slurm_cluster, tmp_path):
     job = job_of(out)
     report = read_json(tmp_path / f"doctor-{job}" / "doctor.json")
     assert [r["rank"] for r in report["ranks"]] == [0, 1] and report["findings"] == []
+    assert set(report["allreduce"]) == {"gloo", "tensorflow (multi-worker)"}  # a second job: TensorFlow's part
     assert "Findings: none" in out.stdout and slurm_cluster.job(job)["JobState"] == "COMPLETED"

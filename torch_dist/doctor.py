@@ -3,7 +3,7 @@ any launcher as the trainers are. Every rank reports its host, how it resolves e
 its interface towards the master, its CPUs and GPUs and its clock against rank 0's; then, measured:
 a node x node TCP bandwidth and round-trip matrix (one pair at a time, each bounded in time) and an
 all-reduce sweep over message sizes with gloo (and NCCL where every rank has a GPU), timed as
-nccl-tests times them. Rank 0 writes doctor.json and doctor.md to log.dir/log.run_name (default
+nccl-tests times them (launch.allreduce; tf_dist.doctor measures TensorFlow's collective after it). Rank 0 writes doctor.json and doctor.md to log.dir/log.run_name (default
 log.dir/doctor-<time>); launch.findings reads them. The ranks talk over torch.distributed (gloo),
 joined as torch_dist's ranks join.
 """
@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from launch import worker
+from launch.allreduce import SIZES, bandwidth, times_to_run
 from launch.clock import stamp
 from launch.config import DistConfig
 from launch.devices import gpu_for_rank
@@ -33,7 +34,6 @@ from launch.world import World
 from torch_dist import distributed
 
 PROG = "torch_dist.doctor"
-SIZES = [2**k for k in range(10, 23, 2)]  # 1 KiB .. 4 MiB
 LINK_SECONDS = 0.5  # bulk transfer per link
 PINGS = 20
 SOCKET_TIMEOUT = 10.0
@@ -238,19 +238,14 @@ def _allreduce_sweeps(world: World, ranks: list[dict]) -> dict[str, list[dict]]:
     return sweeps
 
 
-def _sweep(group, device: torch.device, size: int, budget_s: float = 0.5) -> list[dict]:
-    """nccl-tests' measure: the mean time of an all-reduce after a warm-up; algorithm bandwidth is
-    bytes / time, bus bandwidth that times 2(n-1)/n. Each size runs up to 20 times, fewer where one
-    takes long (budget_s in all), as many times on every rank."""
+def _sweep(group, device: torch.device, size: int) -> list[dict]:
+    """Each size: a warm-up, then as many timed all-reduces as fit launch.allreduce's budget; the mean."""
     rows = []
     for nbytes in SIZES:
         tensor = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
-        first = _timed_allreduce(tensor, group)  # also the warm-up
-        slowest = max(_all(first))
-        times = [_timed_allreduce(tensor, group) for _ in range(max(1, min(20, int(budget_s / slowest))))]
-        seconds = statistics.fmean(times)
-        algbw = nbytes / seconds / 1e9
-        rows.append({"bytes": nbytes, "seconds": seconds, "algbw": algbw, "busbw": algbw * 2 * (size - 1) / size})
+        slowest = max(_all(_timed_allreduce(tensor, group)))
+        times = [_timed_allreduce(tensor, group) for _ in range(times_to_run(slowest))]
+        rows.append(bandwidth(nbytes, statistics.fmean(times), size))
     return rows
 
 
