@@ -5,7 +5,7 @@ tf_dist.doctor): message sizes, how many times each is timed, and bandwidth as n
 from __future__ import annotations
 
 SIZES = [2**k for k in range(10, 23, 2)]  # 1 KiB .. 4 MiB
-BUDGET_S = 0.5  # per size, after the warm-up
+BUDGET_S = 0.25  # per size, after the warm-up
 MOST = 20  # times a size is timed at most
 
 

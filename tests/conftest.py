@@ -17,7 +17,7 @@ from helpers import TEST_ID, Leftovers  # noqa: E402
 # file, which two at once would race on.
 HOST_FIXTURES = {
     *("testbed", "testbed_session", "three_hosts", "testbeds_removed"),
-    *("slurm_cluster", "slurm_two_nodes", "slurm_binding"),
+    *("slurm_cluster", "slurm_two_nodes"),  # session clusters: one each, in one test process
 }
 
 
@@ -109,8 +109,10 @@ def slurm_cluster():
 @pytest.fixture
 def slurm_binding():
     """One node with this machine's own CPUs, whose tasks Slurm binds to the CPUs they were given
-    (task/affinity; the shared cluster declares more CPUs than the machine has and binds nothing)."""
-    yield from _slurm(cpus=os.cpu_count(), task_plugin="task/affinity")
+    (task/affinity; the shared cluster declares more CPUs than the machine has and binds nothing).
+    A cluster of its own, on private ports, numbering its jobs apart (their rendezvous ports derive
+    from job ids): it runs beside the hosts group's, and beside another worker's."""
+    yield from _slurm(cpus=os.cpu_count(), task_plugin="task/affinity", first_job=5000 + os.getpid() % 5000)
 
 
 def _skip_without_testbed() -> None:

@@ -51,8 +51,10 @@ class LocalSlurm:
     """One node on this machine by default. With a testbed (launch/testbed.py), one slurmd per host
     namespace (NodeAddr = its address) and slurmctld on the bridge's address."""
 
-    def __init__(self, root: Path, cpus: int = 4, testbed=None, task_plugin: str = "task/none"):
-        self.root, self.task_plugin = root, task_plugin
+    def __init__(self, root: Path, cpus: int = 4, testbed=None, task_plugin: str = "task/none", first_job: int = 1):
+        # first_job: jobs derive their rendezvous ports from their ids (launch.world.port_for_job), so
+        # clusters that run at once on one machine number their jobs apart
+        self.root, self.task_plugin, self.first_job = root, task_plugin, first_job
         self.host = socket.gethostname().split(".")[0]
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
@@ -138,6 +140,7 @@ MailProg=/bin/true
 ReturnToService=2
 SlurmdParameters=config_overrides
 MpiDefault=none
+FirstJobId={self.first_job}
 {node_lines}
 PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 """)

@@ -315,12 +315,14 @@ def test_rank_and_world_size_alone_on_two_hosts_find_their_hosts(testbed, tmp_pa
 @pytest.mark.parametrize("framework", ["torch", "tf"])
 def test_a_host_slowed_by_a_cpu_cgroup_is_named_as_the_straggler(testbed, tmp_path, framework):
     """node2's processes get a quarter of one CPU: node1's rank waits for it in every collective,
-    and rank 0 names rank 1 on node2, with its numbers."""
+    and rank 0 names rank 1 on node2, with its numbers, once."""
     cmds = {
         host: mnist_dist(
             *("--framework", framework, "--hosts", "node1,node2", "--node-rank", str(k)),
-            *("data.dataset=synthetic", "data.limit=4000", "train.batch_size=64", "train.epochs=1"),
-            *("train.threads=1", "log.interval=5", "log.progress=never", f"log.dir={tmp_path}", "log.run_name=r"),
+            # batches of 512: a step's compute spans several of the cgroup's 10 ms periods, so that
+            # throttling slows every step alike instead of the steps that happen to straddle one
+            *("data.dataset=synthetic", "data.limit=20000", "train.batch_size=512", "train.epochs=1"),
+            *("train.threads=1", "log.interval=3", "log.progress=never", f"log.dir={tmp_path}", "log.run_name=r"),
         )
         for k, host in enumerate(HOSTS)
     }
@@ -330,8 +332,8 @@ def test_a_host_slowed_by_a_cpu_cgroup_is_named_as_the_straggler(testbed, tmp_pa
     named = [line for line in results["node1"][1].splitlines() if "holds the others back" in line]
     assert len(named) == 1 and "rank 1 on node2 holds the others back" in named[0], results["node1"][1][-3000:]
     slow, fast = read_json(tmp_path / "r" / "summary.json")["ranks"][::-1]
+    # (node2's own share of the all-reduce is throttled too: who spends longer in it is no rule)
     assert slow["host"] == "node2" and slow["compute_ms"] > 1.5 * fast["compute_ms"]
-    assert fast["collective_ms"] > slow["collective_ms"]  # node1 waits for node2
     per_rank = [read_scalars(tmp_path / "r" / "ranks" / f"rank{r}")["rank/compute_ms"] for r in (0, 1)]
     assert [step for step, _ in per_rank[0]] == [step for step, _ in per_rank[1]]  # one chart, overlaid
 

@@ -34,7 +34,7 @@ from launch.world import World
 from torch_dist import distributed
 
 PROG = "torch_dist.doctor"
-LINK_SECONDS = 0.5  # bulk transfer per link
+LINK_SECONDS = 0.25  # bulk transfer per link
 PINGS = 20
 SOCKET_TIMEOUT = 10.0
 
