@@ -46,12 +46,17 @@ def unused_gpus(node_gpus: int, usable: int, visible: str | None) -> bool:
     return bool(node_gpus) and not usable and not hidden
 
 
+def node_gpus() -> int:
+    """The NVIDIA GPUs the driver lists on this node, there without any CUDA library; 0 without a driver."""
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
 def require_usable_gpus(usable: int, cuda_build: str) -> None:
     """Fail, rather than train on the CPU unasked, where the node's GPUs are out of the framework's reach."""
-    try:
-        node = len(os.listdir("/proc/driver/nvidia/gpus"))  # the driver's list, there without any CUDA library
-    except OSError:
-        node = 0
+    node = node_gpus()
     if unused_gpus(node, usable, os.environ.get("CUDA_VISIBLE_DEVICES")):
         raise ConfigError(
             f"this node has {node} NVIDIA GPU(s) but this framework build sees none: install {cuda_build}, "

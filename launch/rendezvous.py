@@ -74,11 +74,16 @@ def choose_gloo_interface(world: World, master: str) -> None:
         os.environ["GLOO_SOCKET_IFNAME"] = name
 
 
+def local_address(towards: str) -> str:
+    """This host's address that the kernel picks to reach `towards`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((towards, 9))  # UDP connect sends nothing: it only chooses the route
+        return probe.getsockname()[0]
+
+
 def interface_towards(address: str) -> str | None:
     """The name of the local interface whose address the kernel picks to reach `address`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((address, 9))  # UDP connect sends nothing: it only chooses the route
-        local = probe.getsockname()[0]
+    local = local_address(address)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _, name in socket.if_nameindex():
             with contextlib.suppress(OSError):

@@ -26,10 +26,10 @@ from launch import worker
 from launch.allreduce import SIZES, bandwidth, times_to_run
 from launch.clock import stamp
 from launch.config import DistConfig
-from launch.devices import gpu_for_rank
+from launch.devices import gpu_for_rank, node_gpus
 from launch.files import write_json
 from launch.findings import REPORT, findings, render
-from launch.rendezvous import interface_towards, resolve
+from launch.rendezvous import interface_towards, local_address, resolve
 from launch.world import World
 from torch_dist import distributed
 
@@ -85,10 +85,10 @@ def _facts(world: World) -> dict:
         "rank": world.rank,
         "host": socket.gethostname(),
         "interface": interface_towards(master) or "",
-        "address": _local_address(master),
+        "address": local_address(master),
         "cpus": sorted(os.sched_getaffinity(0)),
         "gpus": gpus,
-        "node_gpus": _node_gpus(),
+        "node_gpus": node_gpus(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
@@ -106,23 +106,10 @@ def _address_of(name: str) -> str | None:
         return None
 
 
-def _local_address(towards: str) -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((towards, 9))  # chooses the route; sends nothing
-        return probe.getsockname()[0]
-
-
 def _gpu_models() -> list[str]:
     if not torch.cuda.is_available():
         return []
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-
-
-def _node_gpus() -> int:
-    try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
 
 
 # --- clocks -----------------------------------------------------------------------------------------
