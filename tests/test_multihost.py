@@ -319,10 +319,11 @@ def test_a_host_slowed_by_a_cpu_cgroup_is_named_as_the_straggler(testbed, tmp_pa
     cmds = {
         host: mnist_dist(
             *("--framework", framework, "--hosts", "node1,node2", "--node-rank", str(k)),
-            # batches of 512: a step's compute spans several of the cgroup's 10 ms periods, so that
-            # throttling slows every step alike instead of the steps that happen to straddle one
-            *("data.dataset=synthetic", "data.limit=20000", "train.batch_size=512", "train.epochs=1"),
-            *("train.threads=1", "log.interval=3", "log.progress=never", f"log.dir={tmp_path}", "log.run_name=r"),
+            # batches of 4096: a step's compute outweighs its all-reduce (TF's costs CPU too, and so
+            # is throttled on node2 as well) and spans several of the cgroup's 10 ms periods, so
+            # that throttling slows every step alike instead of the steps that happen to straddle one
+            *("data.dataset=synthetic", "data.limit=122880", "train.batch_size=4096", "train.epochs=1"),
+            *("train.threads=1", "log.interval=2", "log.progress=never", f"log.dir={tmp_path}", "log.run_name=r"),
         )
         for k, host in enumerate(HOSTS)
     }
