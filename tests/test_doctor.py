@@ -115,6 +115,7 @@ def test_a_clean_testbed_has_no_findings(three_hosts, tmp_path):
         assert [row["bytes"] for row in report["allreduce"][backend]] == [2**k for k in range(10, 23, 2)]
         assert all(row["busbw"] > 0 for row in report["allreduce"][backend])
     assert "| node1 | - |" in out  # the matrix, printed
+    assert "WARNING:tensorflow" not in out, out[-3000:]  # TensorFlow's part says nothing of its own
 
 
 def test_a_slow_link_and_a_wrong_name_are_found_and_named(three_hosts, tmp_path):
