@@ -40,6 +40,7 @@ COMPAT := .venv-compat
 COMPAT_PYTHON ?= python3.10
 COMPAT_TESTS := tests/test_torch_dist.py::test_two_workers_train_fashion_mnist \
   tests/test_torch_dist.py::test_fp16_gets_a_loss_scaler_on_every_torch_setup_py_allows \
+  tests/test_devices.py::test_a_gpu_rank_binds_its_device_when_the_group_is_made \
   tests/test_tf_dist.py::test_multi_worker_trains_fashion_mnist_with_identical_weights \
   tests/test_launchers.py::test_mpirun_launcher_trains tests/test_launchers.py::test_local_launcher_prefixes_other_ranks_and_trains \
   tests/test_multihost.py::test_rank_and_world_size_alone_on_two_hosts_find_their_hosts

@@ -1,6 +1,8 @@
 """Which GPU a rank trains on, and so which backend `auto` is, under every way launchers bind GPUs;
 what a run does with GPUs it cannot use; TF32."""
 
+import dataclasses
+import inspect
 import os
 import sys
 
@@ -84,3 +86,21 @@ def test_nccl_errors_raise_in_the_rank_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     nccl_errors_raise()
     assert os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+
+
+def test_a_gpu_rank_binds_its_device_when_the_group_is_made():
+    """init_process_group(device_id=) on a GPU (torch 2.3+, so that NCCL connects under the rendezvous
+    deadline); never on the CPU, and torchrun's store is reused through env://."""
+    import torch
+    import torch.distributed as dist
+
+    from launch.world import World
+    from torch_dist.distributed import _group_options
+
+    world = World(rank=1, size=2, local_rank=1, local_size=2, master_addr="node1", master_port=29400, source="torchrun")
+    gpu = torch.device("cuda", 1)
+    binds = "device_id" in inspect.signature(dist.init_process_group).parameters  # False on torch 2.1
+    assert _group_options(world, gpu, None) == {"init_method": "env://", **({"device_id": gpu} if binds else {})}
+    assert _group_options(world, torch.device("cpu"), None) == {"init_method": "env://"}
+    mpirun = dataclasses.replace(world, source="openmpi")
+    assert _group_options(mpirun, torch.device("cpu"), None) == {"init_method": "tcp://node1:29400"}
