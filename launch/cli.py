@@ -90,9 +90,9 @@ def _add_doctor(commands) -> None:
         "rank 0; then measure a node x node TCP bandwidth and round-trip matrix and an all-reduce sweep "
         "(gloo; NCCL where every rank has a GPU; then, where TensorFlow is installed, its collective as "
         "tf_dist trains with it, a second part under the same launcher). Prints the matrix and the "
-        "findings, each naming its "
-        "hosts, writes doctor.json and doctor.md to <log.dir>/doctor-<time> (or log.run_name) and exits 1 "
-        "when there is a finding. train.threads is the CPUs each rank should have (default 1).",
+        "findings, each naming its hosts, writes doctor.json and doctor.md to <log.dir>/doctor-<time> "
+        "(or log.run_name) and exits 1 when there is a finding. train.threads is the CPUs each rank "
+        "should have (default 1).",
     )
     add_run_arguments(doctor, framework=False)
     doctor.add_argument("--launcher", choices=LAUNCHERS, default="local")
