@@ -30,5 +30,5 @@ setup(
     ],
     extras_require=EXTRAS,
     data_files=[("share/mnist-dist/slurm", [str(p) for p in sorted(Path("slurm").iterdir()) if p.is_file()])],
-    entry_points={"console_scripts": ["mnist-dist=launch.cli:main"]},
+    entry_points={"console_scripts": ["mnist-dist=launch.cli.main:main"]},
 )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from launch.config import load_config
-from launch.summary import read_summary
+from launch.outputs.summary import read_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 

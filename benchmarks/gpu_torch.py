@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import interleave, measure_parser, medians, report, summary_rate, temp_dir, trainer_config
-from launch.data import synthetic
-from launch.world import World
+from launch.cluster.world import World
+from launch.data.datasets import synthetic
 from torch_dist.models import build_model
 from torch_dist.train import train
 

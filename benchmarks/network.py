@@ -1,6 +1,6 @@
 """Scaling across two hosts on shaped links: `python benchmarks/network.py [--quick] [--out DIR]`.
 
-Needs root: it makes its own testbed of network namespaces (launch/testbed.py) and removes it. For
+Needs root: it makes its own testbed of network namespaces (launch/testbed/hosts.py) and removes it. For
 each network profile (loopback: unshaped veth; 10g; 1g: tc tbf, bandwidth only), 2 hosts x 1 worker,
 MLP and CNN, torch and tf, each communication option: images/s, the step time, and the scaling
 efficiency against 1 worker of the same framework and model with no option (one worker uses no
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from launch.config import load_config
-from launch.summary import Summary
-from launch.sweep import PointJob, run_on_hosts
-from launch.testbed import PROFILES, Testbed, missing_tools
+from launch.experiments.sweep import PointJob, run_on_hosts
+from launch.outputs.summary import Summary
+from launch.testbed.hosts import PROFILES, Testbed, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,11 +19,11 @@ def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     import numpy as np
 
-    from launch.data import synthetic
-    from launch.world import World
+    from launch.cluster.world import World
+    from launch.data.datasets import synthetic
     from tf_dist.distributed import configure_devices
-    from tf_dist.loading import keras, tf
     from tf_dist.models import build_model
+    from tf_dist.quiet import keras, tf
     from tf_dist.train import train
 
     # Every loop gets tf_dist's threads; TensorFlow takes them only before it starts (the trainer's

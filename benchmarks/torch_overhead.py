@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import arguments, interleave, report, summary_rate, temp_dir, trainer_config
-from launch.data import synthetic
-from launch.world import World
+from launch.cluster.world import World
+from launch.data.datasets import synthetic
 from torch_dist.models import build_model
 from torch_dist.train import train
 

@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from launch.cluster.world import World  # noqa: E402
 from launch.config import load_config  # noqa: E402
-from launch.shard import shard_indices  # noqa: E402
-from launch.world import World  # noqa: E402
+from launch.data.shard import shard_indices  # noqa: E402
 from torch_dist import distributed  # noqa: E402
 from torch_dist.train import TorchEngine  # noqa: E402
 

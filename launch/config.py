@@ -79,7 +79,7 @@ class LogConfig:
     progress: str = _choice("auto", ("auto", "always", "never"))  # auto: only on a terminal
     overwrite: bool = False  # replace a run directory that holds a finished run (else refused)
     # name a rank whose own work per step (compute + data) stays above (1 + this) x the other
-    # ranks' median for 3 logging intervals in a row (launch.stragglers)
+    # ranks' median for 3 logging intervals in a row (launch.run.stragglers)
     straggler_threshold: float = _positive(0.5)
 
 

@@ -116,7 +116,7 @@ def slurm_binding():
 
 
 def _skip_without_testbed() -> None:
-    from launch.testbed import missing_tools
+    from launch.testbed.hosts import missing_tools
 
     why = missing_tools()
     if why:
@@ -124,7 +124,7 @@ def _skip_without_testbed() -> None:
 
 
 def _testbed(hosts: int):
-    from launch.testbed import Testbed
+    from launch.testbed.hosts import Testbed
 
     _skip_without_testbed()
     bed = Testbed.up(hosts)
@@ -141,7 +141,7 @@ def testbed_session():
 
 @pytest.fixture
 def testbed(testbed_session):
-    """Two hosts, node1 and node2 (launch/testbed.py). After each test every process on them is
+    """Two hosts, node1 and node2 (launch/testbed/hosts.py). After each test every process on them is
     ended and their links are up and unshaped again, also when the test failed."""
     yield testbed_session
     for host in testbed_session.hosts:
@@ -160,7 +160,7 @@ def three_hosts():
 def testbeds_removed():
     """For tests that make testbeds themselves (sweep --testbed, `mnist-dist testbed up`): whatever
     testbed they leave up, say when killed by the timeout, is removed."""
-    from launch.testbed import STATE_DIR, Testbed
+    from launch.testbed.hosts import STATE_DIR, Testbed
 
     _skip_without_testbed()
     before = set(STATE_DIR.glob("*.json"))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.data import SPLIT_FILES
-from launch.metrics import ALL_TAGS
+from launch.data.datasets import SPLIT_FILES
+from launch.run.metrics import ALL_TAGS
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -233,7 +233,7 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     import io
     from unittest import mock
 
-    from launch.cli import main
+    from launch.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with (

@@ -13,11 +13,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from launch import loop
+from launch.cluster.world import World
 from launch.config import Config, load_config
-from launch.data import load_dataset
+from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Framework
-from launch.world import World
+from launch.run import loop
 
 ROW = Framework(
     name="numpy",

@@ -48,11 +48,11 @@ def _wait_for(check, timeout: float, what: str, poll: float = 0.1):
 
 
 class LocalSlurm:
-    """One node on this machine by default. With a testbed (launch/testbed.py), one slurmd per host
+    """One node on this machine by default. With a testbed (launch/testbed/hosts.py), one slurmd per host
     namespace (NodeAddr = its address) and slurmctld on the bridge's address."""
 
     def __init__(self, root: Path, cpus: int = 4, testbed=None, task_plugin: str = "task/none", first_job: int = 1):
-        # first_job: jobs derive their rendezvous ports from their ids (launch.world.port_for_job), so
+        # first_job: jobs derive their rendezvous ports from their ids (launch.cluster.world.port_for_job), so
         # clusters that run at once on one machine number their jobs apart
         self.root, self.task_plugin, self.first_job = root, task_plugin, first_job
         self.host = socket.gethostname().split(".")[0]

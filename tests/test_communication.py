@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_tf_dist import probe
 
+from launch.cluster.world import World
 from launch.config import load_config
-from launch.world import World
 
 from helpers import ROOT, read_json, run, train_cmd
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch.data import load_dataset, locate, search_dirs, synthetic, system_dirs
+from launch.data.datasets import load_dataset, locate, search_dirs, synthetic, system_dirs
+from launch.data.formats import read_idx
 from launch.errors import DataError
-from launch.formats import read_idx
 
 from conftest import ROOT
 from helpers import cli, fake_mnist, idx_bytes, idx_files, write_files
@@ -143,7 +143,7 @@ def test_system_dirs_follow_xdg(monkeypatch):
 
 def test_offline_with_nothing_found_lists_places_and_fixes(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_DIRS", str(tmp_path / "share"))
-    monkeypatch.setattr("launch.data.MIRRORS", {"mnist": ["http://127.0.0.1:9/"]})  # discard port: refused
+    monkeypatch.setattr("launch.data.datasets.MIRRORS", {"mnist": ["http://127.0.0.1:9/"]})  # discard port: refused
     with pytest.raises(DataError) as err:
         locate("mnist")
     text = str(err.value)

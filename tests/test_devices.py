@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from launch.devices import backend_on, gpu_for_rank, unused_gpus
+from launch.cluster.devices import backend_on, gpu_for_rank, unused_gpus
 from launch.errors import ConfigError
 
 from helpers import run
@@ -94,7 +94,7 @@ def test_a_gpu_rank_binds_its_device_when_the_group_is_made():
     import torch
     import torch.distributed as dist
 
-    from launch.world import World
+    from launch.cluster.world import World
     from torch_dist.distributed import _group_options
 
     world = World(rank=1, size=2, local_rank=1, local_size=2, master_addr="node1", master_port=29400, source="torchrun")

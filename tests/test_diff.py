@@ -1,11 +1,11 @@
-"""What a run records of its environment (launch.environment) and `mnist-dist diff` of two runs: the
+"""What a run records of its environment (launch.cluster.environment) and `mnist-dist diff` of two runs: the
 runs are real numpy-engine runs in this process (tests/numpy_engine.py), the diff the real command."""
 
 import sys
 
 import pytest
 
-from launch.environment import REDACTED, launch_variables
+from launch.cluster.environment import REDACTED, launch_variables
 
 from helpers import read_json, run
 from numpy_engine import loop_config, register, run_ranks

@@ -1,4 +1,4 @@
-"""`mnist-dist doctor`: each finding's rule on made-up reports (launch.findings), then real ranks on
+"""`mnist-dist doctor`: each finding's rule on made-up reports (launch.doctor.findings), then real ranks on
 three testbed hosts: a clean testbed, one host behind a slow link and one host whose hosts file maps
 a peer's name to a wrong address."""
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from launch.findings import findings, render
+from launch.doctor.findings import findings, render
 
 pytestmark = pytest.mark.timeout(600)
 

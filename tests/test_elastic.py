@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.shard import steps_per_epoch
+from launch.data.shard import steps_per_epoch
 
 from helpers import check_every_sample_once, read_json, run, train_cmd
 
@@ -88,7 +88,7 @@ def optimizer_lr(folder: Path, module: str) -> float:
     if module == "torch_dist.train":
         import torch
 
-        from launch.checkpoints import latest
+        from launch.outputs.checkpoints import latest
 
         state = torch.load(latest(folder, "torch"), weights_only=True)
         return state["optimizer"]["param_groups"][0]["lr"]

@@ -285,7 +285,7 @@ def test_a_mid_epoch_stop_resumes_at_the_next_batch(tmp_path, module):
 
 
 def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_usable(tmp_path):
-    from launch.checkpoints import latest as latest_checkpoint
+    from launch.outputs.checkpoints import latest as latest_checkpoint
     from torch_dist.checkpoint import load_checkpoint
 
     writer = (
@@ -362,7 +362,8 @@ def test_under_plain_torchrun_the_failed_rank_s_line_ends_its_failure_summary(tm
 
 
 def test_wrong_checksum_download_exit_code(tmp_path, monkeypatch, capsys):
-    from launch import cli, data
+    from launch.cli import main as cli
+    from launch.data import datasets as data
 
     from helpers import Mirror, fake_mnist, idx_files
 
@@ -459,7 +460,8 @@ def test_world_larger_than_the_dataset(tmp_path):
 
 
 LEAVES = """
-from launch import log, worker
+from launch import log
+from launch.run import worker
 log.setup("t")
 log.get().info("logged last")
 print("printed last", end="")  # no newline, and stdout is a pipe: still in the buffer

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from launch import data as data_mod
-from launch.data import download_dataset, load_dataset
+from launch.data import datasets as data_mod
+from launch.data.datasets import download_dataset, load_dataset
+from launch.data.fetch import fetch
 from launch.errors import DataError
-from launch.fetch import fetch
 
 from helpers import ROOT, Mirror, fake_mnist, idx_files, sha256
 
@@ -96,7 +96,7 @@ def test_http_error_is_reported(tmp_path):
 RANK = f"""
 import hashlib, sys
 from pathlib import Path
-from launch.fetch import fetch
+from launch.data.fetch import fetch
 url, dest, digest = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 sys.stdin.readline()
 fetch([url], dest, digest, **{FAST!r})

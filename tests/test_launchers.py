@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from launch import slurm
 from launch.errors import UserError
-from launch.jobspec import JobSpec, SlurmOptions
+from launch.jobs import slurm
+from launch.jobs.jobspec import JobSpec, SlurmOptions
 
 from helpers import ROOT, cli, read_json, read_scalars, run
 

@@ -1,5 +1,5 @@
 """The training loop's bookkeeping, in this process: a numpy engine (tests/numpy_engine.py) whose ranks
-are threads drives the real launch.loop, so resume at another world size, stops at a common step,
+are threads drives the real launch.run.loop, so resume at another world size, stops at a common step,
 the NaN stop, a finished run, checkpoint intervals, history, summary and TensorBoard are checked in
 seconds. The trainers' own processes are tested in test_torch_dist, test_tf_dist and test_elastic."""
 
@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from launch import log, loop
-from launch.comm import gather_text
+from launch import log
+from launch.data.shard import steps_per_epoch
 from launch.errors import UserError
-from launch.metrics import ALL_TAGS
-from launch.shard import steps_per_epoch
+from launch.run import loop
+from launch.run.comm import gather_text
+from launch.run.metrics import ALL_TAGS
 
 from helpers import check_every_sample_once, read_json, read_scalars
 from numpy_engine import BATCH, N, RankComm, ThreadComm, loop_config, register, run_ranks
@@ -133,7 +134,7 @@ def test_a_run_shorter_than_its_warm_up_says_so_instead_of_0_img_s(tmp_path, cap
 
 @pytest.mark.parametrize("texts", [["node1", "a-much-longer-host.example.org"], ["", "x" * 80, "n"], ["nœud-ü"]])
 def test_gather_text_gives_every_rank_every_rank_s_text(texts):
-    """Host names travel as rows of numbers (launch.comm.gather_text); past 64 bytes they are cut."""
+    """Host names travel as rows of numbers (launch.run.comm.gather_text); past 64 bytes they are cut."""
     shared = ThreadComm(len(texts))
     with ThreadPoolExecutor(len(texts)) as pool:
         got = list(pool.map(lambda r: gather_text(RankComm(shared, r), texts[r]), range(len(texts))))

@@ -1,5 +1,5 @@
 """Ranks on different hosts: every launcher and both frameworks across two testbed hosts (node1 and
-node2: network namespaces with their own address, hostname and hosts file; launch/testbed.py).
+node2: network namespaces with their own address, hostname and hosts file; launch/testbed/hosts.py).
 
 Each training reads back summary.json (world size, node count) and the TensorBoard tags. The
 `testbed` fixture ends every process on both hosts after each test, also after a failure.
@@ -750,7 +750,7 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
 
 
 def test_testbed_command_makes_shaped_hosts_and_removes_them(testbeds_removed):
-    from launch.testbed import STATE_DIR
+    from launch.testbed.hosts import STATE_DIR
 
     cli = [sys.executable, "-m", "launch", "testbed"]
     up = subprocess.run([*cli, "up", "2", "--profile", "1g"], capture_output=True, text=True, timeout=60)

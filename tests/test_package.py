@@ -12,8 +12,8 @@ def run(*cmd, **kw):
 
 def test_import_launch_leaves_frameworks_unimported():
     code = (
-        "import sys, launch, launch.cli, launch.config, launch.data, launch.world, launch.shard, "
-        "launch.summary, launch.rundir; "
+        "import sys, launch, launch.cli.main, launch.config, launch.data.datasets, launch.cluster.world, launch.data.shard, "
+        "launch.outputs.summary, launch.outputs.rundir; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras')))"
     )
     out = run(sys.executable, "-c", code)

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from launch import launchers, slurm
 from launch.config import load_config
 from launch.errors import ConfigError, UserError
 from launch.frameworks import FRAMEWORKS, Placement, check
-from launch.jobspec import JobSpec, SlurmOptions, default_run_prefix
+from launch.jobs import launchers, slurm
+from launch.jobs.jobspec import JobSpec, SlurmOptions, default_run_prefix
 
 # (framework, overrides, placement, the refusal's words) -- every combination that cannot run
 REFUSED = [

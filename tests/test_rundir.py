@@ -5,11 +5,11 @@ import json
 
 import pytest
 
+from launch.cluster.world import World
 from launch.config import load_config
 from launch.errors import UserError
-from launch.rundir import CONFIG_FILE, RUN_FILE, claim, create_run_dir, run_dir_for
-from launch.summary import Summary, peak_rss_bytes, read_summary, versions, write_summary
-from launch.world import World
+from launch.outputs.rundir import CONFIG_FILE, RUN_FILE, claim, create_run_dir, run_dir_for
+from launch.outputs.summary import Summary, peak_rss_bytes, read_summary, versions, write_summary
 
 
 def summary(**changes):
@@ -99,7 +99,7 @@ def test_peak_rss_is_plausible():
 
 
 def test_the_hardware_line_names_each_run_s_gpu_and_tf32_mode():
-    from launch.report import hardware
+    from launch.experiments.report import hardware
 
     h200 = versions(torch="2.13.0", gpu="NVIDIA H200", cuda="12.8", nccl="2.27.3")
     runs = [summary(device="cuda", versions=h200), summary(framework="tf", device="gpu", versions=h200, tf32=True)]

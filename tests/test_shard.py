@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from launch.data.shard import shard_indices, steps_per_epoch
 from launch.errors import DataError
-from launch.shard import shard_indices, steps_per_epoch
 
 
 @pytest.mark.parametrize("world", range(1, 9))

@@ -1,4 +1,4 @@
-"""Which rank holds the others back (launch.stragglers): the watch's rule on made-up intervals, then
+"""Which rank holds the others back (launch.run.stragglers): the watch's rule on made-up intervals, then
 the real loop on thread ranks (tests/numpy_engine.py), one of which computes each gradient many
 times over. Ranks alike name nobody, and a rank slowed by a CPU cgroup is named, in real processes on
 testbed hosts: test_multihost.py (thread ranks share one interpreter, too noisy to stay alike)."""
@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from launch.comm import Rows
-from launch.loop import INTERVAL_ROW
-from launch.stragglers import StragglerWatch, split
+from launch.run.comm import Rows
+from launch.run.loop import INTERVAL_ROW
+from launch.run.stragglers import StragglerWatch, split
 
 from helpers import read_json, read_scalars
 from numpy_engine import loop_config, register, run_ranks

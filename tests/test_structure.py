@@ -1,6 +1,6 @@
-"""The code's shape, as the project promises it: one-way imports between the project's modules,
-short functions with few parameters, packages whose import changes nothing outside Python, and
-timings that count from the process's start."""
+"""The code's shape, as the project promises it: rooms (launch's sub-packages) that import each other
+only downwards, one-way imports between modules, small folders, modules, classes and functions,
+packages whose import changes nothing outside Python, and timings that count from the process's start."""
 
 import ast
 import json
@@ -16,15 +16,57 @@ from conftest import ROOT
 
 PACKAGES = ("launch", "torch_dist", "tf_dist")
 MAX_LINES, MAX_PARAMETERS = 60, 8
+MAX_CLASS_LINES, MAX_MODULE_LINES, MAX_MODULES_PER_FOLDER = 200, 400, 12
+
+# Which rooms each room may import. The shared base (launch's top-level modules) imports no room;
+# the trainers sit on the per-rank runtime and never on the launch side (jobs, experiments, cli).
+BASE, TRAINER_ROOMS = "launch", {"launch", "launch.cluster", "launch.data", "launch.outputs", "launch.run"}
+ALLOWED = {
+    BASE: set(),
+    "launch.cluster": {BASE},
+    "launch.data": {BASE},
+    "launch.testbed": {BASE},
+    "launch.outputs": {BASE, "launch.cluster"},
+    "launch.run": {BASE, "launch.cluster", "launch.data", "launch.outputs"},
+    "launch.jobs": {BASE, "launch.cluster", "launch.outputs"},
+    "launch.doctor": {BASE, "launch.cluster", "launch.jobs"},
+    "launch.experiments": {BASE, "launch.cluster", "launch.outputs", "launch.jobs", "launch.testbed"},
+    "launch.cli": {BASE, "launch.cluster", "launch.data", "launch.outputs", "launch.run", "launch.jobs"}
+    | {"launch.doctor", "launch.experiments", "launch.testbed"},
+    "torch_dist": TRAINER_ROOMS | {"launch.doctor"},
+    "tf_dist": TRAINER_ROOMS | {"launch.doctor"},
+}
+
+
+def module_name(path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def modules() -> dict[str, ast.Module]:
-    found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            found[name] = ast.parse(path.read_text(), str(path))
-    return found
+    paths = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+    return {module_name(path): ast.parse(path.read_text(), str(path)) for path in paths}
+
+
+def room(module: str) -> str:
+    """The sub-package a module lives in: launch.run.loop -> launch.run; launch.config -> launch (the
+    base); `python -m launch` is the CLI's."""
+    if module == "launch.__main__":
+        return "launch.cli"
+    parts = module.split(".")
+    if parts[0] != "launch":
+        return parts[0]
+    return ".".join(parts[:2]) if len(parts) > 1 and (ROOT / "launch" / parts[1]).is_dir() else BASE
+
+
+def wrong_directions(graph: dict[str, set[str]], allowed: dict[str, set[str]]) -> list[str]:
+    """`a -> b (rooms A -> B)` for every import from one room into another that `allowed` does not list."""
+    return [
+        f"{a} -> {b} ({room(a)} -> {room(b)})"
+        for a in sorted(graph)
+        for b in sorted(graph[a])
+        if room(a) != room(b) and room(b) not in allowed[room(a)]
+    ]
 
 
 def imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
@@ -37,6 +79,36 @@ def imports(name: str, tree: ast.Module, known: set[str]) -> set[str]:
             out |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known}
             out |= {node.module} & known
     return out - {name, name.split(".")[0]}  # a package's own __init__ is no edge
+
+
+def test_the_rooms_import_each_other_only_the_allowed_ways():
+    trees = modules()
+    graph = {name: imports(name, tree, set(trees)) for name, tree in trees.items()}
+    assert {room(name) for name in graph} == set(ALLOWED)  # a new room gets its row here
+    assert wrong_directions(graph, ALLOWED) == []
+
+
+def test_an_import_against_the_direction_is_named():
+    graph = {"launch.cluster.world": {"launch.run.loop", "launch.errors"}, "launch.run.loop": {"launch.cluster.world"}}
+    assert wrong_directions(graph, ALLOWED) == ["launch.cluster.world -> launch.run.loop (launch.cluster -> launch.run)"]
+
+
+def test_folders_modules_and_classes_stay_small():
+    """Outside benchmarks/ and tests/: a folder a reader takes in at a glance, modules and classes
+    that each own one thing."""
+    paths = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    too_big = []
+    for folder in sorted({p.parent for p in paths}):
+        if len(list(folder.glob("*.py"))) > MAX_MODULES_PER_FOLDER:
+            too_big.append(f"folder {folder.relative_to(ROOT)}: {len(list(folder.glob('*.py')))} modules")
+    for path in sorted(paths):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_big.append(f"module {module_name(path)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES:
+                too_big.append(f"class {module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not too_big, too_big
 
 
 def test_no_two_modules_import_each_other_directly_or_around_a_loop():

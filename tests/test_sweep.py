@@ -13,9 +13,9 @@ import pytest
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from launch import gate
-from launch.hparams import HPARAMS, METRICS, SCALING_CHARTS
-from launch.report import ScalingRow, Verdict, overall
+from launch.experiments import gate
+from launch.experiments.hparams import HPARAMS, METRICS, SCALING_CHARTS
+from launch.experiments.report import ScalingRow, Verdict, overall
 
 from helpers import ROOT, post_json, read_json, read_scalars, run, tensorboard_server
 from slurm_cluster import _wait_for

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from launch import testbed
 from launch.errors import UserError
+from launch.testbed import hosts as testbed
 
 
 def test_a_tag_another_testbed_holds_is_never_given_again(tmp_path, monkeypatch):

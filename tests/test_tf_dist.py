@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from launch.world import World, tf_config
+from launch.cluster.world import World, tf_config
 
 from helpers import ROOT, check_run_dir, launch_prefix, read_json, read_scalars, run, train_cmd
 
@@ -189,7 +189,7 @@ LEADER_GONE = """
 import json, os, sys
 rank = int(sys.argv[1])
 os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": rank}})
-from launch.world import World
+from launch.cluster.world import World
 from tf_dist import distributed
 class Gone:
     def wait_at_barrier(self, *args):

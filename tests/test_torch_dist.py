@@ -188,7 +188,7 @@ import sys
 import warnings
 from datetime import timedelta
 import torch.distributed as dist
-from launch.world import World
+from launch.cluster.world import World
 from torch_dist.distributed import Heartbeats
 store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=5))
 Heartbeats.PERIOD = 0.0  # beat without pause: the thread is almost always inside a store call

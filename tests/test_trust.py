@@ -11,11 +11,14 @@ import socket
 import pytest
 from tensorboard.summary.writer import event_file_writer
 
-from launch import log, loop, runlock, slurm
+from launch import log
 from launch.config import load_config
+from launch.data.shard import steps_per_epoch
 from launch.errors import ConfigError, UserError
 from launch.files import write_json
-from launch.shard import steps_per_epoch
+from launch.jobs import slurm
+from launch.outputs import runlock
+from launch.run import loop
 
 from helpers import cli, read_json, read_scalars
 from numpy_engine import BATCH, N, NumpyEngine, loop_config, register, run_ranks

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from launch.cluster.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
+from launch.cluster.world import World, detect_world, port_for_job, with_hosts, worker_addresses
 from launch.errors import WorldError
-from launch.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
-from launch.world import World, detect_world, port_for_job, with_hosts, worker_addresses
 
 from conftest import ROOT
 
@@ -234,7 +234,7 @@ def test_detect_world_reads_real_openmpi_environment(tmp_path):
     if mpirun is None:
         pytest.skip("OpenMPI is not installed (make test and .ci/run install openmpi-bin)")
     code = (
-        "import sys; from pathlib import Path; from launch.world import detect_world as d; w = d(); "
+        "import sys; from pathlib import Path; from launch.cluster.world import detect_world as d; w = d(); "
         "Path(sys.argv[1], f'rank{w.rank}').write_text(f'{w.source} {w.rank} {w.size} {w.local_rank} {w.master_addr}')"
     )
     out = subprocess.run(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from launch import loop
-from launch.worker import parse_args
-from launch.world import detect_world
+from launch.cluster.world import detect_world
+from launch.run import loop
+from launch.run.worker import parse_args
 from tf_dist.train import build
 
 out = Path(sys.argv[1])

@@ -1,7 +1,7 @@
 """Checkpoints with tf.train.CheckpointManager. Saving is collective under MultiWorkerMirroredStrategy:
 every worker saves, the chief into the real folder and the others into temporary folders that are
 removed at once (TensorFlow's multi-worker guidance). Every worker restores from the chief's folder
-the checkpoint that launch.checkpoints picked.
+the checkpoint that launch.outputs.checkpoints picked.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import tempfile
 from pathlib import Path
 
 from launch.errors import UserError
-from tf_dist.loading import tf
+from tf_dist.quiet import tf
 
 
 class Checkpoints:
     def __init__(self, model, optimizer, model_name: str):
         self.model_name = model_name
-        self.info = tf.Variable("", dtype=tf.string, trainable=False)  # JSON: framework, model, launch.loop's progress
+        self.info = tf.Variable(
+            "", dtype=tf.string, trainable=False
+        )  # JSON: framework, model, launch.run.loop's progress
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, info=self.info)
 
     def save(self, folder: Path, step: int, is_chief: bool, progress: dict) -> None:

@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from launch import rendezvous
-from launch.devices import gpu_for_rank
-from launch.world import World, tf_config, worker_addresses
-from tf_dist.loading import tf
+from launch.cluster import rendezvous
+from launch.cluster.devices import gpu_for_rank
+from launch.cluster.world import World, tf_config, worker_addresses
+from tf_dist.quiet import tf
 
 # Not in TensorFlow's public API: the strategy configures the coordination service only when
 # nobody has (collective_all_reduce_strategy.py), with fixed timeouts.
@@ -37,7 +37,7 @@ def configure_devices(threads: int, world: World, cpu_devices: int) -> list:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     gpus = tf.config.list_physical_devices("GPU")
-    if world.size > 1 and gpus:  # one GPU per worker process (launch.devices)
+    if world.size > 1 and gpus:  # one GPU per worker process (launch.cluster.devices)
         gpus = [gpus[gpu_for_rank(len(gpus), world.local_rank, world.local_size)]]
         tf.config.set_visible_devices(gpus, "GPU")
     if not gpus and cpu_devices > 1:
@@ -54,7 +54,7 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
         requested = "multi-worker" if world.size > 1 else "mirrored" if local_devices > 1 else "default"
     if requested == "multi-worker":
         if not json.loads(os.environ.get("TF_CONFIG") or "{}").get("task"):
-            # TF_CONFIG given whole (it agrees with the world: launch.world checked) stays as it is.
+            # TF_CONFIG given whole (it agrees with the world: launch.cluster.world checked) stays as it is.
             os.environ["TF_CONFIG"] = json.dumps(tf_config(world))
         options = communication_options(config.dist.backend, len(gpus), config.dist.bucket_mb)
         _configure_coordination(config.dist.timeout)
@@ -64,7 +64,7 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
         with rendezvous.deadline(world, chief, int(port), config.dist.timeout):
             strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         if strategy.num_replicas_in_sync == world.size:
-            # One replica per worker, and launch.shard gives every worker as many batches: the
+            # One replica per worker, and launch.data.shard gives every worker as many batches: the
             # distributed iterator's check that all workers still have data (an extra all-reduce in
             # every step: benchmarks/tf_profile.py measures its cost) is not needed.
             strategy.extended.experimental_enable_get_next_as_optional = False
@@ -144,7 +144,7 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
 
 
 class Comm:
-    """The loop's collectives (launch.comm.Communicator) under a strategy: each replica contributes
+    """The loop's collectives (launch.run.comm.Communicator) under a strategy: each replica contributes
     its worker's row, and one per worker is kept."""
 
     def __init__(self, strategy: tf.distribute.Strategy, world_size: int):

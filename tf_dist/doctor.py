@@ -1,5 +1,5 @@
 """`mnist-dist doctor`'s TensorFlow part, `python -m tf_dist.doctor [--config FILE] [key=value ...]`,
-started by the same launcher after torch_dist.doctor: the all-reduce sweep of launch.allreduce with
+started by the same launcher after torch_dist.doctor: the all-reduce sweep of launch.doctor.allreduce_sweep with
 the collective tf_dist trains with (the strategy and communication options dist.* give it). Rank 0
 writes doctor-tf.json to the doctor's folder (log.dir/log.run_name), where `mnist-dist doctor` adds
 it to doctor.json.
@@ -11,13 +11,13 @@ import statistics
 import time
 from pathlib import Path
 
-from launch import worker
-from launch.allreduce import SIZES, bandwidth, times_to_run
+from launch.cluster.world import World
+from launch.doctor.allreduce_sweep import SIZES, bandwidth, times_to_run
+from launch.doctor.findings import TF_REPORT
 from launch.files import write_json
-from launch.findings import TF_REPORT
-from launch.world import World
+from launch.run import worker
 from tf_dist import distributed
-from tf_dist.loading import tf
+from tf_dist.quiet import tf
 
 PROG = "tf_dist.doctor"
 

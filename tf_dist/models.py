@@ -5,7 +5,7 @@ The last layer computes in float32 under a mixed-precision policy, for a stable 
 
 from __future__ import annotations
 
-from tf_dist.loading import keras
+from tf_dist.quiet import keras
 
 layers = keras.layers
 

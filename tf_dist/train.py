@@ -3,7 +3,7 @@
 One process mirrors over its local devices; several processes (torchrun-style environment, mpirun,
 srun) form a MultiWorkerMirroredStrategy. Keras 3's `model.fit` fails under that strategy
 (keras-team/keras#20585), so every strategy runs the same custom step: a `tf.function` that calls
-`strategy.run`, with the loss averaged over the global batch. The loop itself is launch.loop's.
+`strategy.run`, with the loss averaged over the global batch. The loop itself is launch.run.loop's.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from launch import loop, worker
-from launch.data import load_dataset
-from launch.devices import require_usable_gpus
+from launch.cluster.devices import require_usable_gpus
+from launch.cluster.world import World
+from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Placement, check
-from launch.world import World
+from launch.run import loop, worker
 from tf_dist import distributed
 from tf_dist.checkpoint import Checkpoints
-from tf_dist.loading import keras, tf
 from tf_dist.models import build_model
+from tf_dist.quiet import keras, tf
 
 PROG = "tf_dist.train"
 EVAL_BATCH = 1000

@@ -1,6 +1,6 @@
 """Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
 checkpoint file can never run code. One file per checkpointed step: `step-00000469.pt`; resume takes
-the highest number (an epoch's end, or the step a preemption stopped at: launch.checkpoints).
+the highest number (an epoch's end, or the step a preemption stopped at: launch.outputs.checkpoints).
 
 Files hold CPU tensors and are read onto the CPU, whatever device trained: a login node without a GPU
 can read them, and load_state_dict puts each tensor where its parameter lives, except the optimizer's
@@ -33,7 +33,7 @@ def save_checkpoint(
     state = {
         "framework": "torch",
         "model_name": model_name,
-        "progress": progress,  # launch.loop's: epoch, step, sample, history, world sizes
+        "progress": progress,  # launch.run.loop's: epoch, step, sample, history, world sizes
         "model": on_cpu(model.state_dict()),
         "optimizer": on_cpu(optimizer.state_dict()),
         "rng": torch.get_rng_state(),  # the data order comes from (seed, epoch), not from here

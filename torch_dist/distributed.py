@@ -1,6 +1,6 @@
 """How torch_dist's ranks talk: torch.distributed with DistributedDataParallel (gloo on CPU, nccl on
 GPU), or Horovod. Both offer the same few operations: wrap the model and optimizer for the engine,
-the loop's collectives (launch.comm.Communicator: a row from every rank, a barrier), and a clean
+the loop's collectives (launch.run.comm.Communicator: a row from every rank, a barrier), and a clean
 shutdown.
 """
 
@@ -21,11 +21,12 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from launch import log, rendezvous
+from launch import log
+from launch.cluster import rendezvous
+from launch.cluster.devices import backend_on, gpu_for_rank
+from launch.cluster.world import World, with_hosts
 from launch.config import DistConfig
-from launch.devices import backend_on, gpu_for_rank
 from launch.errors import ConfigError
-from launch.world import World, with_hosts
 
 
 def find_hosts(world: World, timeout_s: float) -> tuple[World, dist.Store | None]:
@@ -52,7 +53,7 @@ def find_hosts(world: World, timeout_s: float) -> tuple[World, dist.Store | None
 
 
 def connect(options: DistConfig, world: World, gpus: int, store: dist.Store | None = None):
-    """The communicator for the dist section's backend, and this rank's device (launch.devices);
+    """The communicator for the dist section's backend, and this rank's device (launch.cluster.devices);
     `store` is find_hosts' rendezvous store, where it made one."""
     if options.backend == "horovod":
         comm = Horovod(world, options.compression)  # Horovod counts its own local ranks

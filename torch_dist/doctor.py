@@ -3,8 +3,8 @@ any launcher as the trainers are. Every rank reports its host, how it resolves e
 its interface towards the master, its CPUs and GPUs and its clock against rank 0's; then, measured:
 a node x node TCP bandwidth and round-trip matrix (one pair at a time, each bounded in time) and an
 all-reduce sweep over message sizes with gloo (and NCCL where every rank has a GPU), timed as
-nccl-tests times them (launch.allreduce; tf_dist.doctor measures TensorFlow's collective after it). Rank 0 writes doctor.json and doctor.md to log.dir/log.run_name (default
-log.dir/doctor-<time>); launch.findings reads them. The ranks talk over torch.distributed (gloo),
+nccl-tests times them (launch.doctor.allreduce_sweep; tf_dist.doctor measures TensorFlow's collective after it). Rank 0 writes doctor.json and doctor.md to log.dir/log.run_name (default
+log.dir/doctor-<time>); launch.doctor.findings reads them. The ranks talk over torch.distributed (gloo),
 joined as torch_dist's ranks join.
 """
 
@@ -22,15 +22,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from launch import worker
-from launch.allreduce import SIZES, bandwidth, times_to_run
 from launch.clock import stamp
+from launch.cluster.devices import gpu_for_rank, node_gpus
+from launch.cluster.rendezvous import interface_towards, local_address, resolve
+from launch.cluster.world import World
 from launch.config import DistConfig
-from launch.devices import gpu_for_rank, node_gpus
+from launch.doctor.allreduce_sweep import SIZES, bandwidth, times_to_run
+from launch.doctor.findings import REPORT, findings, render
 from launch.files import write_json
-from launch.findings import REPORT, findings, render
-from launch.rendezvous import interface_towards, local_address, resolve
-from launch.world import World
+from launch.run import worker
 from torch_dist import distributed
 
 PROG = "torch_dist.doctor"
@@ -226,7 +226,7 @@ def _allreduce_sweeps(world: World, ranks: list[dict]) -> dict[str, list[dict]]:
 
 
 def _sweep(group, device: torch.device, size: int) -> list[dict]:
-    """Each size: a warm-up, then as many timed all-reduces as fit launch.allreduce's budget; the mean."""
+    """Each size: a warm-up, then as many timed all-reduces as fit launch.doctor.allreduce_sweep's budget; the mean."""
     rows = []
     for nbytes in SIZES:
         tensor = torch.ones(nbytes // 4, dtype=torch.float32, device=device)

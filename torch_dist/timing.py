@@ -1,4 +1,4 @@
-"""Where a rank's step goes (launch.stragglers): computing, or in the gradients' collective.
+"""Where a rank's step goes (launch.run.stragglers): computing, or in the gradients' collective.
 
 The last parameter whose gradient is accumulated marks the end of backward's compute ("ready");
 the collective lasts until the gradients are reduced ("reduced": DDP has waited for them when the

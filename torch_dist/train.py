@@ -1,8 +1,8 @@
 """PyTorch data-parallel MNIST training: `python -m torch_dist.train --config configs/mlp.yaml [key=value ...]`.
 
 The same command runs as one process, under `torchrun --nproc_per_node=N`, `mpirun -np N` or
-`srun`: the rank comes from launch.world. The loop (epochs, timing, logging, checkpoints, summary)
-is launch.loop's; this module supplies the PyTorch parts: tensors, DDP steps, collectives, files.
+`srun`: the rank comes from launch.cluster.world. The loop (epochs, timing, logging, checkpoints, summary)
+is launch.run.loop's; this module supplies the PyTorch parts: tensors, DDP steps, collectives, files.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from launch import loop, worker
-from launch.data import load_dataset
-from launch.devices import require_usable_gpus
+from launch.cluster.devices import require_usable_gpus
+from launch.cluster.world import World
+from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Placement, check
-from launch.world import World
+from launch.run import loop, worker
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, load_checkpoint, on_cpu, restore_rng, save_checkpoint
 from torch_dist.models import build_model

@@ -11,11 +11,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch.experiments.hparams import Session, write_views
+from launch.experiments.sweep import Point, series_name
 from launch.frameworks import color as framework_color
-from launch.hparams import Session, write_views
-from launch.summary import Summary
-from launch.sweep import Point, series_name
-from launch.tensorboard import ScalarWriter
+from launch.outputs.summary import Summary
+from launch.outputs.tensorboard import ScalarWriter
 
 MIB = 1024 * 1024
 LINESTYLES, MARKERS = ("-", "--", "-.", ":"), ("o", "s", "^", "D")  # per network profile, in sweep order
@@ -121,7 +121,7 @@ def write_scaling(
     rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None
 ) -> None:
     """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>, with
-    every point as an HParams session and a custom-scalars layout (launch.hparams);
+    every point as an HParams session and a custom-scalars layout (launch.experiments.hparams);
     `links`: a testbed sweep's measured Gbit/s per network profile."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scaling.csv", "w", newline="") as f:

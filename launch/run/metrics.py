@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from launch.comm import Rows
+from launch.run.comm import Rows
 
 # TensorBoard scalar tags: what sweeps, comparisons and tests read back.
 IMAGES_PER_SEC = "throughput/images_per_sec"

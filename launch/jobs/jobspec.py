@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from launch.config import Config
 from launch.frameworks import FRAMEWORKS, Placement
-from launch.rundir import default_name
+from launch.outputs.rundir import default_name
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class JobSpec:
     node_rank: int = 0  # this node's index (local, torchrun and mpirun across nodes)
     hosts: tuple[str, ...] = ()  # every node's host name, in node-rank order
     master_addr: str = "127.0.0.1"
-    master_port: int | None = None  # default: a free one on one node, launch.world.DEFAULT_PORT across nodes
+    master_port: int | None = None  # default: a free one on one node, launch.cluster.world.DEFAULT_PORT across nodes
     config_path: str | None = None
     overrides: tuple[str, ...] = ()
     max_restarts: int = 0

@@ -23,11 +23,13 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from launch import children, log, rendezvous
+from launch import log
+from launch.cluster import rendezvous
+from launch.cluster.world import DEFAULT_PORT, World, port_for_job, tf_config
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
-from launch.jobspec import JobSpec
-from launch.world import DEFAULT_PORT, World, port_for_job, tf_config
+from launch.jobs import children
+from launch.jobs.jobspec import JobSpec
 
 _LOOPBACK = ("127.", "localhost", "::1")
 
@@ -215,7 +217,7 @@ def _mpirun(spec: JobSpec, port: int, result: Plan) -> None:
         for w in result.worlds
     ]
     if FRAMEWORKS[spec.framework].tf_config and spec.hosts:
-        # The cluster for every rank; OpenMPI's rank picks the task (launch.world).
+        # The cluster for every rank; OpenMPI's rank picks the task (launch.cluster.world).
         result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(result.worlds[0])["cluster"]})
         cmd[1:1] = ["-x", "TF_CONFIG"]
     result.command = cmd + [spec.python, "-m", spec.module, *spec.train_args()]
@@ -268,7 +270,7 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
     """Start the plan's workers, stream their output, and return the job's exit code: the first
     failing rank's (the others are then stopped) or 0. Local workers that fail are all restarted,
     up to `max_restarts` times, with one job id so they find their run directory and checkpoints.
-    A signal to this process stops them (launch.children) and is not restarted from."""
+    A signal to this process stops them (launch.jobs.children) and is not restarted from."""
     with children.forwarding():
         if result.command:
             return children.wait(children.popen(result.command, env={**os.environ, **result.env}))

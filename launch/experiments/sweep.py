@@ -1,8 +1,8 @@
 """Scaling sweeps and framework comparisons: many runs through the normal `mnist-dist run`, one
 subprocess each, so a failed point is recorded and the rest go on. The numbers come back from each
-run's summary.json; launch.report turns them into tables, plots and TensorBoard scalars.
+run's summary.json; launch.experiments.report turns them into tables, plots and TensorBoard scalars.
 
-With network profiles a sweep runs on a testbed (launch/testbed.py) instead: N workers are N hosts of
+With network profiles a sweep runs on a testbed (launch/testbed/hosts.py) instead: N workers are N hosts of
 one worker each, `mnist-dist run --hosts node1,...,nodeN --node-rank K` on host K, with every host's
 link shaped to the profile; the 1-worker point of each profile is that profile's reference.
 """
@@ -15,13 +15,14 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from launch import children, log
+from launch import log
 from launch.config import Config
 from launch.errors import UserError
 from launch.frameworks import VARIANTS
-from launch.rundir import SUMMARY_FILE
-from launch.summary import Summary, read_summary
-from launch.testbed import PROFILES, Testbed, missing_tools
+from launch.jobs import children
+from launch.outputs.rundir import SUMMARY_FILE
+from launch.outputs.summary import Summary, read_summary
+from launch.testbed.hosts import PROFILES, Testbed, missing_tools
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The run directory: where a run's TensorBoard events, resolved config, checkpoints and summary go.
 
-Only the chief (rank 0) creates or writes it, holding a lock for the run's life (launch.runlock).
+Only the chief (rank 0) creates or writes it, holding a lock for the run's life (launch.outputs.runlock).
 Its name must be the same on every rank (they all read checkpoints from it), so a default name
 uses the launcher's job id, stable across restarts and requeues, or else a time stamp (and a
 suffix when the second is taken) that rank 0 passes to the others.
@@ -13,18 +13,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch import checkpoints
+from launch.cluster.world import World
 from launch.config import Config, write_config
 from launch.errors import UserError
 from launch.files import write_json
-from launch.identity import new_run_id
-from launch.runlock import RunLock
-from launch.world import World
+from launch.outputs import checkpoints
+from launch.outputs.identity import new_run_id
+from launch.outputs.runlock import RunLock
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.json"  # per-epoch train/eval loss and accuracy, with wall time
-RUN_FILE = "run.json"  # the run's identity: id and fingerprint (launch.identity)
+RUN_FILE = "run.json"  # the run's identity: id and fingerprint (launch.outputs.identity)
 
 
 def default_name(config: Config, framework: str, *rest: str) -> str:

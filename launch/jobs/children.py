@@ -3,7 +3,7 @@
 Each starts in its own session, so a terminal's Ctrl-C reaches this process only. Inside
 `forwarding()`, SIGINT, SIGTERM and SIGHUP to this process go on as SIGTERM to the process group
 of every child still running (the child and what it started there): a worker stops at a common
-step with a checkpoint (launch.loop), torchrun and mpirun stop their ranks. The command keeps
+step with a checkpoint (launch.run.loop), torchrun and mpirun stop their ranks. The command keeps
 waiting for them, and says how it was stopped. A second signal kills them.
 
 `wait` waits for a child and then for the rest of its process group: a SIGTERM'd horovodrun

@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from launch.cluster.world import PORT_BASE, PORT_SPAN
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
-from launch.jobspec import JobSpec
-from launch.world import PORT_BASE, PORT_SPAN
+from launch.jobs.jobspec import JobSpec
 
 TEMPLATES = ("torch", "tf", "mpi")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -42,7 +42,7 @@ class _Template(string.Template):
 
 def template_dir() -> Path:
     """slurm/ beside the package in a checkout, else where setup.py installs the templates."""
-    here = Path(__file__).resolve().parent.parent / "slurm"
+    here = Path(__file__).resolve().parents[2] / "slurm"
     return here if here.is_dir() else Path(sys.prefix) / "share" / "mnist-dist" / "slurm"
 
 
@@ -141,7 +141,7 @@ def render(spec: JobSpec, run_prefix: str, log_dir: Path) -> str:
         mpi_command=mpi_command,
         train_args=" ".join(shlex.quote(arg) for arg in spec.train_args()),
         run_prefix=shlex.quote(run_prefix),
-        port_base=PORT_BASE,  # the port launch.world derives from a job id
+        port_base=PORT_BASE,  # the port launch.cluster.world derives from a job id
         port_span=PORT_SPAN,
     )
 

@@ -8,13 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from launch.clock import process_start
-from launch.comm import Rows
+from launch.cluster.environment import cpu_model, launch_variables, tool_versions
+from launch.cluster.world import World
 from launch.config import Config
-from launch.environment import cpu_model, launch_variables, tool_versions
-from launch.metrics import combine_rates
-from launch.stragglers import SPLIT
-from launch.summary import Summary, versions
-from launch.world import World
+from launch.outputs.summary import Summary, versions
+from launch.run.comm import Rows
+from launch.run.metrics import combine_rates
+from launch.run.stragglers import SPLIT
 
 # Columns of the row each rank contributes at the end of the run.
 FINAL_ROW = ("images", "seconds", "steps", "peak_rss", "cpus", "threads", *SPLIT, "split_steps")
@@ -77,7 +77,7 @@ class RunFacts:
     world_size_history: list[dict]
     framework_versions: dict
     run_id: str
-    data: dict  # launch.data.Dataset.info()
+    data: dict  # launch.data.datasets.Dataset.info()
     hosts: list[str]  # every rank's host name, in rank order
     interfaces: list[str]  # every rank's network interface towards the master
 

@@ -11,12 +11,13 @@ import importlib.util
 import json
 from pathlib import Path
 
-from launch import launchers, log, slurm
+from launch import log
 from launch.clock import stamp
+from launch.doctor.findings import REPORT, TF_REPORT, render
 from launch.errors import UserError
 from launch.files import write_json
-from launch.findings import REPORT, TF_REPORT, render
-from launch.jobspec import JobSpec
+from launch.jobs import launchers, slurm
+from launch.jobs.jobspec import JobSpec
 
 
 def parts(spec: JobSpec) -> list[JobSpec]:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from launch.data.fetch import fetch, sha256_of
+from launch.data.formats import IMAGE_SHAPE, NUM_CLASSES, check_split, read_idx, read_npz
 from launch.errors import DataError
-from launch.fetch import fetch, sha256_of
-from launch.formats import IMAGE_SHAPE, NUM_CLASSES, check_split, read_idx, read_npz
 
 SPLIT_FILES = {  # role -> IDX file name without .gz
     "train_images": "train-images-idx3-ubyte",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from launch.errors import UserError
 from launch.files import write_json
-from launch.rundir import SUMMARY_FILE
+from launch.outputs.rundir import SUMMARY_FILE
 
 SCHEMA_VERSION = 1
 
@@ -53,10 +53,10 @@ class Summary:
     # sample (position in that epoch's permutation) it started from.
     world_size_history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
-    run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.identity)
+    run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.outputs.identity)
     data: dict = field(default_factory=dict)  # sha256 of the data trained on, its source, how it was checked
     ranks: list = field(default_factory=list)  # one row per rank: rank, host, interface, cpus, threads, images_per_sec
-    # what decides speed and correctness outside the config (launch.environment): the launch
+    # what decides speed and correctness outside the config (launch.cluster.environment): the launch
     # variables (NCCL_*, GLOO_*, TF_*, OMPI_MCA_*, SLURM_*, MASTER_*, ...), the CPU model, the nodes
     environment: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -100,7 +100,7 @@ def versions(**frameworks: str) -> dict:
     import numpy
 
     from launch import __version__
-    from launch.devices import driver_version
+    from launch.cluster.devices import driver_version
 
     found = {"mnist_dist": __version__, "python": platform.python_version(), "numpy": numpy.__version__, **frameworks}
     driver = driver_version()

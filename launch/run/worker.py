@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from launch import log
+from launch.cluster.world import World, detect_world
 from launch.config import Config, add_config_arguments, load_config
 from launch.errors import UserError, describe
-from launch.world import World, detect_world
 
 
 def parse_args(prog: str, argv: list[str] | None) -> Config:

@@ -25,8 +25,8 @@ import sys
 import time
 
 from launch import log
+from launch.cluster.world import World
 from launch.errors import WorldError, describe
-from launch.world import World
 
 _POLL_S = 0.5
 _SIOCGIFADDR = 0x8915

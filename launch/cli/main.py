@@ -13,16 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
-from launch import __version__, children, launchers, log, slurm, testbed
+from launch import __version__, log
 from launch.clock import stamp
+from launch.cluster.world import World
 from launch.config import MODELS, Config, add_config_arguments, load_config
-from launch.data import MIRRORS, load_files, locate
+from launch.data.datasets import MIRRORS, load_files, locate
 from launch.errors import UserError, report_and_exit
 from launch.frameworks import FRAMEWORKS, LAUNCHERS, VARIANTS, Placement, check
-from launch.jobspec import JobSpec, SlurmOptions, default_run_prefix
-from launch.rundir import HISTORY_FILE, SUMMARY_FILE
-from launch.worker import threads_per_worker
-from launch.world import World
+from launch.jobs import children, launchers, slurm
+from launch.jobs.jobspec import JobSpec, SlurmOptions, default_run_prefix
+from launch.outputs.rundir import HISTORY_FILE, SUMMARY_FILE
+from launch.run.worker import threads_per_worker
+from launch.testbed import hosts as testbed
 
 PROG = "mnist-dist"
 
@@ -332,7 +334,7 @@ def job_spec(args: argparse.Namespace, config: Config) -> JobSpec:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from launch import doctor
+    from launch.doctor import parts as doctor
 
     if args.launcher == "horovodrun":
         raise UserError("mnist-dist doctor runs under local, torchrun, mpirun and slurm: pick one of those")
@@ -435,7 +437,7 @@ def cmd_slurm_status(args: argparse.Namespace) -> int:
 
 def sweep_spec(args: argparse.Namespace, config: Config):
     """The sweep the arguments ask for, checked before any point runs."""
-    from launch import sweep
+    from launch.experiments import sweep
 
     frameworks = tuple(sweep.parse_list(args.framework))
     known = (*FRAMEWORKS, *VARIANTS)
@@ -476,7 +478,7 @@ def sweep_spec(args: argparse.Namespace, config: Config):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from launch import gate, report, sweep
+    from launch.experiments import gate, report, sweep
 
     config = load_config(args.config, args.overrides)
     spec = sweep_spec(args, config)
@@ -515,15 +517,15 @@ def _verdict(points, command: str) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from launch.diff import load_run, render
+    from launch.experiments.diff import load_run, render
 
     print(render(load_run(args.run_a), load_run(args.run_b)), end="")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from launch import report
-    from launch.hparams import Session, write_views
+    from launch.experiments import report
+    from launch.experiments.hparams import Session, write_views
 
     models = _models(args.models)
     config = load_config(args.config, args.overrides)
@@ -556,7 +558,7 @@ def _models(text: str) -> list[str]:
 
 def _compare_model(args: argparse.Namespace, model: str, overrides: tuple[str, ...], out: Path, points: list):
     """One model in both frameworks (run `<framework>-<model>`); its points are added to `points`."""
-    from launch import report, sweep
+    from launch.experiments import report, sweep
 
     compared = report.Compared()
     for framework in FRAMEWORKS:

@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from launch.errors import UserError
-from launch.rundir import CONFIG_FILE, SUMMARY_FILE
-from launch.summary import Summary, read_summary
+from launch.outputs.rundir import CONFIG_FILE, SUMMARY_FILE
+from launch.outputs.summary import Summary, read_summary
 
 MEASURES = {  # summary field -> its label and how it is printed
     "images_per_sec": ("images/s", "{:,.0f}"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from launch.comm import Rows
+from launch.run.comm import Rows
 
 SPLIT = ("compute", "collective", "data")  # where a rank's interval went
 

@@ -2,7 +2,7 @@
 (its hyperparameters and its numbers, in the HParams dashboard's table and parallel coordinates)
 and a custom-scalars layout that puts every series' scaling curves in one chart each.
 
-The summaries are the plugins' protos, written with launch.tensorboard's writer: no TensorFlow.
+The summaries are the plugins' protos, written with launch.outputs.tensorboard's writer: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.summary import Summary
-from launch.tensorboard import ScalarWriter, keep_tensorflow_out
+from launch.outputs.summary import Summary
+from launch.outputs.tensorboard import ScalarWriter, keep_tensorflow_out
 
 # hyperparameter -> how a session's value is read (strings, or numbers)
 HPARAMS = {

@@ -34,8 +34,8 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from launch.cluster.hostlist import expand_hostlist, parse_tasks_per_node
 from launch.errors import WorldError
-from launch.hostlist import expand_hostlist, parse_tasks_per_node
 
 DEFAULT_PORT = 29500
 PORT_BASE, PORT_SPAN = 20000, 10000  # ports derived from a job id: below Linux's ephemeral range (32768+)

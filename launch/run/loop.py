@@ -1,9 +1,9 @@
 """The training loop both trainers share: epochs, shards, timing, TensorBoard, evaluation,
 checkpoints, records and the summary. What needs a framework is behind `Engine` (the step, its
-device and its files) and `launch.comm.Communicator` (the collectives the loop needs), which
+device and its files) and `launch.run.comm.Communicator` (the collectives the loop needs), which
 `torch_dist` and `tf_dist` implement; so the two trainers differ only where their frameworks differ.
 
-Progress is counted so that a run can continue on another number of workers (launch.shard):
+Progress is counted so that a run can continue on another number of workers (launch.data.shard):
 `step` counts optimizer steps across the whole run, whatever the world size was when each was
 taken (the x axis of TensorBoard); `sample` counts the positions of the current epoch's permutation
 already trained, by all ranks together. A checkpoint holds both, and the world-size history: which
@@ -29,14 +29,21 @@ from pathlib import Path
 
 import numpy as np
 
-from launch import checkpoints, identity, log, rundir, signals
+from launch import log, signals
 from launch.clock import process_start, stamp
-from launch.comm import Communicator, Rows, gather, gather_text
+from launch.cluster.rendezvous import interface_towards, resolve
+from launch.cluster.world import World
 from launch.config import Config
+from launch.data.shard import shard_indices, shard_size, steps_per_epoch
 from launch.errors import UserError
 from launch.files import write_json
-from launch.metrics import EVAL_ACCURACY, EVAL_LOSS, IMAGES_PER_SEC, TRAIN_LOSS, ThroughputMeter, interval_scalars
-from launch.records import (
+from launch.outputs import checkpoints, identity, rundir
+from launch.outputs.rundir import HISTORY_FILE, create_run_dir, run_dir_for
+from launch.outputs.summary import peak_rss_bytes, write_summary
+from launch.outputs.tensorboard import ScalarWriter
+from launch.run.comm import Communicator, Rows, gather, gather_text
+from launch.run.metrics import EVAL_ACCURACY, EVAL_LOSS, IMAGES_PER_SEC, TRAIN_LOSS, ThroughputMeter, interval_scalars
+from launch.run.records import (
     FINAL_ROW,
     EpochRecord,
     RunFacts,
@@ -45,14 +52,8 @@ from launch.records import (
     make_summary,
     plot_history,
 )
-from launch.rendezvous import interface_towards, resolve
-from launch.rundir import HISTORY_FILE, create_run_dir, run_dir_for
-from launch.shard import shard_indices, shard_size, steps_per_epoch
-from launch.stragglers import SPLIT, StragglerWatch, split
-from launch.summary import peak_rss_bytes, write_summary
-from launch.tensorboard import ScalarWriter
-from launch.worker import threads_per_worker, usable_cpus
-from launch.world import World
+from launch.run.stragglers import SPLIT, StragglerWatch, split
+from launch.run.worker import threads_per_worker, usable_cpus
 
 
 class Engine(ABC):
@@ -65,7 +66,7 @@ class Engine(ABC):
     device: str  # cpu | cuda | gpu
     versions: dict  # framework versions for summary.json
     n_train: int  # training set size
-    data_info: dict  # launch.data.Dataset.info(): its SHA-256 (part of the run's fingerprint), source, check
+    data_info: dict  # launch.data.datasets.Dataset.info(): its SHA-256 (part of the run's fingerprint), source, check
     comm: Communicator
 
     @abstractmethod
@@ -147,7 +148,7 @@ class _Loop:
         self.split_totals = np.zeros(4)  # this rank's compute, collective, data seconds and their steps
 
     def _agree_on_run(self) -> None:
-        """Rank 0 claims the run directory (launch.rundir); every rank learns from it the run's
+        """Rank 0 claims the run directory (launch.outputs.rundir); every rank learns from it the run's
         directory, id and state, or that rank 0 refused to start (and said why)."""
         started, refusal = time.time(), None
         if self.world.is_chief:
@@ -251,7 +252,7 @@ class _Loop:
         return self.world_sizes
 
     def _identity(self) -> dict:
-        """Whose a checkpoint is: launch.identity."""
+        """Whose a checkpoint is: launch.outputs.identity."""
         return {"id": self.run_id, "dir": str(self.run_dir), "fingerprint": self.fingerprint}
 
     def _progress(self) -> dict:

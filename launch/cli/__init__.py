@@ -1,0 +1,1 @@
+"""The `mnist-dist` command: its parser and one module per command."""

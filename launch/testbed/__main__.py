@@ -1,0 +1,5 @@
+import sys
+
+from launch.testbed.hosts import main
+
+sys.exit(main())
