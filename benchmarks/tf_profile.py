@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from launch.cluster.cpus import threads_per_worker  # noqa: E402
 from launch.cluster.world import detect_world  # noqa: E402
 from launch.config import load_config  # noqa: E402
 from launch.data.shard import shard_indices  # noqa: E402
-from launch.run.worker import threads_per_worker  # noqa: E402
 from tf_dist import distributed  # noqa: E402
 from tf_dist.quiet import tf  # noqa: E402
 from tf_dist.train import TFEngine  # noqa: E402

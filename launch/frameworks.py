@@ -2,7 +2,7 @@
 reports and both trainers consult, and the one compatibility check they all call, so that a
 combination that cannot run is refused before anything starts or is submitted.
 
-A third framework is one row here and one engine (launch.run.loop.Engine) in its own package.
+A third framework is one row here and one engine (launch.run.engine.Engine) in its own package.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def live_pids_mentioning(text: str) -> list[int]:
     return found
 
 
-# --- what a run trained (MNIST_DIST_SAMPLE_LOG) ---------------------------------------------------
+# --- what a run trained (sample_log.py) ------------------------------------------------------------
 
 
 def trained_lineage(folder: Path) -> dict[int, list[dict]]:

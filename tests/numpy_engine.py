@@ -18,6 +18,7 @@ from launch.config import Config, load_config
 from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Framework
 from launch.run import loop
+from launch.run.engine import Engine
 
 ROW = Framework(
     name="numpy",
@@ -85,7 +86,7 @@ class RankComm:
         self.all_gather(np.zeros(1))
 
 
-class NumpyEngine(loop.Engine):
+class NumpyEngine(Engine):
     framework = "numpy"
     backend = "threads"
     device = "cpu"

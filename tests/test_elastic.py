@@ -1,6 +1,6 @@
 """A run continues on another number of workers: real trainer processes stop (a PREEMPT file in the run
 directory, taken at the first logging interval or at the end of the first epoch) and resume with W'
-workers. Every rank records the training-set indices of its batches (MNIST_DIST_SAMPLE_LOG); the test
+workers. Every rank records the training-set indices of its batches (tests/sample_log.py); the test
 rebuilds what the final model was trained on and checks each epoch took every sample once."""
 
 from pathlib import Path
@@ -9,6 +9,7 @@ import pytest
 
 from launch.data.shard import steps_per_epoch
 
+import sample_log
 from helpers import check_every_sample_once, read_json, run, train_cmd
 
 pytestmark = pytest.mark.timeout(900)
@@ -31,7 +32,7 @@ MID_EPOCH_STOP = 5  # log.interval: the first interval ends at step 5 of a >= 11
 def attempt(tmp_path: Path, module: str, workers: int, *overrides: str):
     launcher = "torchrun" if workers > 1 else "single"
     cmd = train_cmd(module, launcher, workers, [f"log.dir={tmp_path}", *COMMON, *overrides])
-    return run(cmd, cwd=tmp_path, timeout=600, env={"MNIST_DIST_SAMPLE_LOG": str(tmp_path / "samples")})
+    return run(cmd, cwd=tmp_path, timeout=600, env=sample_log.env(tmp_path / "samples"))
 
 
 def stop_and_resume(tmp_path: Path, module: str, before: int, after: int, mid_epoch: bool):

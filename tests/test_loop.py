@@ -16,6 +16,7 @@ from launch.run import loop
 from launch.run.comm import gather_text
 from launch.run.metrics import ALL_TAGS
 
+import sample_log
 from helpers import check_every_sample_once, read_json, read_scalars
 from numpy_engine import BATCH, N, RankComm, ThreadComm, loop_config, register, run_ranks
 
@@ -25,7 +26,8 @@ LR = 0.01
 @pytest.fixture(autouse=True)
 def numpy_framework(monkeypatch, tmp_path):
     register(monkeypatch)
-    monkeypatch.setenv("MNIST_DIST_SAMPLE_LOG", str(tmp_path / "samples"))
+    monkeypatch.setattr(loop, "batch_callbacks", [])
+    sample_log.install(tmp_path / "samples")
 
 
 def config(tmp_path, *overrides):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import sample_log
 from helpers import ONE_THREAD, ROOT, cpu_share, in_group, read_json, read_scalars
 
 pytestmark = [
@@ -586,7 +587,7 @@ def test_slurm_requeue_onto_fewer_nodes_resumes_at_the_new_size(slurm_two_nodes,
         "data.limit=12000",
         "train.epochs=3",
         "train.threads=1",
-        env={"MNIST_DIST_SAMPLE_LOG": str(samples)},
+        env=sample_log.env(samples),
     )
     assert out.returncode == 0, out.stderr
     job, run_dir = job_of(out), run_dir_of(out)
@@ -726,7 +727,7 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
         "data.limit=8000",
         "dist.timeout=60",
         options=("--launcher", "torchrun", "--nodes", "1:2", "--max-restarts", "1"),
-        env={"MNIST_DIST_SAMPLE_LOG": str(samples)},
+        env=sample_log.env(samples),
     )
 
     def trained_into_epoch_two() -> bool:  # 10 steps past the first epoch's checkpoint (step 32)

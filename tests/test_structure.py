@@ -90,7 +90,9 @@ def test_the_rooms_import_each_other_only_the_allowed_ways():
 
 def test_an_import_against_the_direction_is_named():
     graph = {"launch.cluster.world": {"launch.run.loop", "launch.errors"}, "launch.run.loop": {"launch.cluster.world"}}
-    assert wrong_directions(graph, ALLOWED) == ["launch.cluster.world -> launch.run.loop (launch.cluster -> launch.run)"]
+    assert wrong_directions(graph, ALLOWED) == [
+        "launch.cluster.world -> launch.run.loop (launch.cluster -> launch.run)"
+    ]
 
 
 def test_folders_modules_and_classes_stay_small():

@@ -18,7 +18,7 @@ from launch.errors import ConfigError, UserError
 from launch.files import write_json
 from launch.jobs import slurm
 from launch.outputs import runlock
-from launch.run import loop
+from launch.run import loop, resume
 
 from helpers import cli, read_json, read_scalars
 from numpy_engine import BATCH, N, NumpyEngine, loop_config, register, run_ranks
@@ -147,7 +147,7 @@ def test_a_stale_lock_is_taken_over_and_said(tmp_path, capsys):
 
 
 def test_default_names_taken_in_one_second_get_their_own_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "stamp", lambda t=None: "20261201-120000")
+    monkeypatch.setattr(resume, "stamp", lambda t=None: "20261201-120000")
     cfg = config(tmp_path, "train.epochs=1", "log.run_name=null")
     first = tmp_path / "numpy-mlp-synthetic-w1-20261201-120000"
     held = runlock.RunLock(first)  # a run that started this second and has not made its directory yet

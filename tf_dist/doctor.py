@@ -11,6 +11,7 @@ import statistics
 import time
 from pathlib import Path
 
+from launch.cluster.cpus import threads_per_worker
 from launch.cluster.world import World
 from launch.doctor.allreduce_sweep import SIZES, bandwidth, times_to_run
 from launch.doctor.findings import TF_REPORT
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def check(config, world: World) -> int:
-    gpus = distributed.configure_devices(worker.threads_per_worker(config, world), world, config.dist.cpu_devices)
+    gpus = distributed.configure_devices(threads_per_worker(config, world), world, config.dist.cpu_devices)
     strategy = distributed.make_strategy(config, world, gpus)
     comm = distributed.Comm(strategy, world.size)
     sync = tf.test.experimental.sync_devices if gpus else lambda: None

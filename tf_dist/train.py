@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from launch.cluster.cpus import threads_per_worker
 from launch.cluster.devices import require_usable_gpus
 from launch.cluster.world import World
 from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.run import loop, worker
+from launch.run.engine import Engine
 from tf_dist import distributed
 from tf_dist.checkpoint import Checkpoints
 from tf_dist.models import build_model
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def build(config, world: World) -> TFEngine:
     """This rank's devices, strategy and engine, ready for the loop."""
-    gpus = distributed.configure_devices(worker.threads_per_worker(config, world), world, config.dist.cpu_devices)
+    gpus = distributed.configure_devices(threads_per_worker(config, world), world, config.dist.cpu_devices)
     require_usable_gpus(len(gpus), FRAMEWORKS["tf"].cuda_build)
     set_tf32(config.train.tf32)
     check(config, "tf", Placement(workers=world.size, gpus_per_node=len(gpus)))
@@ -48,7 +50,7 @@ def train(config, world: World) -> int:
     return code
 
 
-class TFEngine(loop.Engine):
+class TFEngine(Engine):
     framework = "tf"
 
     def __init__(self, config, world: World, strategy: tf.distribute.Strategy, device: str):

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from launch.cluster.cpus import threads_per_worker
 from launch.cluster.devices import require_usable_gpus
 from launch.cluster.world import World
 from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.run import loop, worker
+from launch.run.engine import Engine
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, load_checkpoint, on_cpu, restore_rng, save_checkpoint
 from torch_dist.models import build_model
@@ -37,7 +39,7 @@ def train(config, world: World) -> int:
     store = None
     if config.dist.backend != "horovod":  # Horovod counts its own local ranks
         world, store = distributed.find_hosts(world, config.dist.timeout)
-    torch.set_num_threads(worker.threads_per_worker(config, world))
+    torch.set_num_threads(threads_per_worker(config, world))
     set_tf32(config.train.tf32)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     require_usable_gpus(gpus, FRAMEWORKS["torch"].cuda_build)
@@ -59,7 +61,7 @@ def _train_connected(config, world: World, comm, device: torch.device) -> int:
         raise comm.missing_ranks(exc) from None
 
 
-class TorchEngine(loop.Engine):
+class TorchEngine(Engine):
     framework = "torch"
 
     def __init__(self, config, world: World, comm, device: torch.device):

@@ -15,6 +15,7 @@ import numpy as np
 
 from launch import __version__, log
 from launch.clock import stamp
+from launch.cluster.cpus import threads_per_worker
 from launch.cluster.world import World
 from launch.config import MODELS, Config, add_config_arguments, load_config
 from launch.data.datasets import MIRRORS, load_files, locate
@@ -23,7 +24,6 @@ from launch.frameworks import FRAMEWORKS, LAUNCHERS, VARIANTS, Placement, check
 from launch.jobs import children, launchers, slurm
 from launch.jobs.jobspec import JobSpec, SlurmOptions, default_run_prefix
 from launch.outputs.rundir import HISTORY_FILE, SUMMARY_FILE
-from launch.run.worker import threads_per_worker
 from launch.testbed import hosts as testbed
 
 PROG = "mnist-dist"

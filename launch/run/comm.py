@@ -33,6 +33,10 @@ class Rows:
     def total(self, column: str) -> float:
         return float(self[column].sum())
 
+    def of_rank(self, rank: int) -> dict[str, float]:
+        """One rank's row, by column."""
+        return dict(zip(self.columns, (float(v) for v in self.values[rank])))
+
 
 def gather(comm: Communicator, row: dict[str, float]) -> Rows:
     """Every rank's `row` (the same keys on every rank), gathered."""

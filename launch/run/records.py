@@ -16,9 +16,6 @@ from launch.run.comm import Rows
 from launch.run.metrics import combine_rates
 from launch.run.stragglers import SPLIT
 
-# Columns of the row each rank contributes at the end of the run.
-FINAL_ROW = ("images", "seconds", "steps", "peak_rss", "cpus", "threads", *SPLIT, "split_steps")
-
 
 @dataclass
 class EpochRecord:
@@ -100,7 +97,7 @@ def rank_table(final: Rows, hosts: list[str], interfaces: list[str]) -> list[dic
 
 
 def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, model_size_bytes: int) -> Summary:
-    """The run's summary from every rank's FINAL_ROW (gathered) and the chief's records."""
+    """The run's summary from every rank's final row (launch.run.loop: its measured images, seconds and steps, peak RSS, CPUs, threads and split) and the chief's records."""
     rates = combine_rates(final["images"], final["seconds"], final["steps"])
     last, start = facts.history[-1], process_start()
     return Summary(
