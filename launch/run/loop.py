@@ -175,17 +175,9 @@ class _Loop:
         mine = (images, seconds, steps, loss_sum, correct, float(stop), *timing)
         rows = gather(self.comm, dict(zip(INTERVAL_ROW, mine)))
         self.stopping = bool(rows["stop"].max())  # one rank's request stops every rank at this step
-        self._refuse_nan(rows, int(steps))
+        _refuse_nan(rows, self.progress.step - int(steps), self.progress.step, self.config.scaled_lr(self.world.size))
         self.progress.sums.add(rows)
         self.reporter.interval(rows, self.progress.step)
-
-    def _refuse_nan(self, rows: Rows, steps: int) -> None:
-        if not np.isfinite(rows["loss_sum"]).all():
-            step = self.progress.step
-            raise UserError(
-                f"the training loss became NaN or infinite between steps {step - steps} and {step}: lower "
-                f"train.lr (now {self.config.scaled_lr(self.world.size):g}) or train in fp32"
-            )
 
     def _stop(self) -> int:
         """Every rank agreed to stop at this step: checkpoint it (mid-epoch) and leave."""
@@ -220,21 +212,7 @@ class _Loop:
         interval = self.config.checkpoint.interval
         if interval and p.epoch % interval == 0 and not p.done(self.config.train):  # the last: after the results
             self._checkpoint()
-        self.reporter.epoch(record, self._position(record), self._rate_text())
-
-    def _position(self, record: EpochRecord) -> str:
-        """`epoch E/EPOCHS step S`, or `epoch E step S/MAX` when train.max_steps ends the run first."""
-        cfg = self.config.train
-        if cfg.max_steps and cfg.max_steps < self.per_epoch * cfg.epochs:
-            return f"epoch {record.epoch} step {record.step}/{cfg.max_steps}"
-        return f"epoch {record.epoch}/{cfg.epochs} step {record.step}"
-
-    def _rate_text(self) -> str:
-        """This start's throughput so far, or why there is none yet."""
-        m = self.meter
-        if not m.measured_steps:
-            return f"no step timed yet (this start's first {self.config.train.warmup_steps} are warm-up)"
-        return f"{m.measured_images * self.world.size / max(m.measured_seconds, 1e-9):,.0f} img/s"
+        self.reporter.epoch(record, self.meter, self.per_epoch)
 
     def _finish(self) -> None:
         m, cfg = self.meter, self.config
@@ -268,4 +246,12 @@ class _Loop:
             data=e.data_info,
             hosts=self.hosts,
             interfaces=self.interfaces,
+        )
+
+
+def _refuse_nan(rows: Rows, first: int, last: int, lr: float) -> None:
+    if not np.isfinite(rows["loss_sum"]).all():
+        raise UserError(
+            f"the training loss became NaN or infinite between steps {first} and {last}: lower "
+            f"train.lr (now {lr:g}) or train in fp32"
         )

@@ -14,7 +14,14 @@ from launch.cluster.world import World
 from launch.config import Config
 from launch.outputs.tensorboard import ScalarWriter
 from launch.run.comm import Rows
-from launch.run.metrics import EVAL_ACCURACY, EVAL_LOSS, IMAGES_PER_SEC, TRAIN_LOSS, interval_scalars
+from launch.run.metrics import (
+    EVAL_ACCURACY,
+    EVAL_LOSS,
+    IMAGES_PER_SEC,
+    TRAIN_LOSS,
+    ThroughputMeter,
+    interval_scalars,
+)
 from launch.run.records import EpochRecord
 from launch.run.stragglers import SPLIT, StragglerWatch
 
@@ -50,14 +57,28 @@ class Reporter:
             self.log.warning(line)
         self.bar.set_postfix(loss=f"{scalars[TRAIN_LOSS]:.3f}", img_s=f"{scalars[IMAGES_PER_SEC]:,.0f}")
 
-    def epoch(self, record: EpochRecord, position: str, rate: str) -> None:
+    def epoch(self, record: EpochRecord, meter: ThroughputMeter, steps_per_epoch: int) -> None:
         if not self.world.is_chief:
             return
         self._write({EVAL_LOSS: record.eval_loss, EVAL_ACCURACY: record.eval_accuracy}, record.step)
         self.log.info(
-            f"{position}: train loss {record.train_loss:.4f} acc {record.train_accuracy:.4f} | "
-            f"eval loss {record.eval_loss:.4f} acc {record.eval_accuracy:.4f} | {rate}"
+            f"{self._position(record, steps_per_epoch)}: train loss {record.train_loss:.4f} acc "
+            f"{record.train_accuracy:.4f} | eval loss {record.eval_loss:.4f} acc {record.eval_accuracy:.4f} | "
+            f"{self._rate(meter)}"
         )
+
+    def _position(self, record: EpochRecord, steps_per_epoch: int) -> str:
+        """`epoch E/EPOCHS step S`, or `epoch E step S/MAX` when train.max_steps ends the run first."""
+        cfg = self.config.train
+        if cfg.max_steps and cfg.max_steps < steps_per_epoch * cfg.epochs:
+            return f"epoch {record.epoch} step {record.step}/{cfg.max_steps}"
+        return f"epoch {record.epoch}/{cfg.epochs} step {record.step}"
+
+    def _rate(self, meter: ThroughputMeter) -> str:
+        """This start's throughput so far, or why there is none yet."""
+        if not meter.measured_steps:
+            return f"no step timed yet (this start's first {self.config.train.warmup_steps} are warm-up)"
+        return f"{meter.measured_images * self.world.size / max(meter.measured_seconds, 1e-9):,.0f} img/s"
 
     def close(self) -> None:
         for writer in [self.writer, *self.rank_writers]:
