@@ -8,12 +8,14 @@ A third framework is one row here and one engine (launch.run.engine.Engine) in i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from launch.config import Config
 from launch.errors import ConfigError, UserError
 
 LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
+RESTARTING_LAUNCHERS = ("local", "torchrun")  # --max-restarts: they restart every worker after a failure
+DOCTOR_LAUNCHERS = ("local", "torchrun", "mpirun", "slurm")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Framework:
     fp16_mechanism: str  # what train.precision=fp16 relies on, that needs a GPU
     cuda_build: str  # how to install a build that can use the node's GPUs
     compression_fix: str  # what to do about a dist.compression it cannot take
+    # Why it lacks a launcher or backend that another framework has, by name (the refusal says so).
+    lacks: dict[str, str] = field(default_factory=dict)
 
     def checkpoint_step(self, name: str) -> int | None:
         """The step of the checkpoint file called `name`, or None when it is none of this framework's."""
@@ -86,6 +90,9 @@ FRAMEWORKS = {
         cuda_build="TensorFlow with its CUDA libraries (pip install 'tensorflow[and-cuda]', not tensorflow-cpu)",
         compression_fix="tf.distribute has no gradient compression (CommunicationOptions sets packing, timeout "
         "and implementation only); leave it out for tf, or use torch_dist's DDP hooks",
+        lacks=dict.fromkeys(
+            ("horovodrun", "horovod"), "Horovod's TensorFlow part does not build against TensorFlow >= 2.16"
+        ),
     ),
 }
 # Sweep and report series that are a framework run another way: name -> (framework, overrides).
@@ -117,12 +124,15 @@ class Placement:
     gpus_per_node: int | None = None  # None: not known (a local start before the trainer looks)
     hosts: bool = True  # every node's host name is known (--hosts) or not needed
     template: str | None = None  # Slurm's template
+    max_restarts: int = 0  # --max-restarts: the launcher restarts every worker after a failure
+    program: str = "train"  # or "doctor": what the ranks run
 
 
 def check(config: Config, name: str, where: Placement = Placement()) -> None:
     """Refuse, with one line and the fix, a combination of config, framework and placement that cannot run."""
     fw = framework(name)
     _check_launcher(config, fw, where)
+    _check_restarts(config, where)
     _check_options(config, fw, where)
 
 
@@ -131,10 +141,9 @@ def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
     if launcher is None:
         return
     if launcher not in fw.launchers:
-        raise UserError(
-            f"{launcher} runs torch_dist only: Horovod's TensorFlow part does not build against "
-            f"TensorFlow >= 2.16; use --launcher local, mpirun or slurm for {fw.name}"
-        )
+        raise UserError(f"--launcher {launcher} {_lacking(fw, launcher)}: use --launcher {_one_of(fw.launchers)}")
+    if where.program == "doctor" and launcher not in DOCTOR_LAUNCHERS:
+        raise UserError(f"mnist-dist doctor runs under {_one_of(DOCTOR_LAUNCHERS, 'and')}: pick one of those")
     if where.min_nodes != where.nodes and launcher == "slurm" and where.template != "torch":
         raise UserError(
             f"a node range ({where.min_nodes}:{where.nodes}) needs the torch template (one torchrun "
@@ -161,6 +170,31 @@ def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
         _check_slurm(config, fw, where)
 
 
+def _check_restarts(config: Config, where: Placement) -> None:
+    if not where.max_restarts or where.launcher is None:
+        return
+    if where.launcher not in RESTARTING_LAUNCHERS:
+        raise UserError(
+            f"--max-restarts works with the {_one_of(RESTARTING_LAUNCHERS, 'and')} launchers; under "
+            f"{where.launcher} restart the job (Slurm jobs requeue themselves on preemption)"
+        )
+    if where.nodes > 1 and not config.log.run_name:
+        raise UserError(
+            "--max-restarts across nodes needs log.run_name=NAME, the same on every node: restarted "
+            "workers find the run's checkpoints by it"
+        )
+
+
+def _lacking(fw: Framework, name: str) -> str:
+    """`does not run <framework>`, with the reason its row gives."""
+    reason = fw.lacks.get(name)
+    return f"does not run {fw.name}" + (f" ({reason})" if reason else "")
+
+
+def _one_of(names: tuple[str, ...], last: str = "or") -> str:
+    return ", ".join(names[:-1]) + f" {last} {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _check_slurm(config: Config, fw: Framework, where: Placement) -> None:
     if where.gpus_per_node is None:
         return  # not known here (sweep and compare pass Slurm options through to each run)
@@ -180,8 +214,7 @@ def _check_options(config: Config, fw: Framework, where: Placement) -> None:
     dist = config.dist
     if dist.backend not in fw.backends:
         raise ConfigError(
-            f"dist.backend={dist.backend}: Horovod's TensorFlow part does not build against TensorFlow "
-            ">= 2.16; use dist.backend=auto (MultiWorkerMirroredStrategy), or torch_dist for Horovod"
+            f"dist.backend={dist.backend} {_lacking(fw, dist.backend)}: use dist.backend={_one_of(fw.backends)}"
         )
     if dist.compression not in fw.compressions[dist.backend]:
         raise ConfigError(f"dist.compression={dist.compression}: {fw.compression_fix}")

@@ -160,13 +160,13 @@ def three_hosts():
 def testbeds_removed():
     """For tests that make testbeds themselves (sweep --testbed, `mnist-dist testbed up`): whatever
     testbed they leave up, say when killed by the timeout, is removed."""
-    from launch.testbed.hosts import STATE_DIR, Testbed
+    from launch.testbed.hosts import STATE_DIR, load
 
     _skip_without_testbed()
     before = set(STATE_DIR.glob("*.json"))
     yield
     for state in set(STATE_DIR.glob("*.json")) - before:
-        Testbed.load(state.stem).down()
+        load(state.stem).down()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.experiments.report import MIB, Verdict, overall, ratio_verdict
+from launch.experiments.compare import MIB, Verdict, overall, ratio_verdict
 
 from helpers import ROOT, check_run_dir, read_json, read_scalars
 from slurm_cluster import _wait_for

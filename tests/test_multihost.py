@@ -458,6 +458,25 @@ def test_a_master_port_nobody_serves_fails_in_time(testbed, tmp_path):
 # --- a multi-homed host ------------------------------------------------------------------------
 
 
+def add_unreachable_interface(bed, name: str) -> str:
+    """A second interface on the host, on a subnet no other host reaches (a veth pair whose ends
+    both stay inside it); its address is returned. Makes a multi-homed host."""
+    ns = bed.host(name).netns
+    address = f"10.79.0.{10 + bed.hosts.index(bed.host(name))}"  # distinct per host, outside the testbed's 10.78.x
+    for args in (
+        ("link", "add", "side0", "type", "veth", "peer", "name", "side1"),
+        ("addr", "add", f"{address}/24", "dev", "side0"),
+        ("link", "set", "side0", "up"),
+        ("link", "set", "side1", "up"),
+    ):
+        subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=30)
+    return address
+
+
+def remove_interface(bed, name: str) -> None:
+    subprocess.run(["ip", "-n", bed.host(name).netns, "link", "del", "side0"], capture_output=True, timeout=30)
+
+
 def test_multi_homed_hosts_talk_on_the_interface_that_reaches_the_master(testbed, tmp_path):
     """Each host gets a second interface that no other host reaches, and its own name resolves to
     it there, as on hosts whose names point at a management network. The job names the master by
@@ -466,7 +485,7 @@ def test_multi_homed_hosts_talk_on_the_interface_that_reaches_the_master(testbed
     GLOO_SOCKET_IFNAME the user set is honoured: forced onto those interfaces, the job fails."""
     originals = {}
     for host in HOSTS:
-        side = testbed.add_unreachable_interface(host)
+        side = add_unreachable_interface(testbed, host)
         hosts = Path(testbed.hosts_file(host))
         originals[host] = hosts.read_text()
         hosts.write_text(f"{side} {host}\n{originals[host]}")
@@ -501,7 +520,7 @@ def test_multi_homed_hosts_talk_on_the_interface_that_reaches_the_master(testbed
     finally:
         for host in HOSTS:
             Path(testbed.hosts_file(host)).write_text(originals.get(host, ""))
-            testbed.remove_interface(host)
+            remove_interface(testbed, host)
 
 
 # --- Slurm: two slurmd, one per host ----------------------------------------------------------

@@ -11,10 +11,16 @@ from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.jobs import launchers, slurm
 from launch.jobs.jobspec import JobSpec, SlurmOptions, default_run_prefix
 
+from numpy_engine import register
+
 # (framework, overrides, placement, the refusal's words) -- every combination that cannot run
 REFUSED = [
-    ("tf", [], Placement(launcher="horovodrun"), "horovodrun runs torch_dist only"),
-    ("tf", ["dist.backend=horovod"], Placement(), "Horovod's TensorFlow part does not build"),
+    ("tf", [], Placement(launcher="horovodrun"), "horovodrun does not run tf (Horovod's TensorFlow part"),
+    ("tf", ["dist.backend=horovod"], Placement(), "use dist.backend=auto, gloo or nccl"),
+    ("torch", [], Placement(launcher="horovodrun", program="doctor"), "doctor runs under local, torchrun, mpirun"),
+    ("torch", [], Placement(launcher="mpirun", max_restarts=1), "--max-restarts works with the local and torchrun"),
+    ("torch", [], Placement(launcher="slurm", max_restarts=1), "under slurm restart the job"),
+    ("torch", [], Placement(launcher="torchrun", nodes=2, max_restarts=1), "needs log.run_name=NAME"),
     ("tf", ["dist.compression=fp16"], Placement(workers=2), "tf.distribute has no gradient compression"),
     (
         "torch",
@@ -52,6 +58,9 @@ ACCEPTED = [
     ),  # mpirun's ranks need no TF_CONFIG
     ("tf", ["train.precision=bf16"], Placement(gpus_per_node=0)),
     ("tf", [], Placement(launcher="slurm", workers=1, gpus_per_node=4)),  # MirroredStrategy over the 4
+    ("torch", ["log.run_name=r"], Placement(launcher="torchrun", min_nodes=1, nodes=2, max_restarts=1)),
+    ("tf", [], Placement(launcher="local", max_restarts=2)),
+    ("torch", [], Placement(launcher="mpirun", program="doctor")),
 ]
 
 
@@ -60,6 +69,22 @@ def test_incompatible_combinations_are_refused_with_the_fix(framework, overrides
     with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")) as refused:
         check(load_config(None, overrides), framework, where)
     assert "\n" not in str(refused.value)
+
+
+# A third framework's refusals are built from its row (tests/numpy_engine.py: local, auto, no compression).
+NUMPY_REFUSED = [
+    (["dist.backend=gloo"], Placement(), "dist.backend=gloo does not run numpy: use dist.backend=auto"),
+    ([], Placement(launcher="torchrun"), "--launcher torchrun does not run numpy: use --launcher local"),
+    (["dist.compression=fp16"], Placement(workers=2), "dist.compression=fp16: one process has nothing to compress"),
+    (["train.precision=fp16"], Placement(gpus_per_node=0), "needs a GPU (numpy has no fp16 training)"),
+]
+
+
+@pytest.mark.parametrize("overrides,where,words", NUMPY_REFUSED, ids=[r[2] for r in NUMPY_REFUSED])
+def test_a_framework_s_refusals_come_from_its_row(monkeypatch, overrides, where, words):
+    register(monkeypatch)
+    with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        check(load_config(None, overrides), "numpy", where)
 
 
 @pytest.mark.parametrize("framework,overrides,where", ACCEPTED)

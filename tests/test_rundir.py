@@ -99,7 +99,7 @@ def test_peak_rss_is_plausible():
 
 
 def test_the_hardware_line_names_each_run_s_gpu_and_tf32_mode():
-    from launch.experiments.report import hardware
+    from launch.experiments.header import hardware
 
     h200 = versions(torch="2.13.0", gpu="NVIDIA H200", cuda="12.8", nccl="2.27.3")
     runs = [summary(device="cuda", versions=h200), summary(framework="tf", device="gpu", versions=h200, tf32=True)]

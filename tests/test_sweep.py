@@ -14,8 +14,9 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from launch.experiments import gate
+from launch.experiments.compare import Verdict, overall
 from launch.experiments.hparams import HPARAMS, METRICS, SCALING_CHARTS
-from launch.experiments.report import ScalingRow, Verdict, overall
+from launch.experiments.scaling import ScalingRow
 
 from helpers import ROOT, post_json, read_json, read_scalars, run, tensorboard_server
 from slurm_cluster import _wait_for

@@ -51,12 +51,12 @@ def test_a_state_file_naming_what_the_testbed_does_not_make_is_refused(tmp_path,
         "folder": "/tmp/mnist-dist-testbed-abc123-x1",
     }
     (tmp_path / "abc123.json").write_text(json.dumps(state))
-    assert testbed.Testbed.load("abc123").bridge == "mdbrabc123"
+    assert testbed.load("abc123").bridge == "mdbrabc123"
     (tmp_path / "abc123.json").write_text(json.dumps({**state, **change}))
     with pytest.raises(UserError, match="names things testbed abc123 does not make: not removing anything"):
-        testbed.Testbed.load("abc123")
+        testbed.load("abc123")
     with pytest.raises(UserError, match="not a testbed tag"):
-        testbed.Testbed.load("../etc/x")
+        testbed.load("../etc/x")
 
 
 @pytest.mark.xdist_group("hosts")

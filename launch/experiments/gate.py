@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launch.errors import UserError
-from launch.experiments.report import ScalingRow
+from launch.experiments.scaling import ScalingRow
 
 _COLUMNS = ("framework", "profile", "mode", "workers", "images_per_sec_mean", "efficiency")
 

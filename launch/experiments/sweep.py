@@ -1,6 +1,6 @@
 """Scaling sweeps and framework comparisons: many runs through the normal `mnist-dist run`, one
 subprocess each, so a failed point is recorded and the rest go on. The numbers come back from each
-run's summary.json; launch.experiments.report turns them into tables, plots and TensorBoard scalars.
+run's summary.json; launch.experiments.scaling and .compare turn them into tables, plots and TensorBoard scalars.
 
 With network profiles a sweep runs on a testbed (launch/testbed/hosts.py) instead: N workers are N hosts of
 one worker each, `mnist-dist run --hosts node1,...,nodeN --node-rank K` on host K, with every host's
@@ -15,10 +15,10 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from launch import log
-from launch.config import Config
+from launch import frameworks, log
+from launch.config import Config, load_config
 from launch.errors import UserError
-from launch.frameworks import VARIANTS
+from launch.frameworks import FRAMEWORKS, VARIANTS, Placement
 from launch.jobs import children
 from launch.outputs.rundir import SUMMARY_FILE
 from launch.outputs.summary import Summary, read_summary
@@ -119,6 +119,27 @@ class SweepSpec:
     run_options: tuple[str, ...] = ()
     gpus: bool = False  # slurm: one GPU per worker
     profiles: tuple[str, ...] = ()  # testbed network profiles; none: this host alone
+
+
+def check(spec: SweepSpec, config: Config, config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Refuse, before any point runs, a sweep some point of which cannot run."""
+    known = (*FRAMEWORKS, *VARIANTS)
+    unknown = set(spec.frameworks) - set(known)
+    if unknown:
+        raise UserError(f"unknown framework(s) {sorted(unknown)}: use {', '.join(known)}")
+    if min(spec.workers) < 1 or spec.repeats < 1 or spec.steps < 1:
+        raise UserError("--workers, --repeats and --steps must be positive")
+    for n in spec.workers:
+        per_worker_batch(config, spec.mode, n)  # refuse an indivisible strong-scaling batch up front
+    problem = spec.profiles and testbed_problem(spec)
+    if problem:
+        raise UserError(problem)
+    most = max(spec.workers)
+    for name in spec.frameworks:
+        framework, extra = VARIANTS.get(name, (name, ()))
+        launcher = "horovodrun" if extra and spec.launcher in ("local", "torchrun") else spec.launcher
+        where = Placement(launcher=launcher, workers=most, gpus_per_node=most if spec.gpus else None)
+        frameworks.check(load_config(config_path, [*overrides, *extra]), framework, where)
 
 
 def testbed_problem(spec: SweepSpec) -> str | None:

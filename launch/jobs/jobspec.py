@@ -83,6 +83,7 @@ class JobSpec:
             gpus_per_node=gpus,
             hosts=bool(self.hosts),
             template=self.template,
+            max_restarts=self.max_restarts,
         )
 
 

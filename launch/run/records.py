@@ -11,6 +11,7 @@ from launch.clock import process_start
 from launch.cluster.environment import cpu_model, launch_variables, tool_versions
 from launch.cluster.world import World
 from launch.config import Config
+from launch.outputs.plots import pyplot
 from launch.outputs.summary import Summary, versions
 from launch.run.comm import Rows
 from launch.run.metrics import combine_rates
@@ -38,11 +39,7 @@ def history_from_dicts(rows: list[dict]) -> list[EpochRecord]:
 
 def plot_history(history: list[EpochRecord], path: Path, title: str) -> None:
     """Training and evaluation accuracy and loss per epoch, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [r.epoch for r in history]
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, name in ((acc, "accuracy"), (loss, "loss")):

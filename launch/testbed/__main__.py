@@ -1,5 +1,5 @@
 import sys
 
-from launch.testbed.hosts import main
+from launch.testbed.command import main
 
 sys.exit(main())

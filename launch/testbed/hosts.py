@@ -22,7 +22,6 @@ ends (a deleted namespace can linger and keep its veth pair) and the bridge, all
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import ipaddress
@@ -39,8 +38,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from launch import log, signals
-from launch.errors import UserError, report_and_exit
+from launch import signals
+from launch.errors import UserError
 
 STATE_DIR = Path("/run/mnist-dist-testbed")
 # Network profiles: the rate each host's link is shaped to (bandwidth only; loopback: unshaped veth).
@@ -156,27 +155,9 @@ class Testbed:
                 if rate:
                     # tbf passes at most one burst per timer tick: at 10gbit 256kb would cap it near 2gbit
                     burst = "4mb" if rate.startswith("10g") else "256kb"
-                    subprocess.run(
-                        [
-                            *prefix,
-                            "tc",
-                            "qdisc",
-                            "add",
-                            "dev",
-                            dev,
-                            "root",
-                            "tbf",
-                            "rate",
-                            rate,
-                            "burst",
-                            burst,
-                            "latency",
-                            "50ms",
-                        ],
-                        check=True,
-                        capture_output=True,
-                        timeout=30,
-                    )
+                    tbf = ["tbf", "rate", rate, "burst", burst, "latency", "50ms"]
+                    add = [*prefix, "tc", "qdisc", "add", "dev", dev, "root", *tbf]
+                    subprocess.run(add, check=True, capture_output=True, timeout=30)
 
     def down(self) -> None:
         """End every process on every host, delete namespaces, links and the bridge; never raises."""
@@ -262,21 +243,6 @@ class Testbed:
         """The host's own /etc/hosts: the same names everywhere unless a test gives one host its own."""
         return os.path.join(self.folder, f"hosts-{name}")
 
-    def add_unreachable_interface(self, name: str) -> str:
-        """A second interface on the host, on a subnet no other host reaches (a veth pair whose ends
-        both stay inside it); its address is returned. Makes a multi-homed host."""
-        net = ipaddress.ip_network(_free_subnet())
-        address = str(list(net.hosts())[10 + self.hosts.index(self.host(name))])  # distinct per host
-        ns = self.host(name).netns
-        _ip("-n", ns, "link", "add", "side0", "type", "veth", "peer", "name", "side1")
-        _ip("-n", ns, "addr", "add", f"{address}/{net.prefixlen}", "dev", "side0")
-        for dev in ("side0", "side1"):
-            _ip("-n", ns, "link", "set", dev, "up")
-        return address
-
-    def remove_interface(self, name: str) -> None:
-        _ip("-n", self.host(name).netns, "link", "del", "side0", check=False)
-
     @property
     def state_file(self) -> Path:
         return STATE_DIR / f"{self.tag}.json"
@@ -285,24 +251,24 @@ class Testbed:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(asdict(self)))
 
-    @classmethod
-    def load(cls, tag: str) -> Testbed:
-        """The testbed whose state `up` saved; refused unless every name in it is the one `up` gives
-        a testbed of this tag: `down` removes what the file names."""
-        if not TAG.fullmatch(tag):
-            raise UserError(f"{tag!r} is not a testbed tag (`testbed up` prints one): `ls {STATE_DIR}` lists them")
-        path = STATE_DIR / f"{tag}.json"
-        try:
-            raw = json.loads(path.read_text())
-            raw["hosts"] = [Host(**h) for h in raw["hosts"]]
-            bed = cls(**raw)
-        except FileNotFoundError:
-            raise UserError(f"no testbed {tag!r}: `ls {STATE_DIR}` lists the testbeds that are up") from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise UserError(f"{path} is not a testbed's state ({exc}): not removing anything; delete it") from None
-        if bed != _named(tag, bed):
-            raise UserError(f"{path} names things testbed {tag} does not make: not removing anything; delete it")
-        return bed
+
+def load(tag: str) -> Testbed:
+    """The testbed whose state `up` saved; refused unless every name in it is the one `up` gives
+    a testbed of this tag: `down` removes what the file names."""
+    if not TAG.fullmatch(tag):
+        raise UserError(f"{tag!r} is not a testbed tag (`testbed up` prints one): `ls {STATE_DIR}` lists them")
+    path = STATE_DIR / f"{tag}.json"
+    try:
+        raw = json.loads(path.read_text())
+        raw["hosts"] = [Host(**h) for h in raw["hosts"]]
+        bed = Testbed(**raw)
+    except FileNotFoundError:
+        raise UserError(f"no testbed {tag!r}: `ls {STATE_DIR}` lists the testbeds that are up") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path} is not a testbed's state ({exc}): not removing anything; delete it") from None
+    if bed != _named(tag, bed):
+        raise UserError(f"{path} names things testbed {tag} does not make: not removing anything; delete it")
+    return bed
 
 
 _RECEIVER = """
@@ -377,60 +343,3 @@ def _free_subnet() -> str:
         if prefix not in used and subnet not in chosen:
             return subnet
     raise RuntimeError("testbed: no free 10.78.x.0/24 subnet")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = sub.add_parser("up", help="make N hosts; prints the tag")
-    up.add_argument("n", type=int)
-    up.add_argument("--rate", help="limit each host's link, e.g. 1gbit or 10gbit")
-    up.add_argument("--profile", choices=PROFILES, help="a network profile: its rate (loopback: unshaped)")
-    ex = sub.add_parser("exec", help="run a command on a host")
-    ex.add_argument("tag")
-    ex.add_argument("host")
-    ex.add_argument("cmd", nargs=argparse.REMAINDER)
-    rsh = sub.add_parser("rsh", help="OpenMPI's rsh agent: `--mca plm_rsh_agent 'mnist-dist testbed rsh TAG'`")
-    rsh.add_argument("tag")
-    rsh.add_argument("words", nargs=argparse.REMAINDER, help="ssh-style options, the host, the remote command")
-    down = sub.add_parser("down", help="end every process and remove the testbed")
-    down.add_argument("tag")
-
-
-def command(args: argparse.Namespace) -> int:
-    if args.action == "up":
-        why = missing_tools()
-        if why:
-            raise UserError(why)
-        bed = Testbed.up(args.n, PROFILES[args.profile] if args.profile else args.rate)
-        print(bed.tag)
-        for h in bed.hosts:
-            print(f"  {h.name} {h.address}  (mnist-dist testbed exec {bed.tag} {h.name} -- CMD)", file=sys.stderr)
-        return 0
-    bed = Testbed.load(args.tag)
-    if args.action == "exec":
-        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-        return subprocess.run(bed.command(args.host, cmd)).returncode
-    if args.action == "rsh":
-        # As ssh would: skip options (OpenMPI passes -x and the like), then the host, then a shell
-        # command line, run by the host's shell.
-        words = list(args.words)
-        while words and words[0].startswith("-"):
-            words.pop(0)
-        host, remote = words[0], " ".join(words[1:])
-        return subprocess.run(bed.command(host, ["sh", "-c", remote])).returncode
-    bed.down()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    log.setup("testbed")
-    try:
-        return command(parser.parse_args(argv))
-    except UserError as exc:
-        report_and_exit(exc)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,25 @@
+"""`mnist-dist diff`: what differs between two runs, and their throughput and accuracy side by side."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add(commands) -> None:
+    diff = commands.add_parser(
+        "diff",
+        help="what differs between two runs, and their throughput and accuracy side by side",
+        description="Print two runs' throughput and accuracy with their ratio, then every config key, run "
+        "fact (framework, backend, world size, nodes, ...), launch variable (NCCL_*, GLOO_*, TF_*, OMPI_MCA_*, "
+        "SLURM_*, MASTER_*, ...), version and host that differs.",
+    )
+    diff.add_argument("run_a", metavar="RUN_A", help="a run directory or its summary.json")
+    diff.add_argument("run_b", metavar="RUN_B", help="a run directory or its summary.json")
+    diff.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> int:
+    from launch.experiments.diff import load_run, render
+
+    print(render(load_run(args.run_a), load_run(args.run_b)), end="")
+    return 0
