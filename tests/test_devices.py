@@ -77,7 +77,7 @@ def test_train_tf32_sets_matmuls_and_convolutions_alike_in_both_frameworks(tmp_p
 def test_nccl_errors_raise_in_the_rank_unless_the_user_chose(monkeypatch):
     """A failed NCCL collective reaches the loop's "lost rank" line instead of the watchdog's abort;
     a value the user exported stays (only a GPU run shows the line itself)."""
-    from torch_dist.distributed import nccl_errors_raise
+    from torch_dist.ddp import nccl_errors_raise
 
     monkeypatch.setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "")  # so that the end of the test undoes what it sets
     monkeypatch.delenv("TORCH_NCCL_ASYNC_ERROR_HANDLING")
@@ -95,7 +95,7 @@ def test_a_gpu_rank_binds_its_device_when_the_group_is_made():
     import torch.distributed as dist
 
     from launch.cluster.world import World
-    from torch_dist.distributed import _group_options
+    from torch_dist.ddp import _group_options
 
     world = World(rank=1, size=2, local_rank=1, local_size=2, master_addr="node1", master_port=29400, source="torchrun")
     gpu = torch.device("cuda", 1)

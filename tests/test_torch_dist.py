@@ -189,7 +189,7 @@ import warnings
 from datetime import timedelta
 import torch.distributed as dist
 from launch.cluster.world import World
-from torch_dist.distributed import Heartbeats
+from torch_dist.heartbeats import Heartbeats
 store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=5))
 Heartbeats.PERIOD = 0.0  # beat without pause: the thread is almost always inside a store call
 beats = Heartbeats(World(master_port=store.port))
@@ -277,7 +277,7 @@ class HorovodOptimizerRecording(torch.optim.SGD):
 
 
 def test_horovod_fp16_unscales_the_averaged_gradients_once_then_steps_without_reducing_again():
-    from torch_dist.distributed import Horovod
+    from torch_dist.horovod_comm import Horovod
 
     weight = torch.nn.Parameter(torch.ones(1))
     optimizer = HorovodOptimizerRecording([weight])

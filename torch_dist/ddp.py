@@ -1,0 +1,182 @@
+"""DistributedDataParallel: the process group (gloo on CPU, nccl on GPU), the wrapped model whose
+backward averages the gradients (through the hook dist.compression names), the optimizer step, and
+the loop's collectives over the group. One DDP step, end to end, is walked in docs/trainers.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import os
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+from torch.nn.parallel import DistributedDataParallel
+
+from launch import log
+from launch.cluster import rendezvous
+from launch.cluster.world import World
+from launch.config import DistConfig
+from launch.errors import ConfigError
+from torch_dist.heartbeats import Heartbeats
+
+
+class DDP:
+    """torch.distributed with DistributedDataParallel. A single process gets a process group only
+    when a backend was asked for by name: then its DDP and collectives run (and can be measured, or
+    checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
+
+    def __init__(self, backend: str, world: World, options: DistConfig, device: torch.device, store=None):
+        self.name, self.options, self.heartbeats = backend, options, None
+        self.device = device  # where the rows it gathers live: the rank's GPU under nccl
+        self.hook_state = None  # PowerSGD's state (its error feedback and warm-start matrices)
+        timeout_s = options.timeout
+        timeout = timedelta(seconds=timeout_s)
+        if world.size > 1:
+            if world.rank == 0 and _restarts_reuse_the_agent_store():
+                log.get().warning(
+                    "torchrun --max-restarts with its shared rendezvous store: restarted workers can "
+                    "read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
+                    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)"
+                )
+            rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
+            rendezvous.choose_gloo_interface(world, world.master_addr)
+            if backend == "nccl":
+                nccl_errors_raise()
+            with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
+                dist.init_process_group(
+                    backend,
+                    rank=world.rank,
+                    world_size=world.size,
+                    timeout=timeout,
+                    **_group_options(world, device, store),
+                )
+            self.heartbeats = Heartbeats(world)
+        elif options.backend != "auto":  # asked for by name
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        else:
+            self.name = "none"
+
+    def wrap(self, model: torch.nn.Module, optimizer, device: torch.device, accumulate_steps: int = 1):
+        """DDP broadcasts rank 0's parameters at construction, then averages gradients in backward,
+        through the communication hook dist.compression names."""
+        if not dist.is_initialized():
+            return model, optimizer  # one worker (launch.frameworks refused compression for it)
+        ids = [device.index] if device.type == "cuda" else None
+        ddp = DistributedDataParallel(
+            model, device_ids=ids, gradient_as_bucket_view=True, bucket_cap_mb=self.options.bucket_mb
+        )
+        compression = self.options.compression
+        if compression in ("fp16", "bf16"):
+            hook = default_hooks.fp16_compress_hook if compression == "fp16" else default_hooks.bf16_compress_hook
+            try:
+                ddp.register_comm_hook(state=None, hook=hook)
+            except TypeError as exc:  # DDP allows bf16 only on builds with CUDA 11+ and NCCL 2.10+ (or XPU)
+                raise ConfigError(f"dist.compression={compression}: {exc}; this torch build cannot, use fp16") from None
+        elif compression == "powersgd":
+            state = powerSGD_hook.PowerSGDState(
+                process_group=None,
+                matrix_approximation_rank=self.options.powersgd_rank,
+                start_powerSGD_iter=self.options.powersgd_start,
+                use_error_feedback=True,
+                warm_start=True,
+            )
+            ddp.register_comm_hook(state=state, hook=powerSGD_hook.powerSGD_hook)
+            self.hook_state = state
+        return ddp, optimizer
+
+    @staticmethod
+    def no_sync(model: torch.nn.Module):
+        """A context in which backward keeps gradients local: DDP's no_sync (nothing to sync alone)."""
+        return model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext()
+
+    @staticmethod
+    def finish_reduction(optimizer) -> None:
+        """Nothing left: DDP's last backward returns once the gradients are averaged."""
+
+    @staticmethod
+    def step(optimizer, scaler) -> None:
+        """DDP averaged the gradients in backward: a plain step."""
+        optimizer_step(optimizer, scaler)
+
+    def after_restore(self, model, optimizer) -> None:
+        """Every rank loaded the same checkpoint: nothing to send."""
+
+    def gather_rows(self, row: list[float]) -> np.ndarray:
+        """Every rank's row of numbers, as a (world, len(row)) float64 array on every rank."""
+        mine = torch.tensor(row, dtype=torch.float64, device=self.device)
+        if not dist.is_initialized():
+            return mine.cpu().numpy()[None]
+        rows = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(rows, mine)  # every torch release and backend has it (all_gather_single: 2.13+)
+        return torch.stack(rows).cpu().numpy()
+
+    def barrier(self) -> None:
+        self.gather_rows([0.0])
+
+    def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
+        """`failure` of a collective, with the ranks that stopped answering named (a timed-out gloo
+        recv does not say whose it was)."""
+        # Only the store's own host reads it: from a host cut off, the read would hang on TCP itself.
+        lost = self.heartbeats.lost() if self.heartbeats and self.heartbeats.world.node_rank == 0 else None
+        return RuntimeError(f"{lost} ({str(failure).splitlines()[0]})") if lost else failure
+
+    def shutdown(self) -> None:
+        """Leave the group without the exit-time abort seen after a bare destroy_process_group: stop
+        beating (no beat meets a store being torn down), wait for every rank, let DDP's reducer be
+        freed (the caller dropped its model), then destroy."""
+        self.close()
+        if not dist.is_initialized():
+            return
+        dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()
+
+    def close(self) -> None:
+        """Stop this rank's background work: on every way out, a failed one too (again is harmless)."""
+        if self.heartbeats:
+            self.heartbeats.close()
+
+
+def optimizer_step(optimizer, scaler) -> None:
+    """One optimizer step; with fp16, through the GradScaler, which skips a step whose gradients overflowed."""
+    if scaler is None:
+        optimizer.step()
+        return
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _group_options(world: World, device: torch.device, store) -> dict:
+    """Where init_process_group meets the other ranks, and (torch 2.3+) the GPU it binds to at once."""
+    if store:
+        options = {"store": store}  # find_hosts' store, already serving MASTER_PORT
+    else:  # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it
+        url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
+        options = {"init_method": url}
+    if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        options["device_id"] = device  # NCCL connects here, under the rendezvous deadline, not at the first step
+    return options
+
+
+def nccl_errors_raise() -> None:
+    """By default NCCL's watchdog ends the process on a failed or timed-out collective (a C++ abort,
+    past the "lost rank R on HOST" line). Asked to only abort its communicators, it raises the error
+    in the rank's own thread instead, where the loop names the lost ranks. The user's choice stands."""
+    name = "TORCH_NCCL_ASYNC_ERROR_HANDLING" if _torch_at_least(2, 2) else "NCCL_ASYNC_ERROR_HANDLING"
+    os.environ.setdefault(name, "2")  # CleanUpOnly
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    return tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (major, minor)
+
+
+def _restarts_reuse_the_agent_store() -> bool:
+    return (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0"
+    )
