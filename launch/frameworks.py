@@ -26,7 +26,7 @@ class Framework:
     color: str  # the same in every figure
     # Its workers learn the cluster from TF_CONFIG: across nodes every worker's address must be known
     # before it starts (--hosts), and plans give each rank its TF_CONFIG.
-    tf_config: bool
+    needs_tf_config: bool
     torchrun_agent: bool  # under torchrun, its workers run under torchrun's agent (else torchrun's environment)
     launchers: tuple[str, ...]
     elastic_launchers: tuple[str, ...]  # launchers that can run it on a node range MIN:MAX
@@ -54,7 +54,7 @@ FRAMEWORKS = {
         module="torch_dist.train",
         checkpoint=r"step-(\d{8,})\.pt",
         color="tab:blue",
-        tf_config=False,
+        needs_tf_config=False,
         torchrun_agent=True,
         launchers=LAUNCHERS,
         elastic_launchers=("torchrun", "slurm"),
@@ -78,7 +78,7 @@ FRAMEWORKS = {
         module="tf_dist.train",
         checkpoint=r"ckpt-(\d+)\.index",
         color="tab:orange",
-        tf_config=True,
+        needs_tf_config=True,
         torchrun_agent=False,
         launchers=("local", "torchrun", "mpirun", "slurm"),
         elastic_launchers=(),
@@ -157,7 +157,7 @@ def _check_launcher(config: Config, fw: Framework, where: Placement) -> None:
             "TensorFlow's workers are fixed while they run, so restart tf at the new size with "
             "checkpoint.resume=true"
         )
-    if fw.tf_config and where.nodes > 1 and not where.hosts and launcher in ("local", "torchrun"):
+    if fw.needs_tf_config and where.nodes > 1 and not where.hosts and launcher in ("local", "torchrun"):
         raise UserError(
             "TensorFlow needs every worker's address: pass --hosts node1,node2,... (the same list, in "
             "node-rank order, on every node), or set TF_CONFIG yourself"

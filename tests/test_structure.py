@@ -198,3 +198,28 @@ def test_the_python_floor_setup_py_promises_parses_every_module():
     assert floor and int(floor[1]) >= 10
     for path in [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]:
         ast.parse(path.read_text(), feature_version=(3, int(floor[1])))
+
+
+CITED = re.compile(r"`((?:launch|torch_dist|tf_dist)/[\w/]+\.py):([\w.]+)`")
+
+
+def defined_names(path) -> set[str]:
+    """Every function and class in a module, and every method as Class.method."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{n.name}" for n in node.body if isinstance(n, ast.FunctionDef)}
+    return names
+
+
+def test_the_step_walks_in_docs_cite_only_what_exists():
+    """docs/trainers.md follows one DDP step and one TensorFlow step through the code by file and
+    function: a rename or a move that the walk does not follow fails here."""
+    text = (ROOT / "docs" / "trainers.md").read_text()
+    cited = CITED.findall(text)
+    assert len(cited) >= 30, "the walks cite the code as `file.py:function`"
+    missing = [f"{file}:{name}" for file, name in cited if not (ROOT / file).is_file()]
+    missing += [f"{f}:{n}" for f, n in cited if (ROOT / f).is_file() and n not in defined_names(ROOT / f)]
+    assert missing == []

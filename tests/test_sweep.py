@@ -13,7 +13,7 @@ import pytest
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from launch.experiments import gate
+from launch.experiments import regression
 from launch.experiments.compare import Verdict, overall
 from launch.experiments.hparams import HPARAMS, METRICS, SCALING_CHARTS
 from launch.experiments.scaling import ScalingRow
@@ -191,13 +191,13 @@ BASELINE = {("torch", "", "weak", 1): (1000.0, 1.0), ("torch", "", "weak", 2): (
     ],
 )
 def test_the_gate_names_every_point_below_the_floor(now, regressed):
-    verdict = gate.judge(now, BASELINE, 0.9)
+    verdict = regression.judge(now, BASELINE, 0.9)
     assert [re.split(" the baseline|, against", line)[0] for line in verdict.regressions] == regressed
     assert verdict.unmatched == [] and verdict.not_run == []
 
 
 def test_the_gate_names_points_without_a_match_on_either_side():
-    verdict = gate.judge([row("torch", 1, 1000, 1.0), row("tf", 1, 900, 1.0, profile="1g")], BASELINE, 0.9)
+    verdict = regression.judge([row("torch", 1, 1000, 1.0), row("tf", 1, 900, 1.0, profile="1g")], BASELINE, 0.9)
     assert verdict.regressions == []
     assert verdict.unmatched == ["tf-1g x1 (weak)"] and verdict.not_run == ["torch x2 (weak)"]
 

@@ -12,10 +12,10 @@ import pytest
 from tensorboard.summary.writer import event_file_writer
 
 from launch import log
+from launch.atomic_files import write_json
 from launch.config import load_config
 from launch.data.shard import steps_per_epoch
 from launch.errors import ConfigError, UserError
-from launch.files import write_json
 from launch.jobs import slurm
 from launch.outputs import runlock
 from launch.run import loop, resume

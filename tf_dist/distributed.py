@@ -15,6 +15,7 @@ import numpy as np
 from launch.cluster import rendezvous
 from launch.cluster.devices import gpu_for_rank
 from launch.cluster.world import World, tf_config, worker_addresses
+from launch.run.comm import GatheringBarrier
 from tf_dist.quiet import tf
 
 # Not in TensorFlow's public API: the strategy configures the coordination service only when
@@ -143,7 +144,7 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
     return "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else "default"
 
 
-class Comm:
+class Comm(GatheringBarrier):
     """The loop's collectives (launch.run.comm.Communicator) under a strategy: each replica contributes
     its worker's row, and one per worker is kept."""
 
@@ -161,6 +162,3 @@ class Comm:
         if self.world_size == 1:
             return mine.numpy()
         return self.gather_fn(mine).numpy().reshape(self.world_size, -1, len(row))[:, 0]
-
-    def barrier(self) -> None:
-        self.gather_rows([0.0])

@@ -11,11 +11,11 @@ import statistics
 import time
 from pathlib import Path
 
+from launch.atomic_files import write_json
 from launch.cluster.cpus import threads_per_worker
 from launch.cluster.world import World
 from launch.doctor.allreduce_sweep import SIZES, bandwidth, times_to_run
 from launch.doctor.findings import TF_REPORT
-from launch.files import write_json
 from launch.run import worker
 from tf_dist import distributed
 from tf_dist.quiet import tf

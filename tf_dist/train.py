@@ -15,17 +15,15 @@ import numpy as np
 from launch.cluster.cpus import threads_per_worker
 from launch.cluster.devices import require_usable_gpus
 from launch.cluster.world import World
-from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.run import loop, worker
-from launch.run.engine import Engine
+from launch.run.engine import EVAL_BATCH, Engine, load_data
 from tf_dist import distributed
 from tf_dist.checkpoint import Checkpoints
 from tf_dist.models import build_model
 from tf_dist.quiet import keras, tf
 
 PROG = "tf_dist.train"
-EVAL_BATCH = 1000
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -57,9 +55,7 @@ class TFEngine(Engine):
         self.config, self.world, self.strategy, self.device = config, world, strategy, device
         self.backend = distributed.strategy_name(strategy)
         self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__, **_gpu_versions(device)}
-        data = load_dataset(
-            config.data.dataset, config.data.dir, config.data.limit, config.train.seed, config.data.custom
-        )
+        data = load_data(config)
         self.n_train, self.data_info = len(data.train_images), data.info()
         self.images, self.labels = tf.constant(data.train_images), tf.constant(data.train_labels.astype(np.int64))
         self.test_images, self.test_labels = data.test_images, data.test_labels.astype(np.int64)
@@ -151,7 +147,7 @@ class TFEngine(Engine):
         self.batches = iter(self.strategy.distribute_datasets_from_function(replica_batches))
 
     def train_step(self, batch: int) -> int:
-        loss_sum, correct, self.replica_batch_sizes, timing = self.step_fn(self.batches)
+        loss_sum, correct, _replica_batch_sizes, timing = self.step_fn(self.batches)
         self.outputs.append((loss_sum, correct))
         self.timings.append(timing)
         return min(self.batch_per_rank, self.epoch_size - batch * self.batch_per_rank)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from launch.atomic_files import atomic_write
 from launch.errors import UserError
-from launch.files import atomic_write
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

@@ -22,10 +22,11 @@ from launch.cluster import rendezvous
 from launch.cluster.world import World
 from launch.config import DistConfig
 from launch.errors import ConfigError
+from launch.run.comm import GatheringBarrier
 from torch_dist.heartbeats import Heartbeats
 
 
-class DDP:
+class DDP(GatheringBarrier):
     """torch.distributed with DistributedDataParallel. A single process gets a process group only
     when a backend was asked for by name: then its DDP and collectives run (and can be measured, or
     checked on a one-GPU machine) exactly as with more ranks; with `auto` it trains plainly ("none")."""
@@ -114,9 +115,6 @@ class DDP:
         rows = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
         dist.all_gather(rows, mine)  # every torch release and backend has it (all_gather_single: 2.13+)
         return torch.stack(rows).cpu().numpy()
-
-    def barrier(self) -> None:
-        self.gather_rows([0.0])
 
     def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
         """`failure` of a collective, with the ranks that stopped answering named (a timed-out gloo

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from launch.atomic_files import write_json
 from launch.clock import stamp
 from launch.cluster.devices import gpu_for_rank, node_gpus
 from launch.cluster.rendezvous import interface_towards, local_address, resolve
@@ -29,7 +30,6 @@ from launch.cluster.world import World
 from launch.config import DistConfig
 from launch.doctor.allreduce_sweep import SIZES, bandwidth, times_to_run
 from launch.doctor.findings import REPORT, findings, render
-from launch.files import write_json
 from launch.run import worker
 from torch_dist import distributed
 

@@ -10,10 +10,11 @@ import torch
 
 from launch.cluster.world import World
 from launch.errors import ConfigError
+from launch.run.comm import GatheringBarrier
 from torch_dist.ddp import optimizer_step
 
 
-class Horovod:
+class Horovod(GatheringBarrier):
     """Horovod's allreduce through its DistributedOptimizer; started by horovodrun or mpirun."""
 
     name = "horovod"
@@ -76,9 +77,6 @@ class Horovod:
     def gather_rows(self, row: list[float]) -> np.ndarray:
         mine = torch.tensor([row], dtype=torch.float64, device=self.device)
         return self.hvd.allgather(mine, name="rows").cpu().numpy()
-
-    def barrier(self) -> None:
-        self.gather_rows([0.0])
 
     def missing_ranks(self, failure: RuntimeError) -> RuntimeError:
         return failure  # Horovod's own error names the ranks it lost

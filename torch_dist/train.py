@@ -17,17 +17,15 @@ import torch.nn.functional as F
 from launch.cluster.cpus import threads_per_worker
 from launch.cluster.devices import require_usable_gpus
 from launch.cluster.world import World
-from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Placement, check
 from launch.run import loop, worker
-from launch.run.engine import Engine
+from launch.run.engine import EVAL_BATCH, Engine, load_data
 from torch_dist import distributed
 from torch_dist.checkpoint import checkpoint_path, load_checkpoint, on_cpu, restore_rng, save_checkpoint
 from torch_dist.models import build_model
 from torch_dist.timing import StepClock
 
 PROG = "torch_dist.train"
-EVAL_BATCH = 1000
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,9 +66,7 @@ class TorchEngine(Engine):
         self.config, self.world, self.comm, self.backend = config, world, comm, comm.name
         self.torch_device, self.device = device, device.type
         self.versions = {"torch": torch.__version__, **_gpu_versions(device)}
-        data = load_dataset(
-            config.data.dataset, config.data.dir, config.data.limit, config.train.seed, config.data.custom
-        )
+        data = load_data(config)
         self.n_train, self.data_info = len(data.train_images), data.info()
         self.train_images, self.train_labels = data.train_images, data.train_labels.astype(np.int64)
         if device.type == "cuda":  # the whole training set (47 MB of uint8) lives on the GPU

@@ -82,12 +82,12 @@ def spec_of(args: argparse.Namespace, out: Path):
 
 
 def command(args: argparse.Namespace) -> int:
-    from launch.experiments import gate, scaling, sweep
+    from launch.experiments import regression, scaling, sweep
 
     config = load_config(args.config, args.overrides)
     spec = spec_of(args, Path(args.out or Path(config.log.dir) / f"sweep-{stamp()}").resolve())
     sweep.check(spec, config, args.config, tuple(args.overrides))
-    baseline = gate.read_baseline(args.baseline) if args.baseline else None  # refused before any run
+    baseline = regression.read_baseline(args.baseline) if args.baseline else None  # refused before any run
     if not 0 < args.fail_below <= 10:
         raise UserError(f"--fail-below {args.fail_below}: give a fraction of the baseline, e.g. 0.9")
     ensure_data(config)
@@ -100,8 +100,8 @@ def command(args: argparse.Namespace) -> int:
     code = points_exit_code(points, "sweep")
     if baseline is None:
         return code
-    verdict = gate.judge(rows, baseline, args.fail_below)
-    for line in gate.describe(verdict, args.baseline, args.fail_below):
+    verdict = regression.judge(rows, baseline, args.fail_below)
+    for line in regression.describe(verdict, args.baseline, args.fail_below):
         (log.get().error if line.startswith("below") else log.get().warning)(f"sweep: {line}")
     if not verdict.regressions:
         log.get().info(f"sweep: every matched point at or above {args.fail_below}x the baseline {args.baseline}")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from launch.atomic_files import temp_file
 from launch.errors import DataError
-from launch.files import temp_file
 
 _CHUNK = 1 << 20
 

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 
 from launch import log
+from launch.atomic_files import write_json
 from launch.clock import stamp
 from launch.doctor.findings import REPORT, TF_REPORT, render
 from launch.errors import UserError
-from launch.files import write_json
 from launch.jobs import launchers, slurm
 from launch.jobs.jobspec import JobSpec
 

@@ -46,7 +46,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        tf = FRAMEWORKS[self.framework].tf_config
+        tf = FRAMEWORKS[self.framework].needs_tf_config
         head = ["rank", "local rank", "node", "master"] + (["TF_CONFIG"] if tf else [])
         rows = []
         for w in self.worlds:
@@ -63,25 +63,29 @@ class Plan:
         return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in [head] + rows)
 
 
+def rank_world(spec: JobSpec, rank: int, where: tuple[str, int, str, tuple[str, ...]]) -> World:
+    """How rank `rank` of the job sees itself; `where`: its master address and port, the source
+    of its world (the launcher) and every node's host name."""
+    master_addr, master_port, source, hosts = where
+    return World(
+        rank=rank,
+        size=spec.workers,
+        local_rank=rank % spec.nproc,
+        local_size=spec.nproc,
+        node_rank=rank // spec.nproc,
+        num_nodes=spec.nodes,
+        master_addr=master_addr,
+        master_port=master_port,
+        source=source,
+        hosts=hosts,
+    )
+
+
 def slurm_worlds(spec: JobSpec) -> list[World]:
     """How the ranks of an sbatch job will see themselves, with placeholder node names, and the port
     derived as for job id 0 (the job's is derived from its id the same way)."""
     hosts = tuple(f"node{i}" for i in range(spec.nodes))
-    return [
-        World(
-            rank=r,
-            size=spec.workers,
-            local_rank=r % spec.nproc,
-            local_size=spec.nproc,
-            node_rank=r // spec.nproc,
-            num_nodes=spec.nodes,
-            master_addr=hosts[0],
-            master_port=port_for_job("0"),
-            source="slurm",
-            hosts=hosts,
-        )
-        for r in range(spec.workers)
-    ]
+    return [rank_world(spec, r, (hosts[0], port_for_job("0"), "slurm", hosts)) for r in range(spec.workers)]
 
 
 def validate(spec: JobSpec) -> None:
@@ -106,21 +110,8 @@ def plan(spec: JobSpec) -> Plan:
     """The plan for a local, torchrun, mpirun or horovodrun start of this node's part of the job."""
     validate(spec)
     port = spec.master_port or (free_port() if spec.nodes == 1 else DEFAULT_PORT)
-    worlds = [
-        World(
-            rank=spec.node_rank * spec.nproc + r,
-            size=spec.workers,
-            local_rank=r,
-            local_size=spec.nproc,
-            node_rank=spec.node_rank,
-            num_nodes=spec.nodes,
-            master_addr=spec.master_addr,
-            master_port=port,
-            source=spec.launcher,
-            hosts=spec.hosts,
-        )
-        for r in range(spec.nproc)
-    ]
+    where = (spec.master_addr, port, spec.launcher, spec.hosts)
+    worlds = [rank_world(spec, spec.node_rank * spec.nproc + r, where) for r in range(spec.nproc)]
     result = Plan(spec.framework, worlds)
     if spec.launcher == "torchrun" and FRAMEWORKS[spec.framework].torchrun_agent:
         _torchrun(spec, port, result)
@@ -187,7 +178,7 @@ def _local(spec: JobSpec, result: Plan) -> None:
         result.notes.append(f"{spec.framework} needs no torchrun agent: local processes get torchrun's environment")
     for w in result.worlds:
         # Across nodes TensorFlow gets its own convention too: every worker's address in TF_CONFIG.
-        tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if fw.tf_config and spec.nodes > 1 else {}
+        tf_env = {"TF_CONFIG": json.dumps(tf_config(w))} if fw.needs_tf_config and spec.nodes > 1 else {}
         result.per_rank.append(([spec.python, "-m", spec.module, *spec.train_args()], {**w.torch_env(), **tf_env}))
 
 
@@ -216,7 +207,7 @@ def _mpirun(spec: JobSpec, port: int, result: Plan) -> None:
         for k in range(spec.nodes)
         for w in result.worlds
     ]
-    if FRAMEWORKS[spec.framework].tf_config and spec.hosts:
+    if FRAMEWORKS[spec.framework].needs_tf_config and spec.hosts:
         # The cluster for every rank; OpenMPI's rank picks the task (launch.cluster.world).
         result.env["TF_CONFIG"] = json.dumps({"cluster": tf_config(result.worlds[0])["cluster"]})
         cmd[1:1] = ["-x", "TF_CONFIG"]

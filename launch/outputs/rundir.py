@@ -13,18 +13,18 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from launch.atomic_files import write_json
 from launch.cluster.world import World
 from launch.config import Config, write_config
 from launch.errors import UserError
-from launch.files import write_json
 from launch.outputs import checkpoints
-from launch.outputs.identity import new_run_id
+from launch.outputs.fingerprint import new_run_id
 from launch.outputs.runlock import RunLock
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.json"  # per-epoch train/eval loss and accuracy, with wall time
-RUN_FILE = "run.json"  # the run's identity: id and fingerprint (launch.outputs.identity)
+RUN_FILE = "run.json"  # the run's identity: id and fingerprint (launch.outputs.fingerprint)
 
 
 def default_name(config: Config, framework: str, *rest: str) -> str:

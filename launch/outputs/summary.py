@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch.atomic_files import write_json
 from launch.errors import UserError
-from launch.files import write_json
 from launch.outputs.rundir import SUMMARY_FILE
 
 SCHEMA_VERSION = 1
@@ -53,7 +53,7 @@ class Summary:
     # sample (position in that epoch's permutation) it started from.
     world_size_history: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
-    run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.outputs.identity)
+    run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.outputs.fingerprint)
     data: dict = field(default_factory=dict)  # sha256 of the data trained on, its source, how it was checked
     ranks: list = field(default_factory=list)  # one row per rank: rank, host, interface, cpus, threads, images_per_sec
     # what decides speed and correctness outside the config (launch.cluster.environment): the launch

@@ -20,6 +20,13 @@ class Communicator(Protocol):
         """Return once every rank has called it."""
 
 
+class GatheringBarrier:
+    """A barrier made of the gather: no rank's gather returns before every rank has sent its row."""
+
+    def barrier(self) -> None:
+        self.gather_rows([0.0])
+
+
 @dataclass(frozen=True)
 class Rows:
     """Every rank's values of the same named columns, one row per rank."""

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from launch.config import Config
+from launch.data.datasets import Dataset, load_dataset
 from launch.run.comm import Communicator
+
+EVAL_BATCH = 1000  # test images a rank evaluates at once, in every framework
 
 
 class Engine(ABC):
@@ -66,3 +70,9 @@ class Engine(ABC):
     @abstractmethod
     def save_model(self, run_dir: Path) -> Path:
         """Chief: save the trained model for use and size measurement; return the file."""
+
+
+def load_data(config: Config) -> Dataset:
+    """The configured dataset, as every engine loads it (data.limit cuts it)."""
+    data = config.data
+    return load_dataset(data.dataset, data.dir, data.limit, config.train.seed, data.custom)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from launch import log
+from launch.atomic_files import write_json
 from launch.cluster.world import World
 from launch.config import Config
-from launch.files import write_json
 from launch.outputs.rundir import HISTORY_FILE
 from launch.outputs.summary import write_summary
 from launch.run.comm import Rows

@@ -3,7 +3,7 @@
 Rank 0 claims the run directory (launch.outputs.rundir) and every rank learns from it the run's
 directory, id and whether it had finished. A resume then continues from the run's latest checkpoint
 (launch.outputs.checkpoints), at this world size, and only from a checkpoint of this run trained with
-the settings that define it (launch.outputs.identity).
+the settings that define it (launch.outputs.fingerprint).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from launch.clock import stamp
 from launch.cluster.world import World
 from launch.config import Config
 from launch.errors import UserError
-from launch.outputs import checkpoints, identity, rundir
+from launch.outputs import checkpoints, fingerprint, rundir
 from launch.run.comm import gather
 from launch.run.engine import Engine
 from launch.run.progress import Progress
@@ -27,7 +27,7 @@ from launch.run.progress import Progress
 class RunIdentity:
     dir: Path
     id: str
-    fingerprint: dict  # launch.outputs.identity.fingerprint
+    fingerprint: dict  # launch.outputs.fingerprint.fingerprint
     finished: bool  # the run directory held the run's complete results when this start claimed it
     started: float  # time.time() of this start, agreed by every rank
 
@@ -63,8 +63,8 @@ def agree_on_run(config: Config, world: World, engine: Engine) -> tuple[RunIdent
         raise SystemExit(int(chief["refused"]))  # rank 0's line says why
     run = RunIdentity(
         dir=rundir.run_dir_for(config, engine.framework, world, stamp(chief["started"]), int(chief["suffix"])),
-        id=identity.id_text(int(chief["run_id"])),
-        fingerprint=identity.fingerprint(config, engine.data_info["sha256"]),
+        id=fingerprint.id_text(int(chief["run_id"])),
+        fingerprint=fingerprint.fingerprint(config, engine.data_info["sha256"]),
         finished=bool(chief["finished"]),
         started=float(chief["started"]),
     )
@@ -114,7 +114,7 @@ def _check_identity(path: Path, state: dict, run: RunIdentity) -> None:
             f"{path} belongs to another run ({theirs['dir']}, id {theirs['id']}), not to {run.dir}: point "
             "checkpoint.dir at this run's checkpoints, or continue that run with its log.run_name"
         )
-    changed = identity.differences(theirs["fingerprint"], run.fingerprint)
+    changed = fingerprint.differences(theirs["fingerprint"], run.fingerprint)
     if changed:
         raise UserError(
             f"{path} was trained with other settings ({'; '.join(changed)}): resume with the "

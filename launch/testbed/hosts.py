@@ -103,9 +103,7 @@ class Testbed:
                 folder=tempfile.mkdtemp(prefix=f"mnist-dist-testbed-{tag}-"),
             )
             os.chmod(bed.folder, 0o755)
-            bed.hosts = [
-                Host(f"node{i}", str(addrs[i]), f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i in range(1, n + 1)
-            ]
+            bed.hosts = [_host(tag, i, str(addrs[i])) for i in range(1, n + 1)]
             bed._save()  # before anything exists, so that `down` finds whatever got made
         try:
             _ip("link", "add", bed.bridge, "type", "bridge")
@@ -309,11 +307,14 @@ def _claim_tag() -> str:
 def _named(tag: str, bed: Testbed) -> Testbed:
     """`bed` with every name as `up` gives it for `tag` (addresses and subnet as they are)."""
     folder_prefix = os.path.join(tempfile.gettempdir(), f"mnist-dist-testbed-{tag}-")
-    hosts = [
-        Host(f"node{i}", h.address, f"mnistdist-{tag}-node{i}", f"md{tag}h{i}") for i, h in enumerate(bed.hosts, 1)
-    ]
+    hosts = [_host(tag, i, h.address) for i, h in enumerate(bed.hosts, 1)]
     folder = bed.folder if bed.folder.startswith(folder_prefix) and "/" not in bed.folder[len(folder_prefix) :] else ""
     return Testbed(tag, bed.subnet, f"mdbr{tag}", bed.bridge_address, hosts, folder)
+
+
+def _host(tag: str, i: int, address: str) -> Host:
+    """Host i of testbed `tag`, with the names every testbed gives its hosts."""
+    return Host(f"node{i}", address, f"mnistdist-{tag}-node{i}", f"md{tag}h{i}")
 
 
 def _signals_exit():
