@@ -16,6 +16,7 @@ from launch.errors import ConfigError, UserError
 LAUNCHERS = ("local", "torchrun", "mpirun", "horovodrun", "slurm")
 RESTARTING_LAUNCHERS = ("local", "torchrun")  # --max-restarts: they restart every worker after a failure
 DOCTOR_LAUNCHERS = ("local", "torchrun", "mpirun", "slurm")
+HOROVOD_TF = "Horovod's TensorFlow part does not build against TensorFlow >= 2.16"
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,11 @@ FRAMEWORKS = {
         cuda_build="TensorFlow with its CUDA libraries (pip install 'tensorflow[and-cuda]', not tensorflow-cpu)",
         compression_fix="tf.distribute has no gradient compression (CommunicationOptions sets packing, timeout "
         "and implementation only); leave it out for tf, or use torch_dist's DDP hooks",
-        lacks=dict.fromkeys(
-            ("horovodrun", "horovod"), "Horovod's TensorFlow part does not build against TensorFlow >= 2.16"
-        ),
+        lacks={
+            "horovodrun": HOROVOD_TF,
+            "horovod": f"{HOROVOD_TF}; tf_dist's workers all-reduce through MultiWorkerMirroredStrategy, "
+            "and torch_dist runs Horovod",
+        },
     ),
 }
 # Sweep and report series that are a framework run another way: name -> (framework, overrides).

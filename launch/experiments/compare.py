@@ -149,7 +149,7 @@ class Compared:
     reloaded: dict[str, int | str] = field(default_factory=dict)  # parameters after reloading, or why not
 
     def verdicts(self) -> list[Verdict]:
-        """Empty unless both frameworks finished."""
+        """The classic claims are about TensorFlow and PyTorch: empty unless both finished."""
         if set(self.runs) != {"torch", "tf"}:
             return []
         return verdicts(self.runs["torch"], self.runs["tf"], self.reloaded)
@@ -191,8 +191,8 @@ def write_comparison(
 
 
 def _measures(c: Compared, target: float) -> list[str]:
-    names = [fw for fw in ("torch", "tf") if fw in c.runs]
-    missing = [fw for fw in ("torch", "tf") if fw not in c.runs]
+    names = [fw for fw in FRAMEWORKS if fw in c.runs]
+    missing = [fw for fw in FRAMEWORKS if fw not in c.runs]
     lines = [f"**Failed: {', '.join(missing)}** — only what finished is shown.", ""] if missing else []
     fields = [
         ("training throughput (img/s, warm-up excluded)", lambda s, h: f"{s.images_per_sec:,.0f}"),
@@ -236,7 +236,7 @@ def _plot_comparison(compared: dict[str, Compared], path: Path) -> None:
         ("model bytes", lambda s: s.model_size_bytes),
     ]
     for axes, (model, c) in zip(grid, compared.items()):
-        names = [fw for fw in ("torch", "tf") if fw in c.runs]
+        names = [fw for fw in FRAMEWORKS if fw in c.runs]
         for ax, (label, value) in zip(axes, bars):
             ax.bar(names, [value(c.runs[fw]) for fw in names], color=[framework_color(fw) for fw in names])
             ax.set_title(f"{model}: {label}")
