@@ -482,8 +482,9 @@ def test_a_rank_leaves_with_its_code_and_nothing_unwritten():
 @pytest.mark.parametrize("framework,runs", [("torch", 12), ("tf", 6)])
 def test_exit_hygiene_over_many_runs(tmp_path, framework, runs, leftovers):
     """Short runs back to back, two at a time (one run's start-up overlaps the other's training): each
-    exits 0 without an abort, and leaves nothing alive, so no port it opened is held. Every other
-    test's runs get the same check (conftest.py `leftovers`): several hundred runs a suite."""
+    exits 0 without an abort, leaves nothing alive, so no port it opened is held, and no file in its
+    temp dir (AutoGraph's generated modules among them). Every other test's runs get the process
+    check too (conftest.py `leftovers`): several hundred runs a suite."""
     launcher = "torchrun" if framework == "torch" else "local"
 
     def one(i: int) -> tuple[Path, subprocess.CompletedProcess]:
@@ -491,7 +492,9 @@ def test_exit_hygiene_over_many_runs(tmp_path, framework, runs, leftovers):
         cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher]
         cmd += ["--nproc", "2", "--config", MLP, "data.dataset=synthetic", "data.limit=512", "train.epochs=1"]
         cmd += ["train.batch_size=64", "train.threads=1", "checkpoint.interval=0", "log.progress=never"]
-        return log_dir, run([*cmd, f"log.dir={log_dir}", "log.run_name=r"], cwd=tmp_path, timeout=300)
+        (log_dir / "tmp").mkdir(parents=True)
+        env = {"TMPDIR": str(log_dir / "tmp")}
+        return log_dir, run([*cmd, f"log.dir={log_dir}", "log.run_name=r"], cwd=tmp_path, timeout=300, env=env)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for i, (log_dir, out) in enumerate(pool.map(one, range(runs))):
@@ -499,6 +502,7 @@ def test_exit_hygiene_over_many_runs(tmp_path, framework, runs, leftovers):
             assert "terminate called" not in out.stdout + out.stderr and "SIGABRT" not in out.stdout + out.stderr
             assert not live_pids_mentioning(f"{log_dir}"), f"run {i} left a process behind"
             assert (log_dir / "r" / "summary.json").is_file()
+            assert list((log_dir / "tmp").iterdir()) == [], f"run {i} left temp files"
     left = leftovers()
     assert not left, f"left running: {Leftovers.describe(left)}"
 

@@ -7,6 +7,7 @@ absl::InitializeLog()" and oneDNN's notice): they are dropped from the load's st
 else it prints goes through.
 """
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -37,5 +38,21 @@ if "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "tensorflow" not in sys.modules:
 
 import keras  # noqa: E402 -- after TensorFlow has loaded quietly
 import tensorflow as tf  # noqa: E402
+
+from launch.run import worker  # noqa: E402
+
+AUTOGRAPH_MODULES = "__autograph_generated_file"  # AutoGraph's prefix for the modules it writes to the temp dir
+
+
+def _remove_autograph_files() -> None:
+    """AutoGraph writes each function it converts to a temp file and leaves its removal to atexit,
+    which a rank's os._exit skips (launch.run.worker.leave): three files per run, otherwise."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith(AUTOGRAPH_MODULES):
+            with contextlib.suppress(OSError, TypeError):
+                os.remove(module.__file__)
+
+
+worker.before_leaving(_remove_autograph_files)
 
 __all__ = ["keras", "tf"]

@@ -62,11 +62,22 @@ def _fail(message: str, code: int) -> NoReturn:
     leave(code)
 
 
+_before_leaving: list[Callable[[], None]] = []
+
+
+def before_leaving(callback: Callable[[], None]) -> None:
+    """Run `callback` as the rank leaves: the clean-up a library left to atexit, which leave() skips."""
+    _before_leaving.append(callback)
+
+
 def leave(code: int) -> NoReturn:
     """End the process with `code`, skipping the interpreter's teardown: by now the rank has written
     its files and left its process group, so unloading torch's or TensorFlow's modules only costs
     time, and their C++ destructors abort the process if a library thread is still running. main()
     is a process's entry point, not a function to call from other Python code."""
+    for callback in _before_leaving:
+        with contextlib.suppress(Exception):
+            callback()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(ValueError, OSError):
