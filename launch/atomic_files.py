@@ -4,10 +4,16 @@ so a reader (or a resume after a kill) sees the old file or the complete new one
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from launch.errors import UserError
+
+NEARLY_FULL = 1 << 20  # bytes: a write that failed with less free than this ran out of space
 
 
 @contextlib.contextmanager
@@ -20,9 +26,31 @@ def atomic_write(path: Path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = no_space(path, exc)
+        if full:
+            raise UserError(full) from None
         raise
+
+
+def no_space(path: Path, exc: BaseException) -> str | None:
+    """What to say when `exc`, raised while writing `path`, came of a full filesystem; else None.
+    A library's own writer may hide the errno (torch.save reports only "unexpected pos"), so a folder
+    left with almost nothing free counts too."""
+    if not isinstance(exc, Exception):
+        return None
+    chain, seen = [], exc
+    while seen is not None:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    free = shutil.disk_usage(path.parent).free
+    if not any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for e in chain) and free >= NEARLY_FULL:
+        return None
+    return (
+        f"no space left on {path.parent} for {path.name} ({free:,} bytes free): free some space there, "
+        "or point checkpoint.dir (log.dir) elsewhere"
+    )
 
 
 def temp_file(folder: Path, prefix: str, suffix: str = "") -> tuple[int, str]:

@@ -17,6 +17,7 @@ from launch.cluster.world import World
 from launch.config import Config, load_config
 from launch.data.datasets import load_dataset
 from launch.frameworks import FRAMEWORKS, Framework
+from launch.outputs.checkpoints import DamagedCheckpoint
 from launch.run import loop
 from launch.run.engine import Engine
 
@@ -163,7 +164,10 @@ class NumpyEngine(Engine):
         self.comm.barrier()
 
     def restore_checkpoint(self, path: Path, lr: float) -> dict:
-        state = json.loads(path.read_text())
+        try:
+            state = json.loads(path.read_text())
+        except ValueError as exc:
+            raise DamagedCheckpoint(f"{path}: not readable ({exc})") from None
         self.weights, self.lr = np.array(state["weights"]), lr
         return state["progress"]
 

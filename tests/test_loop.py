@@ -12,6 +12,7 @@ import pytest
 from launch import log
 from launch.data.shard import steps_per_epoch
 from launch.errors import UserError
+from launch.outputs import checkpoints
 from launch.run import loop
 from launch.run.comm import gather_text
 from launch.run.metrics import ALL_TAGS
@@ -141,3 +142,36 @@ def test_gather_text_gives_every_rank_every_rank_s_text(texts):
     with ThreadPoolExecutor(len(texts)) as pool:
         got = list(pool.map(lambda r: gather_text(RankComm(shared, r), texts[r]), range(len(texts))))
     assert got == [[t[:64] for t in texts]] * len(texts)
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, capsys):
+    """A checkpoint cut short (a full disk, a killed copy) is passed over, with a line naming it."""
+    log.setup("test")  # onto the streams capsys reads
+    per_epoch = steps_per_epoch(N, BATCH)
+    assert run_ranks(config(tmp_path, "train.epochs=2", "checkpoint.interval=1"), 1) == [0]
+    newest, before = checkpoints.newest_first(tmp_path / "r" / "checkpoints", "numpy")
+    newest.write_text(newest.read_text()[:100])
+    assert run_ranks(config(tmp_path, "train.epochs=3", "checkpoint.interval=1", "checkpoint.resume=true"), 1) == [0]
+    said = "".join(capsys.readouterr())
+    assert f"{newest}: not readable" in said and f"resuming from the checkpoint before it, {before.name}" in said
+    assert f"resuming from {before} (epoch 1, step {per_epoch}" in said
+    history = read_json(tmp_path / "r" / "history.json")["epochs"]
+    assert [(e["epoch"], e["step"]) for e in history] == [(k, k * per_epoch) for k in (1, 2, 3)]
+    # the only checkpoint damaged: refused by name, nothing trained
+    for path in checkpoints.newest_first(tmp_path / "r" / "checkpoints", "numpy")[1:]:
+        path.unlink()
+    newest = checkpoints.latest(tmp_path / "r" / "checkpoints", "numpy")
+    newest.write_text("{")
+    [result] = run_ranks(config(tmp_path, "train.epochs=4", "checkpoint.resume=true"), 1)
+    assert isinstance(result, checkpoints.DamagedCheckpoint) and f"{newest}: not readable" in str(result)
+
+
+def test_a_resume_past_max_steps_is_named_as_such(tmp_path):
+    per_epoch = steps_per_epoch(N, BATCH)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / loop.STOP_FILE).touch()  # stopped, checkpointed at step 5
+    assert run_ranks(config(tmp_path, "log.interval=5"), 1) == [loop.PREEMPTED]
+    [result] = run_ranks(config(tmp_path, "checkpoint.resume=true", "train.max_steps=3"), 1)
+    assert isinstance(result, UserError)
+    assert "is at step 5, past train.max_steps=3: raise train.max_steps" in str(result)
+    assert per_epoch > 5 and not (tmp_path / "r" / "summary.json").exists()

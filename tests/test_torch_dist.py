@@ -1,8 +1,10 @@
 """torch_dist: real processes under torchrun and mpirun with gloo, 1 thread per worker."""
 
 import contextlib
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -173,6 +175,47 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     with pytest.raises(UserError, match="holds model 'cnn', not 'mlp'"):
         load_checkpoint(tmp_path / "step-00000010.pt", "mlp")
     assert load_checkpoint(tmp_path / "step-00000010.pt", "cnn")["progress"]["step"] == 10
+
+
+def test_a_checkpoint_cut_short_is_damaged_and_one_of_another_model_is_not(tmp_path):
+    """A damaged file is one a resume passes over for the one before (launch.run.resume); a whole
+    checkpoint of another model is refused, never passed over."""
+    from launch.outputs.checkpoints import DamagedCheckpoint
+    from torch_dist.checkpoint import load_checkpoint, save_checkpoint
+    from torch_dist.models import build_model
+
+    model, path = build_model("mlp"), tmp_path / "step-00000010.pt"
+    save_checkpoint(
+        path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), model_name="mlp", progress={}
+    )
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DamagedCheckpoint, match="not a loadable torch_dist checkpoint"):
+        load_checkpoint(path, "mlp")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB filesystem (tmpfs), smaller than one checkpoint; unmounted whatever the test did."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True, timeout=30)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True, timeout=30)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_folder(tmp_path, tiny_disk):
+    out = torch_train(
+        tmp_path, "single", 1, "data.dataset=synthetic", "data.limit=2000", "train.epochs=1",
+        "checkpoint.interval=1", f"checkpoint.dir={tiny_disk}", "log.run_name=r",
+    )  # fmt: skip
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr[-3000:]
+    assert f"no space left on {tiny_disk} for step-" in errors[0] and "bytes free" in errors[0]
+    assert list(tiny_disk.iterdir()) == []  # no part of a checkpoint left behind
 
 
 def test_models_match_keras_shapes():

@@ -11,7 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from launch.atomic_files import no_space
 from launch.errors import UserError
+from launch.outputs.checkpoints import DamagedCheckpoint
 from tf_dist.quiet import tf
 
 
@@ -27,9 +29,16 @@ class Checkpoints:
         self.info.assign(json.dumps({"framework": "tf", "model_name": self.model_name, "progress": progress}))
         target = folder if is_chief else Path(tempfile.mkdtemp(prefix="tf-dist-worker-ckpt-"))
         manager = tf.train.CheckpointManager(self.checkpoint, str(target), max_to_keep=None)
-        manager.save(checkpoint_number=step)
-        if not is_chief:
-            shutil.rmtree(target, ignore_errors=True)
+        try:
+            manager.save(checkpoint_number=step)
+        except tf.errors.OpError as exc:
+            full = no_space(target / f"ckpt-{step}", exc)
+            if full:
+                raise UserError(full) from None
+            raise
+        finally:
+            if not is_chief:
+                shutil.rmtree(target, ignore_errors=True)
 
     def restore(self, index_file: Path) -> dict:
         """The checkpoint whose index file is `index_file` (ckpt-N.index); returns its progress."""
@@ -37,7 +46,9 @@ class Checkpoints:
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
             info = json.loads(self.info.numpy().decode())
-        except (tf.errors.OpError, AssertionError, ValueError) as exc:
+        except tf.errors.OpError as exc:  # cut short or corrupt (DataLossError, among others)
+            raise DamagedCheckpoint(f"{path}: not readable ({str(exc).splitlines()[0]})") from None
+        except (AssertionError, ValueError) as exc:
             raise UserError(
                 f"{path}: not a tf_dist checkpoint of model {self.model_name!r} "
                 f"({str(exc).splitlines()[0]}); use another checkpoint.dir"

@@ -15,6 +15,7 @@ import torch
 
 from launch.atomic_files import atomic_write
 from launch.errors import UserError
+from launch.outputs.checkpoints import DamagedCheckpoint
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -40,7 +41,7 @@ def save_checkpoint(
         "scaler": scaler.state_dict() if scaler is not None else {},  # fp16's loss scale and its growth count
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
+    with atomic_write(path) as f:  # a full disk is one line naming the folder (launch.atomic_files)
         torch.save(state, f)
 
 
@@ -60,7 +61,7 @@ def load_checkpoint(path: Path, model_name: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError, among others
-        raise UserError(
+        raise DamagedCheckpoint(
             f"{path}: not a loadable torch_dist checkpoint ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0]}); remove it or point checkpoint.dir elsewhere"
         ) from None

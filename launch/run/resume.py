@@ -72,21 +72,26 @@ def agree_on_run(config: Config, world: World, engine: Engine) -> tuple[RunIdent
 
 
 def resume(config: Config, world: World, engine: Engine, run: RunIdentity, ckpt_dir: Path) -> Resumed:
-    """Continue from the latest checkpoint at this world size (the engine restores its state), or
-    from scratch where there is none; or nothing, where the run had finished."""
-    framework = engine.framework
-    checkpoints.refuse_other_frameworks(ckpt_dir, framework)
-    path = checkpoints.latest(ckpt_dir, framework)
-    if path is None and run.finished:
+    """Continue from the latest checkpoint that reads, at this world size (the engine restores its
+    state), or from scratch where there is none; or nothing, where the run had finished."""
+    checkpoints.refuse_other_frameworks(ckpt_dir, engine.framework)
+    restored = _restore_newest(config, world, engine, ckpt_dir)
+    if restored is None and run.finished:
         _say_finished(world, run, "its summary.json is there, and no checkpoint to train further from")
         return Resumed(finished=True)
-    if path is None:
+    if restored is None:
         if world.is_chief:
             log.get().info(f"no checkpoint in {ckpt_dir}; starting from scratch")
         return Resumed()
-    state = engine.restore_checkpoint(path, config.scaled_lr(world.size))
+    path, state = restored
     _check_identity(path, state, run)
     progress = Progress.from_dict(state)
+    max_steps = config.train.max_steps
+    if max_steps is not None and progress.step > max_steps:
+        raise UserError(
+            f"{path} is at step {progress.step}, past train.max_steps={max_steps}: raise train.max_steps "
+            "to train further, or start a new run (another log.run_name) to train fewer steps"
+        )
     if progress.done(config.train) and not run.finished:
         raise UserError(
             f"{path} is the run's last step, but {run.dir} has no summary.json: the run died while "
@@ -99,6 +104,21 @@ def resume(config: Config, world: World, engine: Engine, run: RunIdentity, ckpt_
     if world.is_chief:
         _say_resuming(config, world, path, progress, engine.n_train)
     return Resumed(progress)
+
+
+def _restore_newest(config: Config, world: World, engine: Engine, ckpt_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint that reads, restored, and its state; a damaged one (cut short by a full
+    disk or a killed copy) is passed over for the one before, and said so. None: there is none."""
+    candidates = checkpoints.newest_first(ckpt_dir, engine.framework)
+    for i, path in enumerate(candidates):
+        try:
+            return path, engine.restore_checkpoint(path, config.scaled_lr(world.size))
+        except checkpoints.DamagedCheckpoint as exc:
+            if i == len(candidates) - 1:
+                raise
+            if world.is_chief:
+                log.get().warning(f"{exc}; resuming from the checkpoint before it, {candidates[i + 1].name}")
+    return None
 
 
 def _check_identity(path: Path, state: dict, run: RunIdentity) -> None:
