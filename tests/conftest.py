@@ -1,6 +1,7 @@
 import itertools
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -174,3 +175,17 @@ def slurm_two_nodes():
     """Two nodes: slurmctld here, one slurmd on each host of a testbed of its own."""
     for bed in _testbed(2):
         yield from _slurm(bed)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB filesystem (tmpfs), smaller than one checkpoint; unmounted whatever the test did."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True, timeout=30)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True, timeout=30)

@@ -205,3 +205,26 @@ def test_a_worker_that_finds_the_leader_gone_after_the_last_barrier_exits_cleanl
     follower, leader = (run([sys.executable, "-c", LEADER_GONE, rank], cwd=ROOT, timeout=120) for rank in "10")
     assert follower.returncode == 0, follower.stderr[-2000:]
     assert leader.returncode == 1 and "UnavailableError" in leader.stderr
+
+
+def test_a_checkpoint_cut_short_is_damaged_and_a_full_disk_is_one_line(tmp_path, tiny_disk):
+    """The TensorFlow side of what launch.run.resume passes over (a damaged file) and of the full-disk
+    line: tf.train.Checkpoint's reader says only "Read less bytes than requested"."""
+    from launch.errors import UserError
+    from launch.outputs.checkpoints import DamagedCheckpoint
+    from tf_dist.checkpoint import Checkpoints
+    from tf_dist.models import build_model
+    from tf_dist.quiet import keras
+
+    model, optimizer = build_model("mlp"), keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    checkpoints = Checkpoints(model, optimizer, "mlp")
+    checkpoints.save(tmp_path, 7, is_chief=True, progress={"step": 7})
+    assert checkpoints.restore(tmp_path / "ckpt-7.index") == {"step": 7}
+    data = next(tmp_path.glob("ckpt-7.data*"))
+    data.write_bytes(data.read_bytes()[:100])
+    with pytest.raises(DamagedCheckpoint, match="ckpt-7: not readable"):
+        checkpoints.restore(tmp_path / "ckpt-7.index")
+    with pytest.raises(UserError, match=f"no space left on {tiny_disk} for ckpt-8 "):
+        checkpoints.save(tiny_disk, 8, is_chief=True, progress={})
+    assert list(tiny_disk.iterdir()) == []  # nothing partial left, TensorFlow's temp folder neither

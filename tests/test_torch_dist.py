@@ -1,10 +1,8 @@
 """torch_dist: real processes under torchrun and mpirun with gloo, 1 thread per worker."""
 
 import contextlib
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -191,20 +189,6 @@ def test_a_checkpoint_cut_short_is_damaged_and_one_of_another_model_is_not(tmp_p
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(DamagedCheckpoint, match="not a loadable torch_dist checkpoint"):
         load_checkpoint(path, "mlp")
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 256 KiB filesystem (tmpfs), smaller than one checkpoint; unmounted whatever the test did."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True, timeout=30)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True, timeout=30)
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_naming_the_folder(tmp_path, tiny_disk):

@@ -34,6 +34,8 @@ class Checkpoints:
         except tf.errors.OpError as exc:
             full = no_space(target / f"ckpt-{step}", exc)
             if full:
+                for partial in target.glob(f"ckpt-{step}_temp*"):  # TensorFlow's own, left on a failure
+                    shutil.rmtree(partial, ignore_errors=True)
                 raise UserError(full) from None
             raise
         finally:
@@ -46,7 +48,7 @@ class Checkpoints:
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
             info = json.loads(self.info.numpy().decode())
-        except tf.errors.OpError as exc:  # cut short or corrupt (DataLossError, among others)
+        except (tf.errors.OpError, IndexError) as exc:  # cut short (the reader's IndexError) or corrupt
             raise DamagedCheckpoint(f"{path}: not readable ({str(exc).splitlines()[0]})") from None
         except (AssertionError, ValueError) as exc:
             raise UserError(
