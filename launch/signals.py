@@ -1,4 +1,4 @@
-"""Signal handlers for a block of code, put back after it.
+"""Signal handlers for a block of code, put back after it; the exit code of a requested stop.
 
 Python delivers signals to its main thread only, so elsewhere (a rank that is a thread in the tests,
 a library caller's worker thread) the block runs with the handlers as they are.
@@ -10,6 +10,8 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterable
+
+PREEMPTED = 75  # exit code of a rank stopped at a requested stop, checkpointed to resume
 
 
 @contextlib.contextmanager

@@ -59,10 +59,7 @@ def test_resume_on_another_world_size_trains_every_sample_once(tmp_path, module,
     resumed = stop_and_resume(tmp_path, module, before, after, mid_epoch)
     stop = MID_EPOCH_STOP if mid_epoch else steps_per_epoch(N // before, BATCH)
     position = stop * BATCH * before if mid_epoch else N  # an epoch's end passes its dropped tail too
-    assert (
-        f"(epoch 0, step {stop}, sample {position} of {N} in this epoch) on {after} worker(s), not {before}"
-        in resumed.stdout
-    )
+    assert f"(in epoch 1, step {stop}, sample {position} of {N}) on {after} worker(s), not {before}" in resumed.stdout
     rest = steps_per_epoch((N - position) // after, BATCH)
     steps = stop + rest + steps_per_epoch(N // after, BATCH)
 

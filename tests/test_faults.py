@@ -276,7 +276,7 @@ def test_a_mid_epoch_stop_resumes_at_the_next_batch(tmp_path, module):
         cwd=tmp_path,
         timeout=300,
     )
-    assert resumed.returncode == 0 and "(epoch 0, step 10, sample 640 of 4000 " in resumed.stdout, resumed.stderr[
+    assert resumed.returncode == 0 and "(in epoch 1, step 10, sample 640 of 4000)" in resumed.stdout, resumed.stderr[
         -3000:
     ]
     a, b = (read_json(tmp_path / name / "history.json")["epochs"] for name in ("whole", "cut"))

@@ -375,6 +375,25 @@ def test_local_launcher_prefixes_other_ranks_and_trains(tmp_path):
     assert read_json(tmp_path / "l" / "summary.json")["world_size"] == 2
 
 
+def test_a_requested_stop_under_the_local_launcher_is_told_as_a_stop(tmp_path):
+    """A PREEMPT file stops both ranks at one step: exit 75 and the chief's one line, no failure talk."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "PREEMPT").touch()
+    common = ["--config", "configs/mlp.yaml", "data.dataset=synthetic", "data.limit=2000", "train.threads=1"]
+    out = mnist_dist(
+        "run", "--framework", "torch", "--nproc", "2", *common, "log.interval=5", f"log.dir={tmp_path}",
+        "log.run_name=r", "log.progress=never", timeout=300,
+    )  # fmt: skip
+    said = out.stdout + out.stderr
+    assert out.returncode == 75, said[-3000:]
+    assert "stop requested: checkpointed step 5" in said
+    assert "stopping the other ranks" not in said and "exited with code 75" not in said
+    # one rank that fails: its own line and the launcher's, and no "other ranks" to stop
+    one = mnist_dist("run", "--framework", "torch", *common, "train.precision=fp16", f"log.dir={tmp_path}")
+    assert one.returncode == 2 and "exited with code 2" in one.stdout + one.stderr
+    assert "stopping the other ranks" not in one.stdout + one.stderr
+
+
 def test_local_launcher_fails_fast_when_a_rank_fails(tmp_path):
     out = mnist_dist(
         "run",
@@ -390,6 +409,7 @@ def test_local_launcher_fails_fast_when_a_rank_fails(tmp_path):
         timeout=300,
     )
     assert out.returncode == 2 and "fp16 needs a GPU" in out.stdout
+    assert "exited with code 2; stopping the other ranks" in out.stdout + out.stderr
 
 
 @needs_fashion

@@ -154,7 +154,7 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, capsy
     assert run_ranks(config(tmp_path, "train.epochs=3", "checkpoint.interval=1", "checkpoint.resume=true"), 1) == [0]
     said = "".join(capsys.readouterr())
     assert f"{newest}: not readable" in said and f"resuming from the checkpoint before it, {before.name}" in said
-    assert f"resuming from {before} (epoch 1, step {per_epoch}" in said
+    assert f"resuming from {before} (after epoch 1, step {per_epoch})" in said
     history = read_json(tmp_path / "r" / "history.json")["epochs"]
     assert [(e["epoch"], e["step"]) for e in history] == [(k, k * per_epoch) for k in (1, 2, 3)]
     # the only checkpoint damaged: refused by name, nothing trained

@@ -103,7 +103,7 @@ def test_resume_after_epoch_one_of_two(tmp_path):
     assert again.returncode != 0 and "already holds a finished run" in again.stderr
     resumed = torch_train(tmp_path, "torchrun", 2, *common, "train.epochs=2", "checkpoint.resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stdout and "epoch 1, step 24" in resumed.stdout
+    assert "resuming from" in resumed.stdout and "(after epoch 1, step 24)" in resumed.stdout
     assert "epoch 1/2" not in resumed.stdout and "epoch 2/2" in resumed.stdout  # epoch 1 is not repeated
     done, reference = read_json(tmp_path / "r" / "summary.json"), read_json(tmp_path / "full" / "summary.json")
     assert done["steps"] == reference["steps"] == 48 and done["epochs"] == 2

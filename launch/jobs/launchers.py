@@ -30,6 +30,7 @@ from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
 from launch.jobs import children
 from launch.jobs.jobspec import JobSpec
+from launch.signals import PREEMPTED
 
 _LOOPBACK = ("127.", "localhost", "::1")
 
@@ -316,11 +317,12 @@ def _wait_fail_fast(procs: list[subprocess.Popen], ranks: list[int]) -> int:
             continue  # some other child of ours
         proc.returncode = os.waitstatus_to_exitcode(status)
         codes.append(proc.returncode)
-        if proc.returncode != 0 and not children.stopped_by():  # (after a stop, every rank checkpoints)
-            how = _how_it_ended(proc.returncode)
-            log.get().info(f"rank {rank_of[pid]} (pid {pid}) {how}; stopping the other ranks")
-            _stop(running.values())
-            return proc.returncode
+        if proc.returncode in (0, PREEMPTED) or children.stopped_by():
+            continue  # a requested stop: every rank checkpoints the same step and leaves with its code
+        others = "; stopping the other ranks" if running else ""
+        log.get().info(f"rank {rank_of[pid]} (pid {pid}) {_how_it_ended(proc.returncode)}{others}")
+        _stop(running.values())
+        return proc.returncode
     return next((code for code in codes if code), 0)
 
 

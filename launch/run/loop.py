@@ -36,8 +36,8 @@ from launch.run.reporting import Reporter
 from launch.run.results import write_results
 from launch.run.resume import agree_on_run, resume
 from launch.run.stragglers import SPLIT, split
+from launch.signals import PREEMPTED
 
-PREEMPTED = 75  # exit code of a run stopped early by a preemption signal, checkpointed to resume
 STOP_FILE = "PREEMPT"  # a file of this name in the run directory asks every rank to stop and checkpoint
 INTERVAL_ROW = ("images", "seconds", "steps", "loss_sum", "correct", "stop", *SPLIT)
 

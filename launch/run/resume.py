@@ -149,9 +149,14 @@ def _say_finished(world: World, run: RunIdentity, detail: str) -> None:
 
 def _say_resuming(config: Config, world: World, path: Path, progress: Progress, n_train: int) -> None:
     before = progress.world_sizes[-1]["world_size"]
+    where = (  # epochs counted from 1, as the epoch lines count them
+        f"in epoch {progress.epoch + 1}, step {progress.step}, sample {progress.sample} of {n_train}"
+        if progress.sample
+        else f"after epoch {progress.epoch}, step {progress.step}"
+    )
     log.get().info(
-        f"resuming from {path} (epoch {progress.epoch}, step {progress.step}, sample {progress.sample} of "
-        f"{n_train} in this epoch) on {world.size} worker(s)" + (f", not {before}" if before != world.size else "")
+        f"resuming from {path} ({where}) on {world.size} worker(s)"
+        + (f", not {before}" if before != world.size else "")
     )
     if config.dist.compression == "powersgd":
         log.get().info(
