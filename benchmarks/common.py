@@ -7,7 +7,9 @@ noise of a shared machine hits both sides alike. They are measurements, never te
 from __future__ import annotations
 
 import argparse
+import atexit
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,7 +87,10 @@ def summary_rate(run_dir: Path) -> float:
 
 
 def temp_dir() -> str:
-    return tempfile.mkdtemp(prefix="mnist-dist-bench-")
+    """A folder for the trainer's runs, removed when the benchmark exits: the printed table is its result."""
+    folder = tempfile.mkdtemp(prefix="mnist-dist-bench-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def report(

@@ -39,14 +39,19 @@ def main() -> None:
     parser.add_argument("--workers", help="sweep sizes, e.g. 1,2 (default: 1, 2, 4 ... every GPU)")
     args = parser.parse_args()
     args.precision = "bf16"
+    if args.device == "cuda" and not _gpu_count():
+        print("benchmarks/gpu.py: no GPU here (nvidia-smi lists none): run it on a GPU node, or add --device cpu "
+              "to try the script itself on the CPU", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     common = ["--model", args.model, "--batch", str(args.batch), "--steps", str(args.steps)]
     common += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-    parts = {
-        "torch on one device": [sys.executable, str(HERE / "gpu_torch.py"), "--device", args.device, *common],
-        "TensorFlow on one device": [sys.executable, str(HERE / "tf_overhead.py"), "--precision", "bf16", *common],
-        "both trainers on every GPU": sweep_command(args),
-    }
-    failed = [title for title, cmd in parts.items() if not part(title, cmd)]
+    with tempfile.TemporaryDirectory(prefix="mnist-dist-gpu-sweep-") as out:
+        parts = {
+            "torch on one device": [sys.executable, str(HERE / "gpu_torch.py"), "--device", args.device, *common],
+            "TensorFlow on one device": [sys.executable, str(HERE / "tf_overhead.py"), "--precision", "bf16", *common],
+            "both trainers on every GPU": sweep_command(args, Path(out)),
+        }
+        failed = [title for title, cmd in parts.items() if not part(title, cmd)]
     if failed:
         raise SystemExit(
             f"benchmarks/gpu.py: {len(failed)} part(s) failed or measured only in part: {'; '.join(failed)}"
@@ -63,10 +68,9 @@ def part(title: str, cmd: list[str]) -> bool:
     return done.returncode == 0
 
 
-def sweep_command(args) -> list[str]:
-    """Both trainers over 1 ... N ranks, one GPU each (dist.backend=auto is NCCL on GPUs)."""
-    workers = args.workers or ",".join(str(n) for n in _powers_of_two(_gpu_count()))
-    out = Path(tempfile.mkdtemp(prefix="mnist-dist-gpu-sweep-"))
+def sweep_command(args, out: Path) -> list[str]:
+    """Both trainers over 1 ... N ranks, one GPU each (dist.backend=auto is NCCL on GPUs), writing to `out`."""
+    workers = args.workers or ",".join(str(n) for n in _powers_of_two(max(1, _gpu_count())))
     return [
         *(sys.executable, "-m", "launch", "sweep", "--framework", "torch,tf", "--workers", workers),
         *("--mode", "weak", "--repeats", str(min(args.repeats, 3)), "--steps", str(args.steps)),
@@ -88,8 +92,8 @@ def _gpu_count() -> int:
     try:
         listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
-        return 1
-    return max(1, sum(line.startswith("GPU ") for line in listed.splitlines()))
+        return 0
+    return sum(line.startswith("GPU ") for line in listed.splitlines())
 
 
 def _powers_of_two(n: int) -> list[int]:

@@ -26,15 +26,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke run)")
     args = parser.parse_args()
     steps, repeats = (200, 2) if args.quick else (1000, 5)
-    out = Path(tempfile.mkdtemp(prefix="mnist-dist-benchmarks-"))
-    sections = []
+    with tempfile.TemporaryDirectory(prefix="mnist-dist-benchmarks-") as out:
+        print("\n".join(sections(Path(out), steps, repeats)))
+
+
+def sections(out: Path, steps: int, repeats: int) -> list[str]:
+    """The report's parts; `out` holds the sweeps' runs, removed afterwards (the report is the result)."""
+    parts = []
     for script in ("torch_overhead.py", "tf_overhead.py"):
-        sections.append(
+        parts.append(
             _table(_run([sys.executable, str(HERE / script), "--steps", str(steps), "--repeats", str(repeats)]))
         )
-    sections.append("### 2-worker scaling efficiency (weak, 1 thread per worker, batch 128 per worker)\n")
-    sections.append("| model | framework | 1 worker img/s | 2 workers img/s | efficiency | startup to first step (s) |")
-    sections.append("|---|---|---:|---:|---:|---:|")
+    parts.append("### 2-worker scaling efficiency (weak, 1 thread per worker, batch 128 per worker)\n")
+    parts.append("| model | framework | 1 worker img/s | 2 workers img/s | efficiency | startup to first step (s) |")
+    parts.append("|---|---|---:|---:|---:|---:|")
     for model in ("mlp", "cnn"):
         sweep = out / f"sweep-{model}"
         _run(
@@ -68,12 +73,12 @@ def main() -> None:
                 __import__("json").loads(p.read_text())["startup_s"]
                 for p in (sweep / "runs").glob(f"{framework}-w1-*/summary.json")
             )
-            sections.append(
+            parts.append(
                 f"| {model} | {framework} | {float(one['images_per_sec_mean']):,.0f} | "
                 f"{float(two['images_per_sec_mean']):,.0f} | {float(two['efficiency']):.2f} | "
                 f"{startup:.2f} |"
             )
-    print("\n".join(sections))
+    return parts
 
 
 def _run(cmd: list[str]) -> str:

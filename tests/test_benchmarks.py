@@ -2,6 +2,8 @@
 runs is found here, not when someone needs its numbers. Their figures are not asserted."""
 
 import re
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -40,6 +42,20 @@ def test_step_profile_names_the_cnn_s_operators(tmp_path, script, kernel):
     assert kernel in out.stdout, out.stdout
 
 
+def test_gpu_benchmark_without_a_gpu_says_so_in_one_line(tmp_path):
+    if (
+        shutil.which("nvidia-smi")
+        and "GPU " in subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+    ):
+        pytest.skip("this machine has a GPU: the benchmark would run")
+    out = run([sys.executable, str(ROOT / "benchmarks" / "gpu.py")], cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.splitlines() == [
+        "benchmarks/gpu.py: no GPU here (nvidia-smi lists none): run it on a GPU node, or add --device cpu "
+        "to try the script itself on the CPU"
+    ]
+
+
 def test_gpu_benchmark_runs_every_part_on_the_cpu(tmp_path):
     """benchmarks/gpu.py is run first on a lent GPU machine with minutes to spare: here it runs end to
     end on CPUs (without torch.compile and CUDA graphs), so that the GPU run measures instead of debugging."""
@@ -48,8 +64,10 @@ def test_gpu_benchmark_runs_every_part_on_the_cpu(tmp_path):
         + ["--steps", "10", "--warmup", "3", "--repeats", "1", "--workers", "1,2"],
         cwd=tmp_path,
         timeout=600,
+        env={"TMPDIR": str(tmp_path)},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert not list(tmp_path.glob("mnist-dist-*")), "the sweep's temp folder is removed"
     rows = re.findall(r"^\| ([^|]+) \| ([\d,]+) \| [\d,]+\.\.[\d,]+ \| ([\d.]+) \|$", out.stdout, re.M)
     assert [name for name, _, _ in rows] == [
         *("bare", "torch_dist", "dataloader"),

@@ -65,8 +65,13 @@ def test_wrong_checksum_everywhere_is_an_error_and_leaves_nothing(tmp_path, mirr
     with Mirror(tampered) as bad:
         mirror_of(bad)
         with pytest.raises(DataError, match="SHA-256 mismatch"):
-            download_dataset("mnist", tmp_path / "d", **FAST)
-    assert not any(p.suffix in (".gz", ".part") for p in (tmp_path / "d").iterdir())
+            download_dataset("mnist", tmp_path / "shared" / "mnist", **FAST)  # neither folder there before
+        assert not (tmp_path / "shared").exists()  # nothing made is left, as `mnist-dist data --dir` left it
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "notes.txt").write_text("the user's")
+        with pytest.raises(DataError, match="SHA-256 mismatch"):
+            download_dataset("mnist", tmp_path / "mine", **FAST)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # a folder that was there stays
 
 
 def test_dropped_connection_is_retried_then_reported(tmp_path):

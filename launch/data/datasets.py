@@ -14,6 +14,7 @@ files have the same names): a user's own MNIST-format data needs data.custom=tru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -156,12 +157,20 @@ def locate(dataset: str, explicit: str | Path | None = None, *, download: bool =
 
 
 def download_dataset(dataset: str, folder: Path, **fetch_options) -> dict[str, Path]:
-    """Download the four gzipped IDX files into `folder`, verified against CHECKSUMS."""
+    """Download the four gzipped IDX files into `folder`, verified against CHECKSUMS. A download
+    that fails leaves no folder it created (one a file landed in stays)."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
     paths = {}
-    for role, stem in SPLIT_FILES.items():
-        name = stem + ".gz"
-        urls = [base + name for base in MIRRORS[dataset]]
-        paths[role] = fetch(urls, folder / name, CHECKSUMS[dataset][name], **fetch_options)
+    try:
+        for role, stem in SPLIT_FILES.items():
+            name = stem + ".gz"
+            urls = [base + name for base in MIRRORS[dataset]]
+            paths[role] = fetch(urls, folder / name, CHECKSUMS[dataset][name], **fetch_options)
+    except DataError:
+        for made in missing:  # deepest first; rmdir removes only what is still empty
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
     return paths
 
 

@@ -170,7 +170,7 @@ def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
         result.env["OMP_NUM_THREADS"] = str(spec.threads)
     if spec.nodes == 1:
         result.worlds = [dataclasses.replace(w, master_port=0) for w in result.worlds]
-        result.notes.append("torchrun --standalone picks its own free rendezvous port (shown as 0)")
+        result.notes.append("torchrun --standalone picks its own free rendezvous port: the master port below is 0")
 
 
 def _local(spec: JobSpec, result: Plan) -> None:
