@@ -72,3 +72,30 @@ def test_diff_of_two_runs_names_what_differs_and_compares_their_numbers(tmp_path
 def test_diff_of_something_that_is_not_a_run_says_so(tmp_path):
     out = run([sys.executable, "-m", "launch", "diff", str(tmp_path), str(tmp_path)], cwd=tmp_path)
     assert out.returncode == 1 and "no summary.json there: give a run directory" in out.stderr
+
+
+def test_diff_names_the_launcher_hides_launcher_wiring_unless_asked_and_aligns_its_columns(tmp_path):
+    import dataclasses
+
+    from launch.experiments.diff import Run, render
+    from launch.outputs.summary import read_summary
+
+    assert run_ranks(loop_config(tmp_path, "log.run_name=a"), 1) == [0]
+    summary = read_summary(tmp_path / "a" / "summary.json")
+    assert summary.launcher  # recorded by every run from now on
+    mpi = {"OMPI_MCA_btl": "^openib", "OMPI_MCA_orte_hnp_uri": "1234.0;tcp://10.0.0.1:41000", "MASTER_PORT": "29500"}
+    mpi["OMPI_MCA_ess_base_jobid"] = "77"
+    torchrun = {"MASTER_PORT": "41999", "TORCHELASTIC_RUN_ID": "a-very-long-run-identifier-of-torchrun"}
+    a = Run("a", dataclasses.replace(summary, launcher="openmpi", environment={"variables": mpi}), {})
+    b = Run("b", dataclasses.replace(summary, launcher="torchrun", environment={"variables": torchrun}), {})
+    lines = render(a, b).splitlines()
+    assert any(line.split() == ["launcher", "openmpi", "torchrun"] for line in lines)
+    assert any(line.split() == ["OMPI_MCA_btl", "^openib", "(unset)"] for line in lines)
+    assert not any("orte_hnp_uri" in line or "MASTER_PORT" in line or "RUN_ID" in line for line in lines)
+    assert "  and 4 launcher wiring variable(s) that differ, as in any two runs (--all shows them)" in lines
+    assert lines.index("environment: 1 differ") > lines.index("versions: the same")  # the environment last
+    everything = render(a, b, wiring=True).splitlines()
+    assert any(line.split()[:1] == ["OMPI_MCA_orte_hnp_uri"] for line in everything)
+    # one column for A's values in every section, however long a name: right edges meet
+    ends = {line.index("openmpi") + len("openmpi") for line in everything if line.startswith("  launcher")}
+    assert ends == {line.index("^openib") + len("^openib") for line in everything if "OMPI_MCA_btl" in line}

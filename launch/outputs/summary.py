@@ -45,6 +45,7 @@ class Summary:
     startup_s: float  # process start to the first step's end
     dropped_per_epoch: int  # samples no rank saw each epoch (fewer than world_size)
     restarts: int = 0
+    launcher: str = ""  # who started the ranks: torchrun, openmpi, slurm, local, single, ... ("" in older runs)
     compression: str = "none"  # dist.compression: the gradients' form on the wire
     accumulate_steps: int = 1  # micro-batches per optimizer step (global_batch_size counts them all)
     tf32: bool = False  # train.tf32: TensorFloat-32 allowed in fp32 matmuls and convolutions on GPUs

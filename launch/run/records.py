@@ -124,6 +124,7 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
         startup_s=facts.first_step_at - start,
         dropped_per_epoch=facts.dropped_per_epoch,
         restarts=world.restarts,
+        launcher=world.started_by,
         world_size_history=facts.world_size_history,
         compression=config.dist.compression,
         accumulate_steps=config.train.accumulate_steps,
