@@ -41,13 +41,20 @@ _LOST_TF_TASK = re.compile(r"unhealthy.*?/job:(\w+)/replica:\d+/task:(\d+)", re.
 _GENERIC = ("Graph execution error",)  # TensorFlow's header line, which says nothing of the cause
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, hosts: list[str] = ()) -> str:
     """A framework's exception as one line: its type and cause, with peers' addresses named
-    (gloo says "Connection reset by peer [10.0.0.3]:port"; TensorFlow names the task that died)."""
+    (gloo says "Connection reset by peer [10.0.0.3]:port"; TensorFlow names the task that died: a
+    worker task is the rank of that number, on `hosts[rank]` where the world tells each rank's host)."""
     text = str(exc)
     lost = _LOST_TF_TASK.search(text)
     if lost:
-        cause = f"lost the {lost[1]} task {lost[2]}: it stopped sending heartbeats (its process or host is gone)"
+        kind, task = lost[1], int(lost[2])
+        who = (
+            f"rank {task}" + (f" on {hosts[task]}" if task < len(hosts) else "")
+            if kind == "worker"
+            else f"the {kind} task {task}"
+        )
+        cause = f"lost {who}: it stopped sending heartbeats (its process or host is gone)"
     else:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         cause = next((line for line in lines if not line.startswith(_GENERIC)), lines[0] if lines else "")[:300]

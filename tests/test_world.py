@@ -338,3 +338,23 @@ def test_with_hosts_finds_who_shares_a_host(hosts, rank, expected):
     w = with_hosts(guessed, hosts)
     assert (w.local_rank, w.local_size, w.node_rank, w.num_nodes, w.hosts) == expected
     assert w.locals_known and w.host == hosts[rank]
+
+
+def test_a_lost_tensorflow_worker_is_named_as_a_rank_on_its_host():
+    """TensorFlow names the worker task that stopped answering; a TF worker's task is its rank, and
+    its host is the world's (the line torch_dist gives a lost rank: `lost rank 1 on node2`)."""
+    from launch.cluster.world import rank_hosts
+    from launch.errors import describe
+
+    world = World(rank=0, size=4, local_rank=0, local_size=2, num_nodes=2, hosts=("node1", "node2"))
+    assert rank_hosts(world) == ["node1", "node1", "node2", "node2"]
+    assert rank_hosts(World(size=2, local_size=2, hosts=("vm",))) == ["vm", "vm"]
+    assert rank_hosts(World(size=3, local_size=1, num_nodes=2, hosts=("a", "b"))) == []  # unequal: unknown
+    error = RuntimeError(  # as TensorFlow's coordination service words it
+        "Graph execution error:\n\nThe following tasks are unhealthy (stopped sending heartbeats):\n"
+        "/job:worker/replica:0/task:2\nThe tasks have crashed."
+    )
+    assert describe(error, rank_hosts(world)) == (
+        "RuntimeError: lost rank 2 on node2: it stopped sending heartbeats (its process or host is gone)"
+    )
+    assert describe(error).startswith("RuntimeError: lost rank 2: it stopped")

@@ -114,11 +114,8 @@ def worker_addresses(world: World) -> list[str]:
             f"{world.source} gave rank and world size but not which ranks share a host, and TensorFlow "
             "needs every worker's address: set LOCAL_WORLD_SIZE and LOCAL_RANK, or TF_CONFIG"
         )
-    if world.num_nodes == 1:
-        hosts = [world.master_addr] * world.size
-    elif len(world.hosts) == world.num_nodes and world.size == world.local_size * world.num_nodes:
-        hosts = [world.hosts[r // world.local_size] for r in range(world.size)]
-    else:
+    hosts = [world.master_addr] * world.size if world.num_nodes == 1 else rank_hosts(world)
+    if not hosts:
         raise WorldError(
             f"cannot place {world.size} {world.source} ranks on {world.num_nodes} nodes: TensorFlow "
             "needs every worker's host; pass `mnist-dist run --hosts node1,node2,...` (the same list on "
@@ -128,6 +125,15 @@ def worker_addresses(world: World) -> list[str]:
     # connections take at any moment: move such a base below Linux's ephemeral range (32768+).
     base = world.master_port if world.master_port < 32768 else PORT_BASE + world.master_port % PORT_SPAN
     return [f"{host}:{base + 1 + r % world.local_size}" for r, host in enumerate(hosts)]
+
+
+def rank_hosts(world: World) -> list[str]:
+    """Each rank's host, where the world tells (one node, or equal ranks per node filled in order); else []."""
+    if world.num_nodes == 1:
+        return [world.host] * world.size
+    if len(world.hosts) == world.num_nodes and world.size == world.local_size * world.num_nodes:
+        return [world.hosts[r // world.local_size] for r in range(world.size)]
+    return []
 
 
 def tf_config(world: World) -> dict:

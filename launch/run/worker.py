@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from launch import log
-from launch.cluster.world import World, detect_world
+from launch.cluster.world import World, detect_world, rank_hosts
 from launch.config import Config, add_config_arguments, load_config
 from launch.errors import UserError, describe
 
@@ -36,6 +36,7 @@ def parse_args(prog: str, argv: list[str] | None) -> Config:
 def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> NoReturn:
     """Run `train` on this rank and end the process with its code (leave)."""
     log.setup(prog)
+    world = None
     try:
         config = parse_args(prog, argv)
         world = detect_world()
@@ -46,7 +47,7 @@ def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | Non
     except Exception as exc:
         if os.environ.get("MNIST_DIST_TRACEBACK") == "1":
             raise
-        _fail(f"{describe(exc)} (MNIST_DIST_TRACEBACK=1 shows the traceback)", 1)
+        _fail(f"{describe(exc, rank_hosts(world) if world else [])} (MNIST_DIST_TRACEBACK=1 shows the traceback)", 1)
     leave(code)
 
 
