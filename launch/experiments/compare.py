@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.experiments import sweep
@@ -57,9 +57,11 @@ def _compare_model(spec: CompareSpec, model: str, points: list) -> Compared:
             break  # a stop during the last point ends the comparison
         name = f"{framework}-{model}"
         overrides = (*spec.overrides, f"model.name={model}")
-        job = sweep.PointJob(framework, spec.nproc, name, runs, spec.launcher, spec.config_path, overrides)
+        job = sweep.PointJob(
+            framework, spec.nproc, name, runs, spec.launcher, spec.config_path, overrides, spec.run_options
+        )
         with children.forwarding():
-            point = sweep.run_point(replace(job, run_options=spec.run_options))
+            point = sweep.run_point(job)
         points.append(point)
         if point.ok:
             run_dir = next(p.parent for p in runs.glob(f"{name}*/{HISTORY_FILE}"))

@@ -65,6 +65,7 @@ class _Loop:
         self.meter = ThroughputMeter(config.train.warmup_steps, config.log.interval, engine.sync)
         self.signalled = self.stopping = False  # a signal reached this rank; every rank agreed to stop
         self.reporter: Reporter | None = None
+        self.process_started = process_start()  # read once: each epoch's wall time counts from it
         self.first_step_at: float | None = None
         self.step_seconds = self.epoch_seconds = 0.0  # this interval's time in engine.train_step, start_epoch
         self.split_totals = dict.fromkeys((*SPLIT, "split_steps"), 0.0)  # this rank's, for the summary
@@ -206,7 +207,7 @@ class _Loop:
             train_accuracy=sums.correct / sums.images,
             eval_loss=test.total("loss_sum") / test.total("count"),
             eval_accuracy=test.total("correct") / test.total("count"),
-            wall_s=time.time() - process_start(),
+            wall_s=time.time() - self.process_started,
         )
         p.history.append(record)
         interval = self.config.checkpoint.interval
