@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from launch.cluster import rendezvous
 from launch.cluster.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
 from launch.cluster.world import World, detect_world, port_for_job, with_hosts, worker_addresses
 from launch.errors import WorldError
@@ -358,3 +359,12 @@ def test_a_lost_tensorflow_worker_is_named_as_a_rank_on_its_host():
         "RuntimeError: lost rank 2 on node2: it stopped sending heartbeats (its process or host is gone)"
     )
     assert describe(error).startswith("RuntimeError: lost rank 2: it stopped")
+
+
+def test_an_error_before_the_deadline_is_not_told_as_a_wait():
+    """Seen on an H200: two ranks on one GPU made NCCL fail in 12 s, told as "did not all join
+    within 300s"; an early error is said as what it is."""
+    nccl = RuntimeError("NCCL error in: NCCLUtils.cpp:93, invalid usage (run with NCCL_DEBUG=WARN for details)")
+    said = r"the 2 ranks could not join at node1:29500 \(after 0s\): .*invalid usage"
+    with pytest.raises(WorldError, match=said), rendezvous.deadline(World(size=2), "node1", 29500, timeout=300):
+        raise nccl

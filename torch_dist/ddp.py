@@ -49,16 +49,20 @@ class DDP(GatheringBarrier):
             if backend == "nccl":
                 nccl_errors_raise()
             with rendezvous.deadline(world, world.master_addr, world.master_port, timeout_s):
-                dist.init_process_group(
-                    backend,
-                    rank=world.rank,
-                    world_size=world.size,
-                    timeout=timeout,
-                    **_group_options(world, device, store),
-                )
+                try:
+                    dist.init_process_group(
+                        backend,
+                        rank=world.rank,
+                        world_size=world.size,
+                        timeout=timeout,
+                        **_group_options(world, device, store),
+                    )
+                except RuntimeError as exc:  # DistBackendError from torch 2.1 on
+                    raise _shared_gpu(exc, world) from None
             self.heartbeats = Heartbeats(world)
         elif options.backend != "auto":  # asked for by name
-            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+            alone = _group_options(world, device, dist.HashStore())
+            dist.init_process_group(backend, rank=0, world_size=1, timeout=timeout, **alone)
         else:
             self.name = "none"
 
@@ -159,6 +163,20 @@ def _group_options(world: World, device: torch.device, store) -> dict:
     if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
         options["device_id"] = device  # NCCL connects here, under the rendezvous deadline, not at the first step
     return options
+
+
+def _shared_gpu(failure: Exception, world: World) -> Exception:
+    """NCCL's "invalid usage" at the start, where this node's ranks outnumber the GPUs each sees, is
+    two ranks on one GPU (NCCL_DEBUG=WARN shows "Duplicate GPU detected"): said so, with the fix."""
+    seen = torch.cuda.device_count()
+    if "invalid usage" not in str(failure) or seen >= world.local_size:
+        return failure
+    bound = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return ConfigError(
+        f"NCCL refused to start: {world.local_size} ranks share this node and each sees {seen} GPU(s) "
+        f"(CUDA_VISIBLE_DEVICES={bound}), so two of them are on one GPU; start at most {seen} rank(s) "
+        "per node, or give each rank its own GPU (CUDA_VISIBLE_DEVICES per rank, srun --gpus-per-task=1)"
+    )
 
 
 def nccl_errors_raise() -> None:

@@ -1,9 +1,9 @@
 """Which GPU a rank trains on, from how many it sees and how many ranks share its node.
 
 Launchers hand out GPUs in two ways. Every rank sees all of its node's GPUs and takes its local
-rank's (torchrun, mpirun, srun without binding), or each rank sees only its own (srun
---gpus-per-task or --gpu-bind, Kubernetes device plugins, site wrappers that set
-CUDA_VISIBLE_DEVICES per rank): then its GPU is device 0, although the node runs several ranks.
+rank's (torchrun, mpirun, srun without binding), or each rank sees only its own, chosen by
+CUDA_VISIBLE_DEVICES (srun --gpus-per-task or --gpu-bind, site wrappers): then its GPU is device
+0, although the node runs several ranks.
 """
 
 from __future__ import annotations
@@ -21,12 +21,18 @@ def gpu_for_rank(visible: int, local_rank: int, local_size: int) -> int | None:
         return None
     if visible >= local_size:
         return local_rank
-    if visible == 1:
-        return 0
+    if visible == 1 and _bound_by_launcher():
+        return 0  # srun --gpus-per-task=1 and the like: each rank sees its own GPU alone
     raise ConfigError(
-        f"this rank sees {visible} GPUs while {local_size} ranks share its node: start at most {visible} "
+        f"this rank sees {visible} GPU(s) while {local_size} ranks share its node: start at most {visible} "
         "ranks per node, or give each rank its own GPU (srun --gpus-per-task=1) or every GPU of the node"
     )
+
+
+def _bound_by_launcher() -> bool:
+    """Whether CUDA_VISIBLE_DEVICES chose this rank's GPUs (Slurm, site wrappers); unset, a rank sees
+    all of its node's. (A container's NVIDIA_VISIBLE_DEVICES is every process's in it, not a rank's.)"""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
 
 
 def backend_on(requested: str, gpu: int | None) -> str:

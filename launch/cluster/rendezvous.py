@@ -26,7 +26,7 @@ import time
 
 from launch import log
 from launch.cluster.world import World
-from launch.errors import WorldError, describe
+from launch.errors import UserError, WorldError, describe
 
 _POLL_S = 0.5
 _SIOCGIFADDR = 0x8915
@@ -121,13 +121,19 @@ def deadline(world: World, host: str, port: int, timeout: float):
     watchdog = subprocess.Popen(
         [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message], stdin=subprocess.PIPE
     )
+    began = time.monotonic()
     try:
         yield
-    except Exception as exc:  # the framework's own timeout or connection error, said the same way
-        raise WorldError(
-            f"the {world.size} ranks did not all join at {host}:{port} within {timeout:g}s "
-            f"(dist.timeout): {describe(exc)}; {fix}"
-        ) from None
+    except UserError:
+        raise  # already says what happened
+    except Exception as exc:  # the framework's own timeout, or an error before it
+        waited = time.monotonic() - began
+        # A framework's own timeout ends at dist.timeout; an earlier error (NCCL's "invalid usage",
+        # a refused connection) is not a wait, and is not told as one.
+        what = f"did not all join at {host}:{port} within {timeout:g}s (dist.timeout)"
+        if waited < 0.95 * timeout:
+            what = f"could not join at {host}:{port} (after {waited:.0f}s)"
+        raise WorldError(f"the {world.size} ranks {what}: {describe(exc)}; {fix}") from None
     finally:
         watchdog.stdin.close()
         watchdog.wait()
