@@ -5,12 +5,17 @@ hold on GPU memory) does not touch the other's:
 1. torch on one GPU (benchmarks/gpu_torch.py), interleaved and repeated (median img/s):
      bare            the same model, bf16 autocast and batch, the training set on the GPU, foreach
                      Adam and zero_grad(set_to_none=True): what a careful hand-written loop does;
+     bare+ddp        the bare step with the model in DDP over a one-rank NCCL group: what any
+                     hand-written DDP loop pays on top;
      torch_dist      the trainer with dist.backend=nccl (a one-rank process group and DDP, as with
                      more ranks), the training set resident on the GPU;
+     torch_dist, no DDP   the trainer as one GPU runs it by default (dist.backend=auto: no group);
      bare+compile    the bare step under torch.compile;
      bare+cudagraph  the bare step captured in a CUDA graph (capturable Adam, static inputs);
      dataloader      a per-sample Dataset + DataLoader pipeline from host memory, as the tutorials do;
-   targets: torch_dist >= 0.9x bare, >= 10x dataloader.
+   targets: torch_dist >= 0.9x bare+ddp, torch_dist without DDP >= 0.9x bare, torch_dist >= 1.5x
+   dataloader (on an H200 the bare loop ran 3.2x (MLP) and 2.4x (CNN) the DataLoader's rate:
+   benchmarks/results/gpu-h200.md).
 2. TensorFlow on one GPU: benchmarks/tf_overhead.py (tf_dist against a bare tf.function loop and
    Keras model.fit); target: tf_dist >= 0.9x its bare loop.
 3. Every GPU: `mnist-dist sweep` of both trainers over 1, 2, 4 ... N ranks (NCCL, weak scaling):

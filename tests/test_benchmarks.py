@@ -70,7 +70,7 @@ def test_gpu_benchmark_runs_every_part_on_the_cpu(tmp_path):
     assert not list(tmp_path.glob("mnist-dist-*")), "the sweep's temp folder is removed"
     rows = re.findall(r"^\| ([^|]+) \| ([\d,]+) \| [\d,]+\.\.[\d,]+ \| ([\d.]+) \|$", out.stdout, re.M)
     assert [name for name, _, _ in rows] == [
-        *("bare", "torch_dist", "dataloader"),
+        *("bare", "bare+ddp", "torch_dist", "torch_dist, no DDP", "dataloader"),
         *("keras model.fit", "bare tf.function loop", "tf_dist"),
     ]
     scaling = re.findall(r"^\| (torch|tf) \| weak \| (\d) \| [\d,]+ ± \d+ \|", out.stdout, re.M)

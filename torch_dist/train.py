@@ -120,7 +120,7 @@ class TorchEngine(Engine):
                 loss = loss_sum / len(ys)
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             # Kept on the device and reduced once per interval: no host sync and no extra kernels per step.
-            self.outputs.append((loss_sum.detach() / max(len(y), 1), logits.detach(), y))
+            self.outputs.append((loss_sum.detach(), logits.detach(), y))
         self.comm.finish_reduction(self.optimizer)
         self.clock.mark("reduced")
         self.comm.step(self.optimizer, self.scaler)
@@ -131,10 +131,9 @@ class TorchEngine(Engine):
         return self.clock.take()
 
     def take_outputs(self) -> tuple[float, float]:
-        losses, logits, labels = zip(*self.outputs)
+        loss_sums, logits, labels = zip(*self.outputs)
         self.outputs = []
-        sizes = torch.tensor([len(y) for y in labels], device=self.torch_device)
-        loss_sum = (torch.stack(losses).float() * sizes).sum().item()
+        loss_sum = torch.stack(loss_sums).float().sum().item()
         correct = (torch.cat(logits).argmax(1) == torch.cat(labels)).sum().item()
         return loss_sum, correct
 
