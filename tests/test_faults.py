@@ -11,10 +11,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from launch.signals import PREEMPTED
 
 from helpers import (
     ONE_THREAD,
@@ -107,17 +110,24 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
 HOROVOD = pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="`make horovod` builds Horovod")
 
 
-def stopped_by_sigterm(cmd: list[str], tmp_path: Path, training: str, leftovers: Leftovers) -> tuple[int, str]:
-    """Start `cmd`, SIGTERM it once a file matching `training` (a glob in tmp_path) shows it trains,
-    and return its exit code and output. Nothing it started, even in a new session, may outlive it:
-    checked at once, not after the grace the suite gives every test (conftest.py `leftovers`)."""
+def stopped_by(sig: int, cmd: list[str], tmp_path: Path, training: str, leftovers: Leftovers) -> tuple[int, str, list]:
+    """Start `cmd`, send it `sig` once a file matching `training` (a glob in tmp_path) shows it trains,
+    and return its exit code, its output and the lines it wrote after the signal. Nothing it started,
+    even in a new session, may outlive it: checked at once, not after the grace the suite gives every
+    test (conftest.py `leftovers`)."""
     job = start(cmd, tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
+    reader.start()
     _wait_for(lambda: list(tmp_path.glob(training)), 300, "training to start", 0.2)
-    job.send_signal(signal.SIGTERM)
-    out, _ = job.communicate(timeout=120)
+    before = len(lines)
+    job.send_signal(sig)
+    job.wait(timeout=120)
+    reader.join(timeout=30)
     left = leftovers()
+    out = "".join(lines)
     assert not left, f"{Leftovers.describe(left)}\n{out[-3000:]}"
-    return job.returncode, out
+    return job.returncode, out, lines[before:]
 
 
 @pytest.mark.parametrize(
@@ -125,22 +135,34 @@ def stopped_by_sigterm(cmd: list[str], tmp_path: Path, training: str, leftovers:
 )
 def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, framework, launcher, leftovers):
     """`kill` of the command (a job's end, a shell's) reaches the launcher and every rank: they stop
-    at one step, checkpoint it, leave together, and nothing outlives the command."""
+    at one step, checkpoint it, leave together with the documented 75, and nothing outlives the command."""
     cmd = [sys.executable, "-m", "launch", "run", "--framework", framework, "--launcher", launcher, "--nproc", "2"]
     cmd += ["--config", MLP, *LONG, "log.interval=5", f"log.dir={tmp_path}", "log.run_name=r"]
-    code, out = stopped_by_sigterm(cmd, tmp_path, "r/events.out.tfevents.*", leftovers)
-    assert code != 0
+    code, out, _ = stopped_by(signal.SIGTERM, cmd, tmp_path, "r/events.out.tfevents.*", leftovers)
+    assert code == PREEMPTED, out[-3000:]
     assert "stop requested: checkpointed step" in out, out[-3000:]
     assert list((tmp_path / "r" / "checkpoints").iterdir())
     # the start line names who started the ranks (the local launcher gives them torchrun's variables)
     assert f"2 worker(s) via {dict(horovodrun='openmpi').get(launcher, launcher)}," in out
-    assert "train: error" not in out, out[-3000:]  # no rank failed; torchrun itself reports the signal
+    assert "train: error" not in out and "Traceback" not in out, out[-3000:]  # no rank failed, nor a launcher
+
+
+def test_ctrl_c_on_run_under_torchrun_is_one_stop_line_and_130(tmp_path, leftovers):
+    """A terminal's Ctrl-C reaches `mnist-dist run` alone (its children have sessions of their own):
+    every rank checkpoints one step; torchrun's SIGTERM traceback is kept in a file, not printed."""
+    cmd = [sys.executable, "-m", "launch", "run", "--framework", "torch", "--launcher", "torchrun", "--nproc", "2"]
+    cmd += ["--config", MLP, *LONG, "log.interval=5", f"log.dir={tmp_path}", "log.run_name=r"]
+    code, out, after = stopped_by(signal.SIGINT, cmd, tmp_path, "r/events.out.tfevents.*", leftovers)
+    assert code == 130, out[-3000:]
+    assert len(after) <= 3 and any("stop requested: checkpointed step" in line for line in after), after
+    held = list((tmp_path / "launcher-logs").glob("torchrun-*.log"))
+    assert "SignalException" in held[0].read_text() and "Traceback" not in out
 
 
 def test_sigterm_to_a_sweep_stops_its_point_and_runs_no_other(tmp_path, leftovers):
     cmd = [sys.executable, "-m", "launch", "sweep", "--framework", "torch", "--workers", "1", "--repeats", "2"]
     cmd += ["--steps", "100000", "--out", str(tmp_path), "--config", MLP, "data.dataset=synthetic", "log.interval=5"]
-    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
+    code, out, _ = stopped_by(signal.SIGTERM, cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
     assert code == 128 + signal.SIGTERM, out[-3000:]
     assert "sweep stopped by SIGTERM after 1 point(s)" in out
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-w1-r0"]
@@ -148,7 +170,7 @@ def test_sigterm_to_a_sweep_stops_its_point_and_runs_no_other(tmp_path, leftover
 
 def test_sigterm_to_compare_stops_its_framework_and_starts_no_other(tmp_path, leftovers):
     cmd = [sys.executable, "-m", "launch", "compare", "--out", str(tmp_path), "--config", MLP, *LONG, "log.interval=5"]
-    code, out = stopped_by_sigterm(cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
+    code, out, _ = stopped_by(signal.SIGTERM, cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
     assert code == 128 + signal.SIGTERM, out[-3000:]
     assert "compare stopped by SIGTERM after 1 point(s)" in out
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-mlp"]

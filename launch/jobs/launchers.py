@@ -22,17 +22,24 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from launch import log
+from launch.clock import stamp
 from launch.cluster import rendezvous
 from launch.cluster.world import DEFAULT_PORT, World, port_for_job, tf_config
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
-from launch.jobs import children
+from launch.jobs import children, streams
 from launch.jobs.jobspec import JobSpec
 from launch.signals import PREEMPTED
 
 _LOOPBACK = ("127.", "localhost", "::1")
+_RANK_LINES = {  # how each launcher's copy of a rank's line starts (the module's docstring)
+    "torchrun": r"\[[A-Za-z_]*\d+\]:",
+    "mpirun": r"\[\d+,\d+\]<std(out|err)>:",
+    "horovodrun": r"\[\d+,\d+\]<std(out|err)>:",
+}
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Plan:
     env: dict[str, str] = field(default_factory=dict)  # added to the command's environment
     per_rank: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The command's: how a rank's line starts (a regex), and where its own lines go after a stop
+    own_lines: tuple[str, str] | None = None
 
     def table(self) -> str:
         tf = FRAMEWORKS[self.framework].needs_tf_config
@@ -135,6 +144,9 @@ def plan(spec: JobSpec) -> Plan:
         result.notes.append("horovodrun: dist.backend=horovod added")
     else:
         raise UserError(f"launcher {spec.launcher!r} is not one of local, torchrun, mpirun (slurm has its own plan)")
+    if result.command:
+        held_in = os.path.join(spec.log_dir, "launcher-logs", f"{spec.launcher}-{stamp()}-{os.getpid()}.log")
+        result.own_lines = (_RANK_LINES[spec.launcher], held_in)
     return result
 
 
@@ -265,8 +277,19 @@ def run_plan(result: Plan, max_restarts: int = 0) -> int:
     A signal to this process stops them (launch.jobs.children) and is not restarted from."""
     with children.forwarding():
         if result.command:
-            return children.wait(children.popen(result.command, env={**os.environ, **result.env}))
-        return children.shell_status(_run_local(result, max_restarts))
+            return _run_launcher(result)
+        return streams.exit_code(children.shell_status(_run_local(result, max_restarts)), checkpointed=False)
+
+
+def _run_launcher(result: Plan) -> int:
+    """torchrun's, mpirun's or horovodrun's exit code, its output pumped (launch.jobs.streams)."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "bufsize": 1}
+    proc = children.popen(result.command, env={**os.environ, **result.env}, **pipes)
+    rank_line, held_in = result.own_lines
+    output = streams.LauncherOutput(proc, rank_line, Path(held_in))
+    code = children.wait(proc)
+    output.join()
+    return streams.exit_code(code, output.checkpointed)
 
 
 def _run_local(result: Plan, max_restarts: int) -> int:
