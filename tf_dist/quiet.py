@@ -1,7 +1,10 @@
 """TensorFlow and Keras, loaded quietly: tf_dist's modules import them from here, never directly.
 
-TensorFlow's C++ log is quiet unless the user set TF_CPP_MIN_LOG_LEVEL: level 2 keeps errors only
-(no cpu_feature_guard, no "GeneratorDatasetOp ... will not be optimized" every epoch on every rank).
+TensorFlow's C++ log is quiet unless the user set TF_CPP_MIN_LOG_LEVEL (2 shows its errors, 0
+everything): level 3 keeps fatal lines only. Its errors repeat what the rank's one-line error says,
+raw (a lost worker: gRPC's "Socket closed" from the ring and the collective executor, five lines per
+rank before the line that names the rank and host); its warnings and notices are noise
+(cpu_feature_guard, "GeneratorDatasetOp ... will not be optimized" every epoch on every rank).
 Two lines are written while the library loads, before that level applies (absl's "before
 absl::InitializeLog()" and oneDNN's notice): they are dropped from the load's stderr; everything
 else it prints goes through.
@@ -16,7 +19,7 @@ _LOAD_TIME_LINES = (b"before absl::InitializeLog() is called", b"oneDNN custom o
 
 
 def _load_quietly() -> None:
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with tempfile.TemporaryFile() as captured:
         saved = os.dup(2)
         sys.stderr.flush()
