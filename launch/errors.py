@@ -39,6 +39,7 @@ def report_and_exit(exc: UserError) -> None:
 _IPV4 = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})\b")
 _LOST_TF_TASK = re.compile(r"unhealthy.*?/job:(\w+)/replica:\d+/task:(\d+)", re.S)
 _GENERIC = ("Graph execution error",)  # TensorFlow's header line, which says nothing of the cause
+_SIGN_OFF = re.compile(r"[\s:]*GLHF!\s*[^\x00-\x7f]*")  # gloo ends some socket errors with "GLHF! 🏖️"
 
 
 def describe(exc: BaseException, hosts: list[str] = ()) -> str:
@@ -57,7 +58,8 @@ def describe(exc: BaseException, hosts: list[str] = ()) -> str:
         cause = f"lost {who}: it stopped sending heartbeats (its process or host is gone)"
     else:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        cause = next((line for line in lines if not line.startswith(_GENERIC)), lines[0] if lines else "")[:300]
+        cause = next((line for line in lines if not line.startswith(_GENERIC)), lines[0] if lines else "")
+        cause = _SIGN_OFF.sub("", cause)[:300]
     return f"{type(exc).__name__}: {_IPV4.sub(_name_address, cause)}"
 
 

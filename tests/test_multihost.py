@@ -140,6 +140,8 @@ def test_torchrun_launcher_across_two_hosts(testbed, tmp_path, nproc):
     assert_ok(results)
     assert_trained(tmp_path / "node1" / "r", "torch", 2 * nproc)
     assert not (tmp_path / "node2" / "r").exists()  # only the chief writes the run directory
+    # the static rendezvous honours --node-rank (c10d ignored it: "node_rank is only used for static")
+    assert not [host for host, (_, out) in results.items() if "node_rank is only used" in out]
 
 
 def test_plain_torchrun_across_two_hosts(testbed, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from launch.cluster import rendezvous
 from launch.cluster.hostlist import expand_hostlist, parse_hostlist, parse_tasks_per_node
 from launch.cluster.world import World, detect_world, port_for_job, with_hosts, worker_addresses
-from launch.errors import WorldError
+from launch.errors import WorldError, describe
 
 from conftest import ROOT
 
@@ -345,7 +345,6 @@ def test_a_lost_tensorflow_worker_is_named_as_a_rank_on_its_host():
     """TensorFlow names the worker task that stopped answering; a TF worker's task is its rank, and
     its host is the world's (the line torch_dist gives a lost rank: `lost rank 1 on node2`)."""
     from launch.cluster.world import rank_hosts
-    from launch.errors import describe
 
     world = World(rank=0, size=4, local_rank=0, local_size=2, num_nodes=2, hosts=("node1", "node2"))
     assert rank_hosts(world) == ["node1", "node1", "node2", "node2"]
@@ -368,3 +367,8 @@ def test_an_error_before_the_deadline_is_not_told_as_a_wait():
     said = r"the 2 ranks could not join at node1:29500 \(after 0s\): .*invalid usage"
     with pytest.raises(WorldError, match=said), rendezvous.deadline(World(size=2), "node1", 29500, timeout=300):
         raise nccl
+
+
+def test_gloo_s_sign_off_is_not_part_of_the_line():
+    error = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:41234: GLHF! 🏖️")
+    assert describe(error).endswith("] Read error [127.0.0.1 (localhost)]:41234"), describe(error)
