@@ -151,11 +151,13 @@ def plan(spec: JobSpec) -> Plan:
 
 
 def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
-    rdzv = (
-        ["--standalone"]
-        if spec.nodes == 1
-        else ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.master_addr}:{port}", f"--node-rank={spec.node_rank}"]
-    )
+    if spec.nodes == 1:
+        rdzv = ["--standalone"]
+    elif spec.elastic:  # c10d admits and loses nodes; it orders them itself (a node rank would be ignored)
+        rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.master_addr}:{port}"]
+    else:  # a fixed set of nodes: the static rendezvous, each node at its own rank
+        rdzv = ["--rdzv-backend=static", f"--master-addr={spec.master_addr}", f"--master-port={port}"]
+        rdzv.append(f"--node-rank={spec.node_rank}")
     nnodes = f"{spec.lowest_nodes}:{spec.nodes}" if spec.elastic else str(spec.nodes)
     result.command = [
         spec.python,
