@@ -33,6 +33,7 @@ OFFLINE = "data.dataset=fashion-mnist"  # the configs train MNIST, which must be
 AS_ROOT = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}  # = mpirun --allow-run-as-root
 FULL_EPOCH = "train.epochs=1"  # one whole epoch, where the check asserts that the model learned
 SWEEP_SHORT = "--repeats 1 --workers 1,2 --warmup 2 --steps 5"  # the sweep's own options, last one wins
+BENCH_SHORT = "--steps 20 --warmup 5 --repeats 1"  # a benchmark's few steps: it runs, its figures are not asserted
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,17 @@ def _learns(framework: str, backend: str | None = None, finds_data: bool = False
         summary, _ = check_run_dir(run_dir, framework, 2, 0.80)
         assert backend is None or summary["backend"] == backend
         assert not finds_data or "fashion-mnist data at /usr/share/datasets/fashion-mnist" in printed
+
+    return check
+
+
+def _benchmark_rows(loops: int) -> Callable[[Path, str], None]:
+    """Every loop of an overhead benchmark measured, the reference among them at ratio 1.000."""
+
+    def check(tmp: Path, printed: str) -> None:
+        rates = re.findall(r"^\| [^|]+ \| ([\d,]+) \| [\d,]+\.\.[\d,]+ \| ([\d.]+) \|$", printed, re.M)
+        assert len(rates) == loops and all(int(rate.replace(",", "")) > 0 for rate, _ in rates), printed
+        assert "1.000" in [ratio for _, ratio in rates]
 
     return check
 
@@ -231,10 +243,15 @@ COMMANDS = {
     "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(
         "makes testbeds for minutes; test_sweep.py runs it with two profiles and one repeat"
     ),
-    "python benchmarks/run_all.py": Elsewhere("minutes by design; test_benchmarks.py runs each benchmark briefly"),
-    "python benchmarks/torch_overhead.py": Elsewhere("minutes by design; test_benchmarks.py runs it briefly"),
-    "python benchmarks/tf_overhead.py": Elsewhere("minutes by design; test_benchmarks.py runs it briefly"),
-    "python benchmarks/gpu.py": Elsewhere("an NVIDIA GPU"),
+    "python benchmarks/run_all.py": Elsewhere(
+        "two minutes even with --quick; its benchmarks run here as written, briefly, and in test_benchmarks.py"
+    ),
+    "python benchmarks/torch_overhead.py": Runs(BENCH_SHORT, check=_benchmark_rows(2)),
+    "python benchmarks/tf_overhead.py": Runs(BENCH_SHORT, check=_benchmark_rows(3)),  # model.fit, tf.function, tf_dist
+    "python benchmarks/gpu.py": Elsewhere(
+        "an NVIDIA GPU (benchmarks/results/gpu-h200.md); test_benchmarks.py runs it as written on a machine "
+        "without one (one line, exit 2) and end to end with --device cpu"
+    ),
     "mnist-dist doctor --nproc 2": Runs(add="log.dir={tmp}/runs", check=_doctor_report),
     "mnist-dist doctor --launcher slurm --nodes 4 --nproc 8 --gpus-per-node 8 --partition gpu": Elsewhere(
         "a Slurm cluster with GPUs; test_slurm.py runs the doctor as a job on a local cluster"
@@ -260,11 +277,14 @@ COMMANDS = {
     "mnist-dist run --framework torch --launcher mpirun --hosts node1,node2 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
     "tag=$(mnist-dist testbed up 2)": _TESTBED,
     "mnist-dist testbed exec $tag node2 -- hostname": _TESTBED,
-    "mnist-dist testbed exec $tag node1 -- .venv/bin/mnist-dist run --framework tf --hosts node1,node2 --node-rank 0 &": _TESTBED,
-    "mnist-dist testbed exec $tag node2 -- .venv/bin/mnist-dist run --framework tf --hosts node1,node2 --node-rank 1": _TESTBED,
+    "mnist-dist testbed exec $tag node1 -- .venv/bin/mnist-dist run --framework tf --hosts node1,node2 --node-rank 0 "
+    "data.dataset=synthetic &": _TESTBED,
+    "mnist-dist testbed exec $tag node2 -- .venv/bin/mnist-dist run --framework tf --hosts node1,node2 --node-rank 1 "
+    "data.dataset=synthetic": _TESTBED,
     "mnist-dist testbed down $tag": _TESTBED,
     """mnist-dist testbed exec $tag node1 -- env OMPI_MCA_plm_rsh_agent="$PWD/.venv/bin/mnist-dist testbed rsh $tag" """
-    ".venv/bin/mnist-dist run --framework torch --launcher mpirun --hosts node1,node2 --nproc 2 --config configs/mlp.yaml": _TESTBED,
+    ".venv/bin/mnist-dist run --framework torch --launcher mpirun --hosts node1,node2 --nproc 2 --config configs/mlp.yaml "
+    "data.dataset=synthetic": _TESTBED,
     # docs/trainers.md
     "make horovod": Elsewhere(".ci/run runs it before the suite"),
     "horovodrun -np 2 -H localhost:2 python -m torch_dist.train --config configs/mlp.yaml dist.backend=horovod": Runs(
@@ -276,8 +296,8 @@ COMMANDS = {
     "mnist-dist run --framework torch --launcher horovodrun --nproc 2 --config configs/mlp.yaml": Runs(
         f"{SHORT} {OFFLINE}"
     ),
-    "mnist-dist sweep --framework torch,horovod --workers 1,2": Runs(
-        OFFLINE, options=f"{SWEEP_SHORT} --out {{tmp}}/sweep", check=_horovod_sweep
+    "mnist-dist sweep --framework torch,horovod --workers 1,2 --config configs/mlp.yaml data.dataset=synthetic": Runs(
+        options=f"{SWEEP_SHORT} --out {{tmp}}/sweep", check=_horovod_sweep
     ),
 }
 RUNNABLE = [command for command, how in COMMANDS.items() if isinstance(how, Runs)]
@@ -365,7 +385,7 @@ def test_the_testbed_block_works_as_written(tmp_path, testbeds_removed):
     doc = (ROOT / "docs" / "several-nodes.md").read_text()
     blocks = [b for b in re.findall(r"^```bash\n(.*?)^```", doc, re.S | re.M) if "$tag" in b]
     script = re.sub(r"\\\n\s*", "", "".join(blocks))
-    runs = f"{SHORT} {OFFLINE} log.dir={tmp_path}/runs"
+    runs = f"{SHORT} log.dir={tmp_path}/runs"  # the commands' own data, as written
     lines = []
     for line in script.splitlines():
         line = re.sub(r"\s+#\s.*$", "", line).rstrip()
