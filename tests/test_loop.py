@@ -76,11 +76,17 @@ def test_a_nan_loss_stops_every_rank_naming_the_steps(tmp_path):
     assert "the training loss became NaN or infinite between steps 5 and 10: lower train.lr" in str(results[0])
 
 
-def test_a_finished_run_resumed_again_changes_nothing(tmp_path):
+def test_a_finished_run_resumed_again_changes_nothing(tmp_path, capsys):
+    log.setup("test")  # onto the streams capsys reads
     assert run_ranks(config(tmp_path), 2) == [0, 0]
     files = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
     assert run_ranks(config(tmp_path, "checkpoint.resume=true"), 1) == [0]
     assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == files
+    # one that max_steps ended names max_steps, not the epochs the resume already raised
+    assert run_ranks(config(tmp_path, "log.run_name=s", "train.max_steps=3"), 1) == [0]
+    capsys.readouterr()
+    assert run_ranks(config(tmp_path, "log.run_name=s", "train.max_steps=3", "checkpoint.resume=true"), 1) == [0]
+    assert "step 3; np-3.json; raise train.max_steps to train it further" in capsys.readouterr().out
 
 
 def test_checkpoints_every_interval_and_at_the_end(tmp_path):

@@ -98,8 +98,9 @@ def resume(config: Config, world: World, engine: Engine, run: RunIdentity, ckpt_
             "writing its results; train it again with log.overwrite=true and an empty checkpoint.dir"
         )
     if progress.done(config.train):
+        limit = "train.epochs" if progress.epoch >= config.train.epochs else "train.max_steps"
         detail = f"{progress.epoch} of {config.train.epochs} epochs, step {progress.step}; {path.name}"
-        _say_finished(world, run, f"{detail}; raise train.epochs to train it further")
+        _say_finished(world, run, f"{detail}; raise {limit} to train it further")
         return Resumed(progress, finished=True)
     if world.is_chief:
         _say_resuming(config, world, path, progress, engine.n_train)
