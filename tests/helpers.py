@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from launch.data.datasets import SPLIT_FILES
+from launch.outputs.summary import Summary, versions
 from launch.run.metrics import ALL_TAGS
 
 
@@ -364,3 +365,36 @@ def cpu_share(share: float, period_us: int = 10_000):
 def in_group(group: Path, cmd: list[str]) -> list[str]:
     """`cmd`, started inside the cgroup `group` (its children stay there)."""
     return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group), *cmd]
+
+
+def summary(**changes):
+    """A real summary.json's content, with `changes`: for reports made in-process."""
+    base = dict(
+        framework="torch",
+        backend="gloo",
+        model="mlp",
+        dataset="fashion-mnist",
+        world_size=2,
+        num_nodes=1,
+        device="cpu",
+        precision="fp32",
+        batch_size_per_worker=64,
+        global_batch_size=128,
+        lr=0.001,
+        epochs=1,
+        steps=469,
+        final_eval_accuracy=0.84,
+        final_eval_loss=0.45,
+        images_per_sec=5000.0,
+        images_per_sec_per_worker=2500.0,
+        step_ms=25.0,
+        warmup_steps=5,
+        peak_rss_bytes_max=400_000_000,
+        peak_rss_bytes_mean=390_000_000.0,
+        model_size_bytes=410_000,
+        wall_time_s=30.0,
+        startup_s=3.0,
+        dropped_per_epoch=0,
+        versions=versions(torch="2.13.0"),
+    )
+    return Summary(**{**base, **changes})

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from launch.experiments.compare import MIB, Verdict, overall, ratio_verdict
+from launch.experiments.noise import Repeats
 
 from helpers import ROOT, check_run_dir, read_json, read_scalars
 from slurm_cluster import _wait_for
@@ -122,6 +123,9 @@ def _scaling_sweep(tmp: Path, printed: str) -> None:
         assert summary["steps"] == 2 + 5  # SWEEP_SHORT's warm-up and timed steps
         assert float(r["images_per_sec_mean"]) == pytest.approx(summary["images_per_sec"], abs=0.1)
         assert float(r["peak_rss_mib_per_worker"]) == pytest.approx(summary["peak_rss_bytes_max"] / MIB, abs=0.5)
+        assert float(r["step_ms"]) == pytest.approx(
+            1000 * 128 * summary["world_size"] / summary["images_per_sec"], abs=0.01
+        )
         one.setdefault(r["framework"], summary["images_per_sec"])
         assert float(r["efficiency"]) == pytest.approx(
             summary["images_per_sec"] / (int(r["workers"]) * one[r["framework"]]), abs=1e-3
@@ -131,8 +135,9 @@ def _scaling_sweep(tmp: Path, printed: str) -> None:
 
 
 def _comparison(tmp: Path, printed: str) -> None:
-    """compare fills every field for each model and derives every verdict from the runs' summaries
-    (--target-accuracy 0.5: a target the short runs reach, so no time-to-accuracy cell is empty)."""
+    """compare fills every field for each model from its repeats and derives every verdict from the
+    runs' summaries (--target-accuracy 0.5: a target the short runs reach, so no time-to-accuracy cell
+    is empty; --repeats 2: too few to tell noise from a difference, and it says so)."""
     out = tmp / "compare"
     report = (out / "compare.md").read_text()
     sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", report, re.M | re.S))
@@ -144,26 +149,46 @@ def _comparison(tmp: Path, printed: str) -> None:
         for line in measures:
             cells = [c.strip() for c in line.strip("|").split("|")]
             assert len(cells) == 3 and all(cells) and "n/a" not in cells, line
-        torch, tf = (read_json(out / "runs" / f"{fw}-{model}" / "summary.json") for fw in ("torch", "tf"))
-        assert torch["model"] == tf["model"] == model
-        assert f"{torch['images_per_sec']:,.0f}" in sections[model] and f"{tf['model_size_bytes']:,}" in sections[model]
+        torch, tf = (
+            [read_json(out / "runs" / f"{fw}-{model}-r{k}" / "summary.json") for k in (0, 1)] for fw in ("torch", "tf")
+        )
+        assert {s["model"] for s in torch + tf} == {model}
+
+        def runs(summaries, key, scale=1):
+            return Repeats(tuple(s[key] / scale for s in summaries))
+
+        assert (
+            runs(torch, "images_per_sec").span() in sections[model]
+            and f"{tf[0]['model_size_bytes']:,}" in sections[model]
+        )
         expected[model] = {
-            "TensorFlow trains faster thanks to its graph": torch["images_per_sec"] / tf["images_per_sec"],
-            "PyTorch uses less memory": torch["peak_rss_bytes_max"] / tf["peak_rss_bytes_max"],
-            "PyTorch models are smaller": torch["model_size_bytes"] / tf["model_size_bytes"],
+            "TensorFlow trains faster thanks to its graph": (
+                runs(torch, "images_per_sec"),
+                runs(tf, "images_per_sec"),
+                True,
+            ),
+            "PyTorch uses less memory": (
+                runs(torch, "peak_rss_bytes_max", MIB),
+                runs(tf, "peak_rss_bytes_max", MIB),
+                True,
+            ),
+            "PyTorch models are smaller": (runs(torch, "model_size_bytes"), runs(tf, "model_size_bytes"), False),
             "Both are portable": None,
         }
     for claim in expected["mlp"]:
         per_model = {
-            m: ratio_verdict(claim, expected[m][claim], "") if expected[m][claim] else Verdict(claim, "confirmed", "")
+            m: ratio_verdict(claim, *expected[m][claim][:2], "", expected[m][claim][2])
+            if expected[m][claim]
+            else Verdict(claim, "confirmed", "")
             for m in ("mlp", "cnn")
         }
         row = rf"\| {re.escape(claim)} \| \*\*{re.escape(overall(per_model))}\*\* \| "
         row += r" \| ".join(rf"\*\*{per_model[m].verdict}\*\*: [^|]*\d[^|]*" for m in ("mlp", "cnn"))
         assert re.search(row, sections["Verdicts"]), (claim, sections["Verdicts"])
-    assert "Hardware:" in report and "torch 2." in report and "tensorflow 2." in report
+    assert "2 and 2 runs cannot tell noise from a difference" in sections["Verdicts"]
+    assert "Hardware:" in report and "torch 2." in report and "tensorflow 2." in report and "load average" in report
     assert (out / "compare.png").stat().st_size > 1000
-    assert read_scalars(out / "runs" / "tf-cnn")["eval/accuracy"]
+    assert read_scalars(out / "runs" / "tf-cnn-r1")["eval/accuracy"]
 
 
 def _horovod_sweep(tmp: Path, printed: str) -> None:
@@ -237,7 +262,7 @@ COMMANDS = {
         options=f"{SWEEP_SHORT} --out {{tmp}}/sweep", check=_scaling_sweep
     ),
     "mnist-dist compare --config configs/mlp.yaml data.dataset=fashion-mnist train.epochs=3": Runs(
-        SHORT, options="--out {tmp}/compare --target-accuracy 0.5", check=_comparison
+        SHORT, options="--out {tmp}/compare --target-accuracy 0.5 --repeats 2", check=_comparison
     ),
     ".venv/bin/mnist-dist sweep --testbed loopback,10g,1g --framework torch,tf --workers 1,2 "
     "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(

@@ -176,7 +176,7 @@ def test_sigterm_to_compare_stops_its_framework_and_starts_no_other(tmp_path, le
     code, out, _ = stopped_by(signal.SIGTERM, cmd, tmp_path, "runs/*/events.out.tfevents.*", leftovers)
     assert code == 128 + signal.SIGTERM, out[-3000:]
     assert "compare stopped by SIGTERM after 1 point(s)" in out
-    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-mlp"]
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()] == ["torch-mlp-r0"]
 
 
 def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):

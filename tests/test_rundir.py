@@ -9,39 +9,9 @@ from launch.cluster.world import World
 from launch.config import load_config
 from launch.errors import UserError
 from launch.outputs.rundir import CONFIG_FILE, RUN_FILE, claim, create_run_dir, run_dir_for
-from launch.outputs.summary import Summary, peak_rss_bytes, read_summary, versions, write_summary
+from launch.outputs.summary import peak_rss_bytes, read_summary, versions, write_summary
 
-
-def summary(**changes):
-    base = dict(
-        framework="torch",
-        backend="gloo",
-        model="mlp",
-        dataset="fashion-mnist",
-        world_size=2,
-        num_nodes=1,
-        device="cpu",
-        precision="fp32",
-        batch_size_per_worker=64,
-        global_batch_size=128,
-        lr=0.001,
-        epochs=1,
-        steps=469,
-        final_eval_accuracy=0.84,
-        final_eval_loss=0.45,
-        images_per_sec=5000.0,
-        images_per_sec_per_worker=2500.0,
-        step_ms=25.0,
-        warmup_steps=5,
-        peak_rss_bytes_max=400_000_000,
-        peak_rss_bytes_mean=390_000_000.0,
-        model_size_bytes=410_000,
-        wall_time_s=30.0,
-        startup_s=3.0,
-        dropped_per_epoch=0,
-        versions=versions(torch="2.13.0"),
-    )
-    return Summary(**{**base, **changes})
+from helpers import summary
 
 
 def test_default_name_uses_job_id_else_stamp(tmp_path):

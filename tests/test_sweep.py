@@ -4,21 +4,25 @@ test_documented_commands.py; here: failures, refusals, verdict logic and the tes
 
 import contextlib
 import csv
+import dataclasses
 import math
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from launch.experiments import regression
-from launch.experiments.compare import Verdict, overall
+from launch.experiments import regression, scaling
+from launch.experiments.compare import MIB, Verdict, overall, ratio_verdict, verdicts
 from launch.experiments.hparams import HPARAMS, METRICS, SCALING_CHARTS
+from launch.experiments.noise import Repeats
 from launch.experiments.scaling import ScalingRow
+from launch.experiments.sweep import Point
 
-from helpers import ROOT, post_json, read_json, read_scalars, run, tensorboard_server
+from helpers import ROOT, post_json, read_json, read_scalars, run, summary, tensorboard_server
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(1200)
@@ -84,6 +88,58 @@ def test_a_claim_that_goes_both_ways_says_for_which_model():
     mlp, cnn = Verdict("faster", "refuted", ""), Verdict("faster", "confirmed", "")
     assert overall({"mlp": mlp, "cnn": mlp}) == "refuted"
     assert overall({"mlp": mlp, "cnn": cnn}) == "depends on the model: refuted for mlp, confirmed for cnn"
+
+
+def test_a_verdict_needs_runs_that_tell_the_frameworks_apart():
+    """The issue's two single runs said "confirmed" (tf 32,563 vs torch 4,965 img/s), then "refuted"
+    (59,954 vs 98,133): one run each now decides nothing, nor do overlapping or too few runs."""
+    faster = "TensorFlow trains faster thanks to its graph"
+
+    def told(torch, tf, noisy=True):
+        return ratio_verdict(faster, Repeats(torch), Repeats(tf), "", noisy)
+
+    assert told((4965.0,), (32563.0,)).verdict == told((98133.0,), (59954.0,)).verdict == "not distinguishable"
+    assert "1 and 1 runs cannot tell noise from a difference" in told((4965.0,), (32563.0,)).evidence
+    assert "2 and 2 runs cannot tell" in told((4.0, 5.0), (30.0, 32.0)).evidence  # chance 1/3
+    apart = told((4965.0, 5100.0, 6000.0), (32563.0, 30000.0, 59954.0))
+    assert apart.verdict == "confirmed" and "(chance 0.10 if equal)" in apart.evidence
+    assert told((60000.0, 5000.0, 6000.0), (32563.0, 30000.0, 59954.0)).verdict == "not distinguishable"
+    assert "the runs overlap" in told((60000.0, 5000.0, 6000.0), (32563.0, 30000.0, 59954.0)).evidence
+    assert told((100.0, 101.0, 102.0), (98.0, 97.0, 99.0)).evidence.endswith("within ±5%, a tie")
+    assert told((9.0, 9.1, 9.2), (3.0, 3.1, 3.2)).verdict == "refuted"
+    assert told((141821.0,), (166973.0,), noisy=False).verdict == "confirmed"  # the same bytes every run
+
+
+def test_runs_that_spread_are_flagged_in_the_verdict():
+    def run(rate, rss):
+        return SimpleNamespace(images_per_sec=rate, peak_rss_bytes_max=rss * MIB, model_size_bytes=1000)
+
+    torch = [run(r, 400) for r in (5000, 9000, 6000)]
+    tf = [run(r, 600) for r in (30000, 31000, 30500)]
+    faster, memory, _, _ = verdicts(torch, tf, {"torch": 10, "tf": 10})
+    assert faster.verdict == "confirmed" and faster.evidence.endswith("noisy: the runs spread torch 31% of their mean")
+    assert "noisy" not in memory.evidence
+    assert Repeats((5000.0, 9000.0, 6000.0)).span() == "6,000 (5,000..9,000)" and Repeats((400.0,) * 3).span() == "400"
+
+
+def test_a_sweep_flags_points_whose_repeats_spread_and_its_step_time_agrees_with_its_rate(tmp_path):
+    """The issue's `tf | weak | 1 | 34,967 ± 35,310` passed without comment, beside a step ms of
+    7.47 where 128 images at 34,967 img/s take 3.66 ms."""
+
+    def point(rate, repeat, workers=1):
+        ranks = [{"threads": 1}] * workers
+        made = summary(framework="tf", world_size=workers, global_batch_size=128 * workers, images_per_sec=rate)
+        return Point("tf", workers, repeat, f"tf-w{workers}-r{repeat}", 0, dataclasses.replace(made, ranks=ranks))
+
+    points = [point(r, k) for k, r in enumerate((4000.0, 80000.0, 20901.0))] + [point(30000.0, k, 2) for k in range(3)]
+    one, two = scaling.scaling_rows(points, "weak")
+    assert one.noisy and not two.noisy
+    assert one.step_ms == pytest.approx(1000 * 128 / one.images_per_sec) and two.step_ms == pytest.approx(256 / 30)
+    scaling.write_scaling([one, two], points, tmp_path, scaling.Measured((0.5, 2.5), 3))
+    table = (tmp_path / "scaling.md").read_text()
+    assert "| tf | weak | 1 | 34,967 ± 39,905 ⚠ |" in table and "| tf | weak | 2 | 30,000 ± 0 |" in table
+    assert "Noisy points (tf x1), their efficiency with them: other work on the machine" in table
+    assert "3 repeat(s) of every point, interleaved; 1 thread(s) per worker; load average (1 min) 0.50" in table
 
 
 def test_compare_refuses_a_model_it_does_not_have(tmp_path):

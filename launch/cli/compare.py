@@ -33,6 +33,13 @@ def add(commands) -> None:
     compare.add_argument("--nproc", type=int, default=1, help="workers per framework (default 1)")
     add_launcher(compare)
     compare.add_argument("--target-accuracy", type=float, default=0.85)
+    compare.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="trainings of each model in each framework, interleaved (default 3): a claim is told only "
+        "where every run of one framework is beyond every run of the other",
+    )
     compare.add_argument("--out", help="comparison folder (default: <log.dir>/compare-<time>)")
     add_run_option(compare, "both `mnist-dist run`s, e.g. --run-option=--gpus-per-node=4")
     add_config_arguments(compare)
@@ -43,6 +50,8 @@ def command(args: argparse.Namespace) -> int:
     from launch.experiments.compare import CompareSpec, compare
 
     models = _models(args.models)
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: give at least 1 (3 or more tell noise from a difference)")
     config = load_config(args.config, args.overrides)
     for framework in FRAMEWORKS:
         check(config, framework, Placement(launcher=args.launcher, workers=args.nproc))
@@ -57,6 +66,8 @@ def command(args: argparse.Namespace) -> int:
         config_path=absolute_path(args.config),
         overrides=(*args.overrides, f"train.threads={threads}"),
         run_options=tuple(args.run_option),
+        repeats=args.repeats,
+        threads=threads,
     )
     found, points = compare(spec, args.target_accuracy)
     print((spec.out / "compare.md").read_text())

@@ -83,6 +83,7 @@ def spec_of(args: argparse.Namespace, out: Path):
 
 def command(args: argparse.Namespace) -> int:
     from launch.experiments import regression, scaling, sweep
+    from launch.experiments.noise import load_average
 
     config = load_config(args.config, args.overrides)
     spec = spec_of(args, Path(args.out or Path(config.log.dir) / f"sweep-{stamp()}").resolve())
@@ -91,10 +92,11 @@ def command(args: argparse.Namespace) -> int:
     if not 0 < args.fail_below <= 10:
         raise UserError(f"--fail-below {args.fail_below}: give a fraction of the baseline, e.g. 0.9")
     ensure_data(config)
+    start = load_average()
     with children.forwarding():
         points, links = sweep.sweep(config, spec, absolute_path(args.config), tuple(args.overrides))
     rows = scaling.scaling_rows(points, args.mode)
-    scaling.write_scaling(rows, points, spec.out, links)
+    scaling.write_scaling(rows, points, spec.out, scaling.Measured((start, load_average()), spec.repeats, links))
     print((spec.out / "scaling.md").read_text())
     log.get().info(f"sweep written to {spec.out} (tensorboard --logdir {spec.out / 'tensorboard'})")
     code = points_exit_code(points, "sweep")

@@ -67,8 +67,10 @@ def judge(rows: list[ScalingRow], baseline: dict[tuple, tuple[float, float]], fl
         for (measure, value), before in zip(now.items(), baseline[key]):
             if before > 0 and not value >= floor * before:
                 form = "{:,.0f}" if measure == "images/s" else "{:.2f}"
+                noise = f" (noisy here: sd {row.spread / row.images_per_sec:.0%} of the mean)" if row.noisy else ""
                 regressions.append(
-                    f"{name}: {measure} {form.format(value)} = {value / before:.2f}x the baseline's {form.format(before)}"
+                    f"{name}: {measure} {form.format(value)} = {value / before:.2f}x the baseline's "
+                    f"{form.format(before)}{noise}"
                 )
     not_run = [f"{f}{'-' + p if p else ''} x{n} ({m})" for (f, p, m, n) in baseline if (f, p, m, n) not in seen]
     return Verdict(regressions, unmatched, not_run)

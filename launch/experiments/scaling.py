@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.experiments.header import hardware, num, versions_line
 from launch.experiments.hparams import Session, write_views
+from launch.experiments.noise import NOISY, conditions, noise_hint
 from launch.experiments.sweep import Point, series_name
 from launch.frameworks import color as framework_color
 from launch.outputs.plots import pyplot
@@ -32,11 +33,15 @@ class ScalingRow:
     per_worker: float
     efficiency: float  # throughput(N) / (N x throughput(1))
     peak_rss_mib: float  # per worker, the largest seen
-    step_ms: float
+    step_ms: float  # the global batch at the mean throughput: one step's time, as img/s implies it
 
     @property
     def series(self) -> str:
         return series_name(self.framework, self.profile)
+
+    @property
+    def noisy(self) -> bool:
+        return self.runs > 1 and self.spread > NOISY * self.images_per_sec
 
 
 def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
@@ -66,7 +71,7 @@ def scaling_rows(points: list[Point], mode: str) -> list[ScalingRow]:
                     mean / n,
                     mean / (n * base) if base else math.nan,
                     max((s.peak_rss_bytes_max for s in done), default=math.nan) / MIB,
-                    statistics.fmean(s.step_ms for s in done) if done else math.nan,
+                    1000 * statistics.fmean(s.global_batch_size for s in done) / mean if done else math.nan,
                 )
             )
     return rows
@@ -88,18 +93,25 @@ _CSV_COLUMNS = {  # scaling.csv: column -> its value in a row
 }
 
 
-def write_scaling(
-    rows: list[ScalingRow], points: list[Point], out: Path, links: dict[str, float] | None = None
-) -> None:
+@dataclass(frozen=True)
+class Measured:
+    """How a sweep's points were measured: the load average at its start and end, its repeats, and a
+    testbed sweep's TCP Gbit/s per network profile."""
+
+    load: tuple[float, float]
+    repeats: int
+    links: dict[str, float] = field(default_factory=dict)
+
+
+def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path, measured: Measured) -> None:
     """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>, with
-    every point as an HParams session and a custom-scalars layout (launch.experiments.hparams);
-    `links`: a testbed sweep's measured Gbit/s per network profile."""
+    every point as an HParams session and a custom-scalars layout (launch.experiments.hparams)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "scaling.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(list(_CSV_COLUMNS))
         writer.writerows([value(r) for value in _CSV_COLUMNS.values()] for r in rows)
-    (out / "scaling.md").write_text("\n".join(_scaling_markdown(rows, points, links)) + "\n")
+    (out / "scaling.md").write_text("\n".join(_scaling_markdown(rows, points, measured)) + "\n")
     _plot_scaling(rows, out / "scaling.png")
     _scaling_scalars(rows, out / "tensorboard")
     efficiency = {(r.series, r.workers): r.efficiency for r in rows}
@@ -107,9 +119,10 @@ def write_scaling(
     write_views(out / "tensorboard", sessions, scaling_layout=True)
 
 
-def _scaling_markdown(rows: list[ScalingRow], points: list[Point], links: dict[str, float] | None) -> list[str]:
+def _scaling_markdown(rows: list[ScalingRow], points: list[Point], measured: Measured) -> list[str]:
     summaries = [p.summary for p in points if p.ok]
     failed = [p for p in points if not p.ok]
+    links = measured.links
     lines = [
         f"# Scaling ({rows[0].mode} scaling)" if rows else "# Scaling",
         "",
@@ -118,11 +131,15 @@ def _scaling_markdown(rows: list[ScalingRow], points: list[Point], links: dict[s
     ]
     if summaries:
         s, strong = summaries[0], rows[0].mode == "strong"
+        threads = max((r.get("threads", 0) for x in summaries for r in x.ranks), default=0)
         lines += [
             f"Model {s.model}, dataset {s.dataset}, precision {s.precision}, "
             f"{'global' if strong else 'per-worker'} batch "
             f"{s.global_batch_size if strong else s.batch_size_per_worker}; "
-            "throughput excludes warm-up; mean ± standard deviation over repeats.",
+            "throughput excludes warm-up; mean ± standard deviation over repeats; step ms is the global "
+            f"batch at the mean img/s; ⚠ marks a standard deviation above {NOISY:.0%} of the mean.",
+            "",
+            f"Measured: {conditions(threads, measured.repeats, measured.load)}",
             "",
         ]
     profiled = any(r.profile for r in rows)
@@ -143,10 +160,13 @@ def _scaling_markdown(rows: list[ScalingRow], points: list[Point], links: dict[s
     for r in rows:
         lines.append(
             f"| {r.framework} |{f' {r.profile} |' if profiled else ''} {r.mode} | {r.workers} | "
-            f"{num(r.images_per_sec)} ± {num(r.spread)} | "
+            f"{num(r.images_per_sec)} ± {num(r.spread)}{' ⚠' if r.noisy else ''} | "
             f"{num(r.per_worker)} | {num(r.efficiency, 2)} | {num(r.peak_rss_mib)} MiB | "
             f"{num(r.step_ms, 2)} | {r.runs}/{r.failed} |"
         )
+    noisy = [f"{r.series} x{r.workers}" for r in rows if r.noisy]
+    if noisy:
+        lines += ["", f"Noisy points ({', '.join(noisy)}), their efficiency with them: {noise_hint(measured.load)}."]
     if failed:
         lines += ["", "Failed points: " + ", ".join(f"{p.run_name} (exit code {p.exit_code})" for p in failed)]
     return lines
