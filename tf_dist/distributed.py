@@ -78,6 +78,22 @@ def make_strategy(config, world: World, gpus: list) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def collective(strategy: tf.distribute.Strategy, backend: str, on_gpu: bool) -> str:
+    """How the gradients are all-reduced, in the vocabulary torch_dist's backends share (summary.json,
+    HParams): none with one replica; between workers TensorFlow's ring (over gRPC) or nccl; inside
+    one process, nccl between GPUs and reduce-to-one between CPU devices (make_strategy)."""
+    if strategy.num_replicas_in_sync == 1:
+        return "none"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "ring" if _ring(backend, on_gpu) else "nccl"
+    return "nccl" if on_gpu else "reduce-to-one"
+
+
+def _ring(backend: str, gpus: int) -> bool:
+    """gloo asked for, or left to auto without GPUs: TensorFlow's own ring."""
+    return backend == "gloo" or (backend == "auto" and not gpus)
+
+
 def communication_options(backend: str, gpus: int, bucket_mb: float):
     """How the workers of MultiWorkerMirroredStrategy all-reduce, gradients packed into all-reduces
     of dist.bucket_mb. Between GPUs NCCL unless gloo was asked for: TensorFlow picks NCCL only when
@@ -85,9 +101,8 @@ def communication_options(backend: str, gpus: int, bucket_mb: float):
     starts a thread for each collective given one (its documentation: for debugging only); a worker
     gone silent is found by the coordination service's heartbeat (dist.timeout)."""
     implementations = tf.distribute.experimental.CommunicationImplementation
-    ring = backend == "gloo" or (backend == "auto" and not gpus)
     return tf.distribute.experimental.CommunicationOptions(
-        implementation=implementations.RING if ring else implementations.NCCL,
+        implementation=implementations.RING if _ring(backend, gpus) else implementations.NCCL,
         bytes_per_pack=int(bucket_mb * 2**20),
     )
 

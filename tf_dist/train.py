@@ -53,7 +53,7 @@ class TFEngine(Engine):
 
     def __init__(self, config, world: World, strategy: tf.distribute.Strategy, device: str):
         self.config, self.world, self.strategy, self.device = config, world, strategy, device
-        self.backend = distributed.strategy_name(strategy)
+        self.backend = distributed.collective(strategy, config.dist.backend, on_gpu=device == "gpu")
         self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__, **_gpu_versions(device)}
         data = load_data(config)
         self.n_train, self.data_info = len(data.train_images), data.info()

@@ -20,7 +20,9 @@ SCHEMA_VERSION = 1
 @dataclass
 class Summary:
     framework: str  # torch | tf
-    backend: str  # gloo | nccl | horovod | the TF strategy's name
+    backend: (
+        str  # the gradients' collective: none | gloo | nccl | horovod (torch); none | ring | nccl | reduce-to-one (tf)
+    )
     model: str
     dataset: str
     world_size: int  # at the end; world_size_history has every size the run had

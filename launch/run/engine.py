@@ -23,7 +23,7 @@ class Engine(ABC):
 
     framework: str  # a key of launch.frameworks.FRAMEWORKS
     batch_per_rank: int  # images one rank takes per step (train.batch_size x accumulation x local replicas)
-    backend: str  # shown in summary.json: gloo, nccl, horovod, the TF strategy
+    backend: str  # the gradients' collective, shown in summary.json (launch.outputs.summary.Summary.backend)
     device: str  # cpu | cuda | gpu
     versions: dict  # framework versions for summary.json
     n_train: int  # training set size
