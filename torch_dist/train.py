@@ -8,6 +8,9 @@ is launch.run.loop's; this module supplies the PyTorch parts: tensors, DDP steps
 from __future__ import annotations
 
 import contextlib
+import getpass
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,19 @@ from torch_dist.models import build_model
 from torch_dist.timing import StepClock
 
 PROG = "torch_dist.train"
+# torch.optim imports torch._dynamo, which makes its compile cache's folder in the temp dir at once
+# (nothing is compiled here): removed as the rank leaves when this process made it and left it empty.
+_INDUCTOR = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+_INDUCTOR_WAS_THERE = _INDUCTOR.exists() or "TORCHINDUCTOR_CACHE_DIR" in os.environ
+
+
+def _remove_inductor_folder() -> None:
+    if not _INDUCTOR_WAS_THERE:
+        with contextlib.suppress(OSError):  # not empty, or gone: left as it is
+            _INDUCTOR.rmdir()
+
+
+worker.before_leaving(_remove_inductor_folder)
 
 
 def main(argv: list[str] | None = None) -> None:
