@@ -3,7 +3,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-fashion-mnist cmake g++
+# chromium-headless-shell and poppler-utils: the tests render TensorBoard's pages in a real browser
+APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-fashion-mnist cmake g++ \
+  chromium-headless-shell poppler-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

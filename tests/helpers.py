@@ -398,3 +398,15 @@ def summary(**changes):
         versions=versions(torch="2.13.0"),
     )
     return Summary(**{**base, **changes})
+
+
+def in_browser(url: str, screenshot: Path, timeout: float = 120) -> str:
+    """A page as headless Chromium renders it (Debian's chromium-headless-shell: `make apt`): its
+    screenshot written to `screenshot`, and its text as printed (pdftotext), shadow DOM included."""
+    chromium = ["chromium-headless-shell", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"]
+    shot = [*chromium, "--window-size=1800,1000", f"--screenshot={screenshot}", url]
+    pdf = screenshot.with_suffix(".pdf")
+    printed = [*chromium, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", url]
+    for cmd in (shot, printed):
+        subprocess.run(cmd, capture_output=True, timeout=timeout, check=True, cwd=screenshot.parent)
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout

@@ -22,7 +22,7 @@ from launch.experiments.noise import Repeats
 from launch.experiments.scaling import ScalingRow
 from launch.experiments.sweep import Point
 
-from helpers import ROOT, post_json, read_json, read_scalars, run, summary, tensorboard_server
+from helpers import ROOT, in_browser, post_json, read_json, read_scalars, run, summary, tensorboard_server
 from slurm_cluster import _wait_for
 
 pytestmark = pytest.mark.timeout(1200)
@@ -310,28 +310,45 @@ def test_sweep_points_are_hparams_sessions_and_share_scaling_charts(tmp_path):
     board = tmp_path / "s" / "tensorboard"
     efficiency = float(list(csv.DictReader(open(tmp_path / "s" / "scaling.csv")))[1]["efficiency"])
 
-    root = plugin_contents(board)
-    experiment = hparams_metadata.parse_experiment_plugin_data(root["hparams"][hparams_metadata.EXPERIMENT_TAG])
-    assert [h.name for h in experiment.hparam_infos] == list(HPARAMS)
+    assert not list(board.glob("events.out.tfevents.*"))  # no run named "." in TensorBoard's run list
+    first = plugin_contents(board / "hparams" / "torch-w1-r0")
+    experiment = hparams_metadata.parse_experiment_plugin_data(first["hparams"][hparams_metadata.EXPERIMENT_TAG])
+    infos = experiment.hparam_infos
+    # what differs first, in HPARAMS' order (one worker trains without a collective: backend none)
+    assert [h.name for h in infos[:2]] == ["world_size", "backend"] and [h.differs for h in infos[:3]] == [1, 1, 0]
+    assert sorted(h.name for h in infos) == sorted(HPARAMS)
     assert [m.name.tag for m in experiment.metric_infos] == list(METRICS)
-    assert "custom_scalars__config__" in root["custom_scalars"]
-    layout = layout_pb2.Layout.FromString(_layout_bytes(board))
-    assert [c.multiline.tag[0] for c in layout.category[0].chart] == [f"^{t}$" for t in SCALING_CHARTS.values()]
+    assert "custom_scalars__config__" in first["custom_scalars"]
+    layout = layout_pb2.Layout.FromString(_layout_bytes(board / "hparams" / "torch-w1-r0"))
+    margins = [c.margin.series[0] for c in layout.category[0].chart]  # drawn as written: not smoothed, not clipped
+    assert [m.value for m in margins] == list(SCALING_CHARTS.values())
+    assert margins[2].lower == "scaling_band/efficiency_low" and margins[2].upper == "scaling_band/efficiency_high"
 
     session = plugin_contents(board / "hparams" / "torch-w2-r0")["hparams"]
     start = hparams_metadata.parse_session_start_info_plugin_data(session[hparams_metadata.SESSION_START_INFO_TAG])
     assert start.hparams["world_size"].number_value == 2 and start.hparams["framework"].string_value == "torch"
-    assert read_scalars(board / "hparams" / "torch-w2-r0")["hparams/efficiency"] == [
-        (0, pytest.approx(efficiency, abs=1e-3))
+    # the session's numbers at its world size, under tags that sort after the scaling charts
+    assert read_scalars(board / "hparams" / "torch-w2-r0")["session/efficiency"] == [
+        (2, pytest.approx(efficiency, abs=1e-3))
     ]
+    curve = read_scalars(board / "torch")
+    assert curve["scaling/efficiency"] == [(1, 1.0), (2, pytest.approx(efficiency, abs=1e-3))]
+    assert curve["scaling_band/efficiency_low"] == curve["scaling/efficiency"]  # one repeat: no spread
 
     with tensorboard_server(board) as url:
         groups = _wait_for(lambda: _session_groups(url, 2), 60, "TensorBoard's HParams sessions", 0.5)
+        # in a real browser, at TensorBoard's defaults (the screenshots stay in tmp_path)
+        hparams = in_browser(f"{url}/#hparams", tmp_path / "hparams.png")
+        charts = in_browser(f"{url}/#custom_scalars", tmp_path / "custom_scalars.png")
+    # the hyperparameters that differ are shown by default: the backend, in one vocabulary, and the world size
+    assert re.search(r"torch-w1-r0\s+none\s+1\.0000", hparams) and re.search(r"torch-w2-r0\s+gloo\s+2\.0000", hparams)
+    assert "Matches (1)" in charts and "Matches (0)" not in charts  # the margin charts draw the series
+    assert "scaling efficiency, every series" in charts and "Smoothing" in charts
     assert sorted(g["name"] for g in groups) == ["torch-w1-r0", "torch-w2-r0"]
     two = next(g for g in groups if g["name"] == "torch-w2-r0")
     assert two["hparams"]["world_size"] == 2 and two["hparams"]["backend"] == "gloo"
     metric = {m["name"]["tag"]: m["value"] for m in two["metricValues"]}
-    assert metric["hparams/efficiency"] == pytest.approx(efficiency, abs=1e-3)
+    assert metric["session/efficiency"] == pytest.approx(efficiency, abs=1e-3)
 
 
 def _session_groups(url: str, expected: int):

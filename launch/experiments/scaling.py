@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch.experiments.header import hardware, num, versions_line
-from launch.experiments.hparams import Session, write_views
+from launch.experiments.hparams import BAND, Session, write_views
 from launch.experiments.noise import NOISY, conditions, noise_hint
 from launch.experiments.sweep import Point, series_name
 from launch.frameworks import color as framework_color
 from launch.outputs.plots import pyplot
-from launch.outputs.tensorboard import ScalarWriter
+from launch.outputs.tensorboard import ScalarWriter, image_summary, text_summary
 
 MIB = 1024 * 1024
 LINESTYLES, MARKERS = ("-", "--", "-.", ":"), ("o", "s", "^", "D")  # per network profile, in sweep order
@@ -113,7 +113,7 @@ def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path, measur
         writer.writerows([value(r) for value in _CSV_COLUMNS.values()] for r in rows)
     (out / "scaling.md").write_text("\n".join(_scaling_markdown(rows, points, measured)) + "\n")
     _plot_scaling(rows, out / "scaling.png")
-    _scaling_scalars(rows, out / "tensorboard")
+    _scaling_scalars(rows, out / "tensorboard", (out / "scaling.md").read_text(), out / "scaling.png")
     efficiency = {(r.series, r.workers): r.efficiency for r in rows}
     sessions = [Session(p.run_name, p.summary, p.profile, efficiency[p.series, p.workers]) for p in points if p.ok]
     write_views(out / "tensorboard", sessions, scaling_layout=True)
@@ -172,15 +172,28 @@ def _scaling_markdown(rows: list[ScalingRow], points: list[Point], measured: Mea
     return lines
 
 
-def _scaling_scalars(rows: list[ScalingRow], folder: Path) -> None:
-    for series in dict.fromkeys(r.series for r in rows):
-        writer = ScalarWriter(folder / series)  # one run per series: the curves overlay
+def _scaling_scalars(rows: list[ScalingRow], folder: Path, table: str, plot: Path) -> None:
+    """One run per series (the curves overlay), the world size as the step, and each value's band
+    (± the point's standard deviation) under scaling_band/ for the custom-scalars margin charts, which
+    TensorBoard draws as written: it smooths other charts by default (a curve of two points, 1.0 and
+    0.42, reads 0.64) and clips them to ignore outliers. The first run also holds the table (Text
+    dashboard) and the plot (Images dashboard), as the files have them."""
+    for i, series in enumerate(dict.fromkeys(r.series for r in rows)):
+        writer = ScalarWriter(folder / series)
+        if i == 0:
+            writer.summary(text_summary("scaling/table", table))
+            writer.summary(image_summary("scaling/plot", plot))
         for r in rows:
-            if r.series == series and r.runs:
-                writer.scalar("scaling/images_per_sec", r.images_per_sec, r.workers)
-                writer.scalar("scaling/images_per_sec_per_worker", r.per_worker, r.workers)
-                if not math.isnan(r.efficiency):
-                    writer.scalar("scaling/efficiency", r.efficiency, r.workers)
+            if r.series != series or not r.runs:
+                continue
+            relative = r.spread / r.images_per_sec if r.images_per_sec else 0.0
+            values = {"images_per_sec": r.images_per_sec, "images_per_sec_per_worker": r.per_worker}
+            if not math.isnan(r.efficiency):
+                values["efficiency"] = r.efficiency
+            for name, value in values.items():
+                writer.scalar(f"scaling/{name}", value, r.workers)
+                writer.scalar(f"{BAND}/{name}_low", value * (1 - relative), r.workers)
+                writer.scalar(f"{BAND}/{name}_high", value * (1 + relative), r.workers)
         writer.close()
 
 

@@ -48,3 +48,27 @@ class ScalarWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def text_summary(tag: str, markdown: str):
+    """A Text-dashboard summary (the text plugin's tensor of one string, rendered as Markdown)."""
+    keep_tensorflow_out()
+    from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.text import metadata
+
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=[markdown.encode()], tensor_shape=tensor_shape_pb2.TensorShapeProto()
+    )
+    value = summary_pb2.Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(tag, ""), tensor=tensor)
+    return summary_pb2.Summary(value=[value])
+
+
+def image_summary(tag: str, png: Path):
+    """An Images-dashboard summary of a PNG file, as it is."""
+    keep_tensorflow_out()
+    from tensorboard.compat.proto import summary_pb2
+
+    data = png.read_bytes()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # the IHDR chunk
+    image = summary_pb2.Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=data)
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=image)])
