@@ -107,6 +107,7 @@ def test_a_dead_worker_never_hangs_the_job(tmp_path, framework, launcher):
     # TensorFlow's C++ log (gRPC's "Socket closed" from the ring, five lines) stays off the terminal
     if framework == "tf":
         assert not re.search(r"^E\d{4} |ring_alg\.cc|GRPC error", out, re.M), out[-3000:]
+        assert re.search(r"error: rank 0 on \S+: \w+Error: lost rank 1", out), out[-3000:]  # said once, by the rank
     _wait_for(lambda: not live_pids_mentioning(str(tmp_path)), 60, "every worker to end", 0.2)
 
 

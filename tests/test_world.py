@@ -372,3 +372,17 @@ def test_an_error_before_the_deadline_is_not_told_as_a_wait():
 def test_gloo_s_sign_off_is_not_part_of_the_line():
     error = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:41234: GLHF! 🏖️")
     assert describe(error).endswith("] Read error [127.0.0.1 (localhost)]:41234"), describe(error)
+
+
+def test_a_tensorflow_collective_that_lost_its_peer_names_the_rank():
+    """With TensorFlow's C++ log quiet, the rank's line is all there is: the peer the ring could not
+    reach is in the exception's text, as gRPC's remote target."""
+    error = RuntimeError(
+        "Graph execution error:\n\nDetected at node adam/CollectiveReduceV2 defined at (most recent call last):\n\n"
+        "Collective ops is aborted by: failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:20381: Failed to connect to remote host: Connection refused\n"
+        "Additional GRPC error information from remote target /job:worker/replica:0/task:1 while calling "
+        "/tensorflow.WorkerService/RecvBuf:\n"
+    )
+    said = describe(error, ["node1", "node2"])
+    assert said.startswith("RuntimeError: lost rank 1 on node2 (Collective ops is aborted by: failed to connect"), said
