@@ -110,6 +110,20 @@ def test_a_verdict_needs_runs_that_tell_the_frameworks_apart():
     assert told((141821.0,), (166973.0,), noisy=False).verdict == "confirmed"  # the same bytes every run
 
 
+def test_a_busy_machine_is_said_before_the_runs(monkeypatch):
+    """Seen here: the documented compare beside one busy process on 2 cores ran torch's MLP at 1,100
+    img/s with 2 threads (OpenMP waits for a core another process holds), 100,000 with 1."""
+    from launch.experiments import noise
+
+    monkeypatch.setattr(noise.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(noise, "load_average", lambda: 1.0)
+    assert noise.crowded(1, 1) is None
+    assert noise.crowded(2, 1).startswith("load average 1.00 on 2 cores before the runs: 1 worker(s) x 2 thread(s)")
+    assert "pass train.threads=1" in noise.crowded(2, 1)
+    monkeypatch.setattr(noise, "load_average", lambda: 0.1)
+    assert noise.crowded(2, 1) is None
+
+
 def test_runs_that_spread_are_flagged_in_the_verdict():
     def run(rate, rss):
         return SimpleNamespace(images_per_sec=rate, peak_rss_bytes_max=rss * MIB, model_size_bytes=1000)

@@ -48,6 +48,7 @@ def add(commands) -> None:
 
 def command(args: argparse.Namespace) -> int:
     from launch.experiments.compare import CompareSpec, compare
+    from launch.experiments.noise import crowded
 
     models = _models(args.models)
     if args.repeats < 1:
@@ -58,6 +59,9 @@ def command(args: argparse.Namespace) -> int:
     # the same threads in both, written down rather than left to each framework's default
     threads = threads_per_worker(config, World(size=args.nproc, local_size=args.nproc))
     ensure_data(config)
+    busy = crowded(threads, args.nproc)
+    if busy:
+        log.get().warning(f"compare: {busy}")
     spec = CompareSpec(
         models=tuple(models),
         out=Path(args.out or Path(config.log.dir) / f"compare-{stamp()}").resolve(),
