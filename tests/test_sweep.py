@@ -118,8 +118,11 @@ def test_a_busy_machine_is_said_before_the_runs(monkeypatch):
     monkeypatch.setattr(noise.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(noise, "load_average", lambda: 1.0)
     assert noise.crowded(1, 1) is None
-    assert noise.crowded(2, 1).startswith("load average 1.00 on 2 cores before the runs: 1 worker(s) x 2 thread(s)")
-    assert "pass train.threads=1" in noise.crowded(2, 1)
+    assert noise.crowded(2, 1).startswith("load average 1.00 on 2 cores before the runs")
+    assert noise.crowded(2, 1).endswith("1 worker(s) x 2 thread(s) will contend with it, and the figures with them; "
+                                        "pass train.threads=1 or run on a quieter machine")  # fmt: skip
+    monkeypatch.setattr(noise, "load_average", lambda: 1.9)
+    assert noise.crowded(1, 1).endswith("the figures with them; run on a quieter machine")  # already 1 thread
     monkeypatch.setattr(noise, "load_average", lambda: 0.1)
     assert noise.crowded(2, 1) is None
 

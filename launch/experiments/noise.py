@@ -87,8 +87,9 @@ def crowded(threads: int, workers: int) -> str | None:
     load, cores = load_average(), os.cpu_count() or 1
     if load + threads * workers <= cores + 0.5:
         return None
+    fewer = max(1, int(cores - load) // workers)
+    fix = f"pass train.threads={fewer} or run on a quieter machine" if fewer < threads else "run on a quieter machine"
     return (
-        f"load average {load:.2f} on {cores} cores before the runs: {workers} worker(s) x {threads} "
-        f"thread(s) will contend with it, and the figures with them; pass train.threads={max(1, int(cores - load) // workers)} "
-        "or run on a quieter machine"
+        f"load average {load:.2f} on {cores} cores before the runs (the last minute's, recent runs "
+        f"included): {workers} worker(s) x {threads} thread(s) will contend with it, and the figures with them; {fix}"
     )
