@@ -505,7 +505,7 @@ def test_a_rank_leaves_with_its_code_and_nothing_unwritten():
     assert "t: logged last" in out.stdout + out.stderr and out.stdout.endswith("printed last")
 
 
-@pytest.mark.parametrize("framework,runs", [("torch", 12), ("tf", 6)])
+@pytest.mark.parametrize("framework,runs", [("torch", 8), ("tf", 6)])
 def test_exit_hygiene_over_many_runs(tmp_path, framework, runs, leftovers):
     """Short runs back to back, two at a time (one run's start-up overlaps the other's training): each
     exits 0 without an abort, leaves nothing alive, so no port it opened is held, and no file in its
