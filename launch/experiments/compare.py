@@ -102,11 +102,19 @@ class Verdict:
 
 
 def ratio_verdict(claim: str, mine: Repeats, other: Repeats, evidence: str, noisy: bool = True) -> Verdict:
-    """A claim that `mine` is below `other`: confirmed or refuted when their medians differ by more
-    than TIE and, for a measure that varies from run to run (`noisy`), every run of one is beyond
-    every run of the other; else not distinguishable, saying why."""
+    """A claim that `mine` (torch's runs) is below `other` (TensorFlow's): confirmed or refuted when
+    their medians differ by more than TIE and, for a measure that varies from run to run (`noisy`),
+    every run of one is beyond every run of the other; else not distinguishable, saying why. Runs
+    that spread more than NOISY say so."""
+    verdict = _decide(claim, mine, other, f"{evidence}; ratio {mine.median / other.median:.2f}", noisy)
+    spread = [f"{fw} {r.spread:.0%}" for fw, r in (("torch", mine), ("tf", other)) if r.noisy]
+    if noisy and spread:
+        verdict.evidence += f"; noisy: the runs spread {', '.join(spread)} of their mean"
+    return verdict
+
+
+def _decide(claim: str, mine: Repeats, other: Repeats, said: str, noisy: bool) -> Verdict:
     ratio = mine.median / other.median
-    said = f"{evidence}; ratio {ratio:.2f}"
     if abs(ratio - 1) <= TIE:
         return Verdict(claim, "not distinguishable", f"{said}: within ±{TIE:.0%}, a tie")
     if noisy and chance(mine, other) > CHANCE:
@@ -132,7 +140,7 @@ def verdicts(torch: list[Summary], tf: list[Summary], reloaded: dict[str, int | 
     rate = [measure(runs, lambda s: s.images_per_sec) for runs in (torch, tf)]
     rss = [measure(runs, lambda s: s.peak_rss_bytes_max / MIB) for runs in (torch, tf)]
     size = [measure(runs, lambda s: s.model_size_bytes) for runs in (torch, tf)]
-    result = [
+    return [
         ratio_verdict(
             "TensorFlow trains faster thanks to its graph",
             *rate,
@@ -147,20 +155,8 @@ def verdicts(torch: list[Summary], tf: list[Summary], reloaded: dict[str, int | 
             f"saved model: torch {size[0].median:,.0f} B (model.pt) vs tf {size[1].median:,.0f} B (model.keras)",
             noisy=False,  # the same bytes every run
         ),
+        _portable(reloaded),
     ]
-    result.append(_portable(reloaded))
-    return [_flagged(v, rate, rss) for v in result]
-
-
-def _flagged(verdict: Verdict, *measures: list[Repeats]) -> Verdict:
-    """A verdict on a measure whose runs spread more than NOISY says so."""
-    names = {"TensorFlow trains faster thanks to its graph": 0, "PyTorch uses less memory": 1}
-    if verdict.claim not in names:
-        return verdict
-    spread = [f"{fw} {r.spread:.0%}" for fw, r in zip(("torch", "tf"), measures[names[verdict.claim]]) if r.noisy]
-    if spread:
-        verdict.evidence += f"; noisy: the runs spread {', '.join(spread)} of their mean"
-    return verdict
 
 
 def _portable(reloaded: dict[str, int | str]) -> Verdict:

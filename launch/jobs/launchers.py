@@ -35,11 +35,8 @@ from launch.jobs.jobspec import JobSpec
 from launch.signals import PREEMPTED
 
 _LOOPBACK = ("127.", "localhost", "::1")
-_RANK_LINES = {  # how each launcher's copy of a rank's line starts (the module's docstring)
-    "torchrun": r"\[[A-Za-z_]*\d+\]:",
-    "mpirun": r"\[\d+,\d+\]<std(out|err)>:",
-    "horovodrun": r"\[\d+,\d+\]<std(out|err)>:",
-}
+_MPI_RANK_LINE = r"\[\d+,\d+\]<std(out|err)>:"  # OpenMPI's --tag-output, which horovodrun's mpirun uses too
+_RANK_LINES = {"torchrun": r"\[[A-Za-z_]*\d+\]:", "mpirun": _MPI_RANK_LINE, "horovodrun": _MPI_RANK_LINE}
 
 
 @dataclass
