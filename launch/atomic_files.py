@@ -1,5 +1,9 @@
 """Files that are whole or absent: written to a temp file beside the target, synced, then renamed,
-so a reader (or a resume after a kill) sees the old file or the complete new one, never a part."""
+so a reader (or a resume after a kill) sees the old file or the complete new one, never a part.
+
+On a shared filesystem the writes are also safe from other users: the temp file is made with
+O_EXCL (a planted name fails it) and renamed over the target, so a symlink planted at the target is
+replaced, never followed; the folders written into must be the user's own (`own_folder`)."""
 
 from __future__ import annotations
 
@@ -62,13 +66,37 @@ def temp_file(folder: Path, prefix: str, suffix: str = "") -> tuple[int, str]:
 
 
 def _umask() -> int:
-    """The process's umask (reading it means setting it: set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    """The process's umask, as the kernel reports it (os.umask would set it, for every thread, to read it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise OSError("no Umask line in /proc/self/status")
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def write_json(path: Path, data: dict) -> None:
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
+
+
+def own_folder(path: Path) -> Path:
+    """`path` as a folder, made if missing: refused when it is a symlink or another user's, since
+    whoever owns it could swap what is written there (make the folder itself, or choose another)."""
+    path.mkdir(parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if os.path.islink(path) or info.st_uid != os.geteuid():
+        what = "a symlink" if os.path.islink(path) else f"owned by uid {info.st_uid}, not you (uid {os.geteuid()})"
+        raise UserError(
+            f"{path} is {what}: another user could swap the files written there; choose a folder of your own"
+        )
+    return path
+
+
+def append_only(path: Path):
+    """`path` opened for appending, made if missing: refused (OSError) when it is a symlink."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from launch.atomic_files import write_text
 from launch.errors import ConfigError
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
@@ -151,7 +152,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def write_config(config: Config, path: Path) -> None:
     """Write the resolved config so that `--config path` repeats the run exactly."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def _read_yaml(path: Path) -> dict:

@@ -37,6 +37,7 @@ class Framework:
     # Python run in a fresh process: load the saved model (sys.argv[1]) with the framework's own
     # loader and print its parameter count (compare's proof that the file is usable)
     reload_model: str
+    model_file: str  # the trained model's file in the run directory
     fp16_mechanism: str  # what train.precision=fp16 relies on, that needs a GPU
     cuda_build: str  # how to install a build that can use the node's GPUs
     compression_fix: str  # what to do about a dist.compression it cannot take
@@ -69,6 +70,7 @@ FRAMEWORKS = {
         },
         reload_model="import sys, torch; "
         "print(sum(v.numel() for v in torch.load(sys.argv[1], weights_only=True).values()))",
+        model_file="model.pt",
         fp16_mechanism="it relies on GradScaler",
         cuda_build="a CUDA build of torch that matches the driver (pip install torch, not a +cpu wheel)",
         compression_fix="Horovod compresses only to fp16 (hvd.Compression.fp16); use fp16, or DDP "
@@ -86,7 +88,8 @@ FRAMEWORKS = {
         backends=("auto", "gloo", "nccl"),
         strategies=("auto", "default", "mirrored", "multi-worker"),
         compressions={"auto": ("none",), "gloo": ("none",), "nccl": ("none",)},
-        reload_model="import sys, keras; print(keras.models.load_model(sys.argv[1]).count_params())",
+        reload_model="import sys, keras; print(keras.models.load_model(sys.argv[1], safe_mode=True).count_params())",
+        model_file="model.keras",
         fp16_mechanism="mixed_float16",
         cuda_build="TensorFlow with its CUDA libraries (pip install 'tensorflow[and-cuda]', not tensorflow-cpu)",
         compression_fix="tf.distribute has no gradient compression (CommunicationOptions sets packing, timeout "

@@ -192,7 +192,7 @@ class TFEngine(Engine):
         return progress
 
     def save_model(self, run_dir: Path) -> Path:
-        path = run_dir / "model.keras"
+        path = run_dir / FRAMEWORKS["tf"].model_file
         self.model.save(path)
         return path
 

@@ -1,5 +1,6 @@
 """Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
-checkpoint file can never run code. One file per checkpointed step: `step-00000469.pt`; resume takes
+checkpoint file can never run code. Before torch 2.6 weights_only could be made to run code
+(CVE-2025-32434): there only the user's own files are read. One file per checkpointed step: `step-00000469.pt`; resume takes
 the highest number (an epoch's end, or the step a preemption stopped at: launch.outputs.checkpoints).
 
 Files hold CPU tensors and are read onto the CPU, whatever device trained: a login node without a GPU
@@ -9,6 +10,7 @@ can read them, and load_state_dict puts each tensor where its parameter lives, e
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -56,8 +58,12 @@ def on_cpu(state):
     return state
 
 
+SOUND_WEIGHTS_ONLY = (2, 6)
+
+
 def load_checkpoint(path: Path, model_name: str) -> dict:
     """The checkpoint's state, on the CPU; refuses files that are not a torch_dist checkpoint of this model."""
+    refuse_foreign(path, torch_version())
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code with an UnpicklingError, among others
@@ -77,3 +83,18 @@ def load_checkpoint(path: Path, model_name: str) -> dict:
 
 def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["rng"])
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def refuse_foreign(path: Path, version: tuple[int, int]) -> None:
+    """Refuse another user's checkpoint where torch's weights_only loader is not sound."""
+    owner = os.stat(path).st_uid
+    if version < SOUND_WEIGHTS_ONLY and owner != os.geteuid():
+        raise UserError(
+            f"{path} belongs to uid {owner}, not you, and torch {version[0]}.{version[1]} can be made to run "
+            "code while loading it (CVE-2025-32434): copy it yourself if you trust it, or use torch>=2.6"
+        )

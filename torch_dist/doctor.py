@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from launch.atomic_files import write_json
+from launch.atomic_files import write_json, write_text
 from launch.clock import stamp
 from launch.cluster.devices import gpu_for_rank, node_gpus
 from launch.cluster.rendezvous import interface_towards, local_address, resolve
@@ -52,7 +52,7 @@ def check(config, world: World) -> int:
             folder = Path(config.log.dir) / (config.log.run_name or f"doctor-{stamp(time.time())}")
             folder.mkdir(parents=True, exist_ok=True)
             write_json(folder / REPORT, report)
-            (folder / "doctor.md").write_text(render(report))
+            write_text(folder / "doctor.md", render(report))
             print(f"doctor: {folder / REPORT}", flush=True)
         dist.barrier()
         comm.shutdown()

@@ -198,7 +198,7 @@ class TorchEngine(Engine):
         return state.get("progress", {})
 
     def save_model(self, run_dir: Path) -> Path:
-        path = run_dir / "model.pt"
+        path = run_dir / FRAMEWORKS["torch"].model_file
         torch.save(on_cpu(self.model.state_dict()), path)  # loadable where there is no GPU
         return path
 

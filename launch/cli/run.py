@@ -56,11 +56,8 @@ def _submit(spec: JobSpec, config: Config, args: argparse.Namespace) -> int:
         return 0
     launchers.preflight("slurm", spec.framework)
     ensure_data(config)
-    folder = Path(spec.log_dir) / "slurm"
-    folder.mkdir(parents=True, exist_ok=True)
-    script_path = folder / f"{prefix}-{stamp()}.sbatch"
-    script_path.write_text(script)
-    job = slurm.submit(script_path)
+    script_path = Path(spec.log_dir) / "slurm" / f"{prefix}-{stamp()}.sbatch"
+    job = slurm.submit(script, script_path)
     print(
         f"submitted job {job}\n  script:  {script_path}\n  log:     {spec.slurm.output.replace('%j', job)}\n"
         f"  run dir: {Path(spec.log_dir) / f'{prefix}-{job}'}",

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from launch import log
-from launch.atomic_files import write_json
+from launch.atomic_files import write_json, write_text
 from launch.clock import stamp
 from launch.doctor.findings import REPORT, TF_REPORT, render
 from launch.errors import UserError
@@ -60,7 +60,7 @@ def _merged(folders: list[Path]) -> dict:
         tf_part = json.loads((folders[1] / TF_REPORT).read_text())
         report["allreduce"][f"tensorflow ({tf_part['strategy']})"] = tf_part["rows"]
         write_json(folders[0] / REPORT, report)
-        (folders[0] / "doctor.md").write_text(render(report))
+        write_text(folders[0] / "doctor.md", render(report))
     return report
 
 
@@ -75,11 +75,8 @@ def _slurm_jobs(jobs: list[JobSpec]) -> list[Path]:
 
 def _submit(job: JobSpec, prefix: str) -> str:
     launchers.preflight("slurm", job.framework)
-    folder = Path(job.log_dir) / "slurm"
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / f"{prefix}-{job.framework}-{stamp()}.sbatch"
-    script.write_text(slurm.render(job, prefix, Path(job.log_dir)))
-    number = slurm.submit(script)
+    kept_as = Path(job.log_dir) / "slurm" / f"{prefix}-{job.framework}-{stamp()}.sbatch"
+    number = slurm.submit(slurm.render(job, prefix, Path(job.log_dir)), kept_as)
     print(f"submitted job {number} ({job.module})\n  log: {job.slurm.output.replace('%j', number)}", flush=True)
     info = slurm.wait(number)
     if slurm.exit_code(info):

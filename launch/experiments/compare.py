@@ -5,11 +5,13 @@ with a verdict on each classic claim that holds only where the repeats tell the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch.atomic_files import write_text
 from launch.experiments import sweep
 from launch.experiments.header import hardware, versions_line
 from launch.experiments.hparams import Session, write_views
@@ -17,7 +19,7 @@ from launch.experiments.noise import CHANCE, NOISY, Repeats, chance, conditions,
 from launch.frameworks import FRAMEWORKS
 from launch.frameworks import color as framework_color
 from launch.jobs import children
-from launch.outputs.plots import pyplot
+from launch.outputs.plots import pyplot, save_png
 from launch.outputs.rundir import HISTORY_FILE
 from launch.outputs.summary import Summary
 
@@ -74,15 +76,17 @@ def _train_model(spec: CompareSpec, model: str, repeat: int, compared: Compared,
         if not point.ok:
             compared.failed[framework] = compared.failed.get(framework, 0) + 1
             continue
-        run_dir = next(p.parent for p in runs.glob(f"{name}*/{HISTORY_FILE}"))
+        run_dir = sweep.run_folder(runs, name)
         compared.runs.setdefault(framework, []).append(point.summary)
         compared.histories.setdefault(framework, []).append(json.loads((run_dir / HISTORY_FILE).read_text())["epochs"])
         if framework not in compared.reloaded:
-            compared.reloaded[framework] = _reload(framework, next(run_dir.glob("model.*")))
+            compared.reloaded[framework] = _reload(framework, run_dir / FRAMEWORKS[framework].model_file)
 
 
 def _reload(framework: str, model: Path) -> int | str:
     """The parameter count of a saved model reloaded in a fresh process, or why it did not reload."""
+    if model.is_symlink() or model.stat().st_uid != os.geteuid():
+        return f"{model} is not your own file: not reloaded"
     result = subprocess.run(
         [sys.executable, "-c", FRAMEWORKS[framework].reload_model, str(model)],
         capture_output=True,
@@ -230,7 +234,7 @@ def write_comparison(
     lines += _verdict_table({m: v for m, v in found.items() if v})
     if any("noisy:" in v.evidence for found_ in found.values() for v in found_):
         lines += ["", f"Noisy runs: {noise_hint(load)}."]
-    (spec.out / "compare.md").write_text("\n".join(lines) + "\n")
+    write_text(spec.out / "compare.md", "\n".join(lines) + "\n")
     _plot_comparison(compared, spec.out / "compare.png")
     return found
 
@@ -315,5 +319,4 @@ def _plot_comparison(compared: dict[str, Compared], path: Path) -> None:
         axes[3].legend()
     fig.suptitle(hardware(), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)

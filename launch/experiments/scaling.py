@@ -8,12 +8,13 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launch.atomic_files import atomic_write, write_text
 from launch.experiments.header import hardware, num, versions_line
 from launch.experiments.hparams import BAND, Session, write_views
 from launch.experiments.noise import NOISY, conditions, noise_hint
 from launch.experiments.sweep import Point, series_name
 from launch.frameworks import color as framework_color
-from launch.outputs.plots import pyplot
+from launch.outputs.plots import pyplot, save_png
 from launch.outputs.tensorboard import ScalarWriter, image_summary, text_summary
 
 MIB = 1024 * 1024
@@ -107,13 +108,14 @@ def write_scaling(rows: list[ScalingRow], points: list[Point], out: Path, measur
     """scaling.csv, scaling.md, scaling.png and TensorBoard runs under out/tensorboard/<series>, with
     every point as an HParams session and a custom-scalars layout (launch.experiments.hparams)."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "scaling.csv", "w", newline="") as f:
+    with atomic_write(out / "scaling.csv", "w") as f:
         writer = csv.writer(f)
         writer.writerow(list(_CSV_COLUMNS))
         writer.writerows([value(r) for value in _CSV_COLUMNS.values()] for r in rows)
-    (out / "scaling.md").write_text("\n".join(_scaling_markdown(rows, points, measured)) + "\n")
+    markdown = "\n".join(_scaling_markdown(rows, points, measured)) + "\n"
+    write_text(out / "scaling.md", markdown)
     _plot_scaling(rows, out / "scaling.png")
-    _scaling_scalars(rows, out / "tensorboard", (out / "scaling.md").read_text(), out / "scaling.png")
+    _scaling_scalars(rows, out / "tensorboard", markdown, out / "scaling.png")
     efficiency = {(r.series, r.workers): r.efficiency for r in rows}
     sessions = [Session(p.run_name, p.summary, p.profile, efficiency[p.series, p.workers]) for p in points if p.ok]
     write_views(out / "tensorboard", sessions, scaling_layout=True)
@@ -227,5 +229,4 @@ def _plot_scaling(rows: list[ScalingRow], path: Path) -> None:
     eff.set_ylim(bottom=0)
     fig.suptitle(f"{rows[0].mode if rows else ''} scaling on {hardware()}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)

@@ -9,6 +9,7 @@ link shaped to the profile; the 1-worker point of each profile is that profile's
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from launch import frameworks, log
+from launch.atomic_files import append_only
 from launch.config import Config, load_config
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS, VARIANTS, Placement
@@ -170,10 +172,19 @@ def _variant(job: PointJob) -> tuple[str, str, list[str], list[str]]:
     return framework, job.launcher, overrides, list(job.run_options)
 
 
+def run_folder(log_dir: Path, run_name: str) -> Path | None:
+    """The run directory a point made: log_dir/run_name, or under Slurm run_name-<job id>; only
+    folders of this user's (another could plant one in a shared log_dir)."""
+    named = [log_dir / run_name, *sorted(log_dir.glob(f"{run_name}-[0-9]*"))]
+    found = [
+        p for p in named if (p / SUMMARY_FILE).is_file() and not p.is_symlink() and p.stat().st_uid == os.geteuid()
+    ]
+    return found[0] if found else None
+
+
 def _summary(log_dir: Path, run_name: str, code: int) -> Summary | None:
-    # Slurm runs append the job id to the run name
-    found = sorted(log_dir.glob(f"{run_name}/{SUMMARY_FILE}")) + sorted(log_dir.glob(f"{run_name}-*/{SUMMARY_FILE}"))
-    summary = read_summary(found[0]) if code == 0 and found else None
+    folder = run_folder(log_dir, run_name)
+    summary = read_summary(folder / SUMMARY_FILE) if code == 0 and folder else None
     if summary is None:
         log.get().info(f"{run_name} failed (exit code {code}); the sweep goes on")
     return summary
@@ -202,7 +213,7 @@ def run_on_hosts(bed: Testbed, profile: str, job: PointJob) -> Point:
             if rank == 0:
                 procs.append(children.popen(command))
             else:
-                with open(_host_log(job, host), "w") as out:
+                with append_only(_host_log(job, host)) as out:
                     procs.append(children.popen(command, stdout=out, stderr=subprocess.STDOUT))
         code = _wait_for_hosts(job, procs, hosts)
     finally:

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from launch.atomic_files import own_folder, write_text
 from launch.cluster.world import PORT_BASE, PORT_SPAN
 from launch.errors import UserError
 from launch.frameworks import FRAMEWORKS
@@ -146,9 +147,12 @@ def render(spec: JobSpec, run_prefix: str, log_dir: Path) -> str:
     )
 
 
-def submit(script: Path) -> str:
-    """sbatch the script; return the job id."""
-    out = _slurm("sbatch", "--parsable", str(script))
+def submit(script: str, kept_as: Path) -> str:
+    """sbatch the script on its standard input, after keeping a copy at `kept_as`; return the job id.
+    sbatch never reads the copy: in a shared log.dir another user could swap it before sbatch did."""
+    own_folder(kept_as.parent)
+    write_text(kept_as, script)
+    out = _slurm("sbatch", "--parsable", stdin=script)
     return out.strip().split(";")[0]
 
 
@@ -176,9 +180,9 @@ def wait(job_id: str, poll: float = 0.5, timeout: float | None = None) -> dict[s
         time.sleep(poll)
 
 
-def _slurm(*cmd: str) -> str:
+def _slurm(*cmd: str, stdin: str | None = None) -> str:
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise UserError(
             f"{cmd[0]} not found: run this on a Slurm login node, or install Slurm's client "

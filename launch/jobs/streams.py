@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from launch.atomic_files import append_only, own_folder
 from launch.jobs import children
 from launch.signals import PREEMPTED
 
@@ -53,10 +54,8 @@ class LauncherOutput:
             sink.flush()
 
     def _hold(self, line: str) -> None:
-        with self._lock:
-            self.held_in.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.held_in, "a") as held:
-                held.write(line)
+        with self._lock, append_only(own_folder(self.held_in.parent) / self.held_in.name) as held:
+            held.write(line)
 
 
 def exit_code(code: int, checkpointed: bool) -> int:

@@ -9,11 +9,12 @@ suffix when the second is taken) that rank 0 passes to the others.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.atomic_files import write_json
+from launch.atomic_files import own_folder, write_json
 from launch.cluster.world import World
 from launch.config import Config, write_config
 from launch.errors import UserError
@@ -42,8 +43,13 @@ def run_dir_for(config: Config, framework: str, world: World, stamp: str, suffix
     here = Path(config.log.dir) / default_name(config, framework, f"w{world.size}", world.job_id or stamp)
     if config.checkpoint.resume and world.job_id and not here.exists():
         earlier = Path(config.log.dir).glob(default_name(config, framework, "w*", world.job_id))
-        return max(earlier, key=lambda path: path.stat().st_mtime, default=here)
+        yours = [path for path in earlier if _yours(path)]  # in a shared log.dir, anyone can make one
+        return max(yours, key=lambda path: path.stat().st_mtime, default=here)
     return here.with_name(f"{here.name}-{suffix + 1}") if suffix else here
+
+
+def _yours(path: Path) -> bool:
+    return not path.is_symlink() and path.stat().st_uid == os.geteuid()
 
 
 @dataclass
@@ -154,7 +160,7 @@ def run_id_of(run_dir: Path) -> int | None:
 def create_run_dir(config: Config, run_dir: Path, identity: dict) -> None:
     """Create the run directory, write the resolved config, and the run's identity when it is new
     (chief only, holding the claim)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    own_folder(run_dir)
     write_config(config, run_dir / CONFIG_FILE)
     if not (run_dir / RUN_FILE).exists():
         write_json(run_dir / RUN_FILE, identity)

@@ -3,6 +3,8 @@
 The lock is flock(2) on `log.dir/.<run name>.lock` (Linux NFS clients map it to NFS locks): the
 kernel drops it when its holder dies, so a lock file whose lock is free was left by a run that
 is gone, and is taken over. The file says who holds it, for the message that refuses a second run.
+In a shared log.dir the lock file must be the user's own, and a symlink there is never followed
+(it would have the chief truncate its target).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class RunLock:
         """Take the lock: None when taken, else who holds it (host, pid)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = _open(self.path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -63,6 +65,23 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # before unlocking: a waiting run then makes a fresh file
             os.close(self.fd)
             self.fd = None
+
+
+def _open(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if not path.is_symlink():
+            raise
+        raise UserError(f"{path} is a symlink, not a run's lock: remove it, or choose another log.run_name") from exc
+    owner = os.fstat(fd).st_uid
+    if owner != os.geteuid():
+        os.close(fd)
+        raise UserError(
+            f"{path} belongs to uid {owner}, not you (uid {os.geteuid()}): another user's run or a planted file; "
+            "choose another log.run_name or log.dir"
+        )
+    return fd
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -11,7 +11,7 @@ from launch.clock import process_start
 from launch.cluster.environment import cpu_model, launch_variables, tool_versions
 from launch.cluster.world import World
 from launch.config import Config
-from launch.outputs.plots import pyplot
+from launch.outputs.plots import pyplot, save_png
 from launch.outputs.summary import Summary, versions
 from launch.run.comm import Rows
 from launch.run.metrics import combine_rates
@@ -52,8 +52,7 @@ def plot_history(history: list[EpochRecord], path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 @dataclass(frozen=True)
