@@ -34,6 +34,7 @@ ROW = Framework(
     strategies=("auto",),
     compressions={"auto": ("none",)},
     reload_model="import sys, numpy; print(numpy.load(sys.argv[1]).size)",
+    model_file="model.npy",
     fp16_mechanism="numpy has no fp16 training",
     cuda_build="nothing: numpy trains on the CPU",
     compression_fix="one process has nothing to compress",
@@ -172,7 +173,7 @@ class NumpyEngine(Engine):
         return state["progress"]
 
     def save_model(self, run_dir: Path) -> Path:
-        path = run_dir / "model.npy"
+        path = run_dir / ROW.model_file
         np.save(path, self.weights)
         return path
 

@@ -43,6 +43,50 @@ def test_launch_variables_keep_what_decides_the_run_and_redact_secrets():
     }
 
 
+# name, value, what summary.json keeps (None: not kept at all)
+SHARED = [
+    ("NCCL_SOCKET_IFNAME", "ib0", "ib0"),
+    ("NCCL_IB_PKEY", "0x8001", "0x8001"),  # a partition key, not a secret
+    ("SLURM_JOB_NODELIST", "node[1-2]", "node[1-2]"),
+    ("TF_CPP_MIN_LOG_LEVEL", "3", "3"),
+    ("TF_CONFIG", '{"cluster": {"worker": ["node1:2222"]}}', '{"cluster": {"worker": ["node1:2222"]}}'),
+    ("MASTER_ADDR", "node1", "node1"),
+    ("GLOO_SOCKET_IFNAME", "eth0", "eth0"),
+    ("SLURM_AUTH_TOKEN", "abc", REDACTED),
+    ("SLURM_JWT", "eyJhbGciOi", REDACTED),
+    ("NCCL_DB_PASSWORD", "pw", REDACTED),
+    ("HOROVOD_DBPASSWORD", "pw", REDACTED),  # not a whole word
+    ("NCCL_VAULT_SECRETS", "s", REDACTED),
+    ("GLOO_PASSPHRASE", "p", REDACTED),
+    ("MASTER_KEY", "k", REDACTED),
+    ("NCCL_PROXY_URL", "http://user:hunter2@proxy:3128", f"http://{REDACTED}@proxy:3128"),
+    ("NCCL_REMOTE", "user:hunter2@host:22", f"{REDACTED}@host:22"),  # no scheme
+    ("NCCL_PLUGIN_URL", "https://host/p?token=abc&sig=x", f"https://host/p?token={REDACTED}&sig={REDACTED}"),
+    ("TF_VAR_dbpassword", "pw", None),  # Terraform's
+    ("TF_TOKEN_app_terraform_io", "t", None),
+    ("TF_LOG", "DEBUG", None),
+    ("SLURM_JOB_USER", "alice", None),
+    ("SLURM_JOB_UID", "1000", None),
+    ("SLURM_JOB_ACCOUNT", "physics", None),
+    ("SLURM_SUBMIT_DIR", "/home/alice/secret-project", None),
+    ("HOME", "/root", None),
+    ("AWS_SECRET_ACCESS_KEY", "xyz", None),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "kept"), SHARED, ids=[row[0] for row in SHARED])
+def test_what_a_summary_shares_of_each_variable(name, value, kept):
+    assert launch_variables({name: value}).get(name) == kept
+
+
+def test_diff_prints_stored_text_with_its_control_characters_escaped():
+    from launch.experiments.diff import _aligned
+
+    shown = _aligned(["A: run\x1b]0;pwned\x07", ("  NCCL_X", "a\x1b[2J", "b\x9b", "")])
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "run\\x1b]0;pwned\\x07" in shown and "a\\x1b[2J" in shown
+
+
 def test_diff_of_two_runs_names_what_differs_and_compares_their_numbers(tmp_path, monkeypatch):
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "eth0")
     assert run_ranks(loop_config(tmp_path, "log.run_name=a"), 2) == [0, 0]

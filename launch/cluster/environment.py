@@ -3,8 +3,10 @@ the launch environment's variables, the CPU model and the MPI and Slurm versions
 holds two runs' records side by side.
 
 Variables are kept by the prefixes that launchers and communication libraries read (NCCL_*,
-GLOO_*, TF_*, OMPI_MCA_*, SLURM_*, MASTER_*, ...); a name that says it holds a secret (a token,
-password, key) keeps its name and loses its value.
+GLOO_*, TensorFlow's TF_*, OMPI_MCA_*, SLURM_*, MASTER_*, ...), less the user's identity (Slurm's
+job user, uid, account and submit folder). summary.json is often shared, so a name that says it
+holds a secret keeps its name and loses its value, and a value loses the password of a
+user:password@ and the values of a query string.
 """
 
 from __future__ import annotations
@@ -18,25 +20,34 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PREFIXES = (
-    *("NCCL_", "TORCH_NCCL_", "GLOO_", "TF_", "OMPI_MCA_", "PMIX_MCA_", "SLURM_", "MASTER_"),
+    *("NCCL_", "TORCH_NCCL_", "GLOO_", "OMPI_MCA_", "PMIX_MCA_", "SLURM_", "MASTER_"),
     *("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "HOROVOD_", "TORCHELASTIC_"),
+    # TensorFlow's own TF_ variables: Terraform's (TF_VAR_*, TF_TOKEN_*, TF_LOG, ...) share the prefix
+    *("TF_CONFIG", "TF_CPP_", "TF_GPU_", "TF_XLA_", "TF_CUDNN_", "TF_ENABLE_", "TF_NUM_", "TF_FORCE_"),
+    *("TF_DETERMINISTIC_OPS", "TF_USE_LEGACY_KERAS", "TF_CUDA_", "TF_COLLECTIVE_"),
 )
-_SECRET = re.compile(r"(^|_)(SECRET|TOKEN|PASSWORD|PASSWD|PASS|KEY|CREDENTIALS?|AUTH)(_|$)", re.I)
-_USER_INFO = re.compile(r"://[^/@\s]+@")  # user:password@ in a URL
+IDENTITY = {"SLURM_JOB_USER", "SLURM_JOB_UID", "SLURM_JOB_GID", "SLURM_JOB_ACCOUNT", "SLURM_SUBMIT_DIR"}
+# A secret's name: these words anywhere in it, or a short one as a whole word (NCCL_IB_PKEY is no key)
+_SECRET = re.compile(
+    r"SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE|APIKEY|JWT|(^|_)(KEY|PASS|PWD|AUTH)(_|$)", re.I
+)
+_USER_INFO = re.compile(r"(^|[\s=,;]|://)[^\s/@:=,;]+:[^\s/@]+@")  # user:password@, with a scheme or without
+_QUERY_VALUE = re.compile(r"([?&][^=&\s#]+=)[^&\s#]*")
 REDACTED = "<redacted>"
 
 
 def launch_variables(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables that decide how the ranks met and talk, sorted, secrets redacted."""
     env = os.environ if env is None else env
-    kept = {name: value for name, value in env.items() if name.startswith(PREFIXES)}
+    kept = {name: value for name, value in env.items() if name.startswith(PREFIXES) and name not in IDENTITY}
     return {name: _redacted(name, kept[name]) for name in sorted(kept)}
 
 
 def _redacted(name: str, value: str) -> str:
     if _SECRET.search(name):
         return REDACTED
-    return _USER_INFO.sub(f"://{REDACTED}@", value)
+    value = _USER_INFO.sub(lambda m: f"{m[1]}{REDACTED}@", value)
+    return _QUERY_VALUE.sub(lambda m: f"{m[1]}{REDACTED}", value)
 
 
 def cpu_model() -> str:

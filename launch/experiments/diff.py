@@ -93,6 +93,7 @@ def _section(name: str, a: dict, b: dict, recorded: tuple[bool, bool] | None = N
 
 def _aligned(rows: list) -> str:
     """Text lines as they are; table rows (name, A, B, ratio) in columns as wide as their widest cell."""
+    rows = [_printable(row) if isinstance(row, str) else tuple(map(_printable, row)) for row in rows]
     table = [row for row in rows if isinstance(row, tuple)]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     lines = [
@@ -102,6 +103,12 @@ def _aligned(rows: list) -> str:
         for row in rows
     ]
     return "\n".join(lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    """`text` with what a terminal would act on (escape sequences, bells) spelled out: a summary.json
+    may come from anyone."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _facts(summary: Summary) -> dict:
