@@ -151,6 +151,32 @@ def test_sigterm_to_mnist_dist_run_stops_every_rank_at_a_checkpoint(tmp_path, fr
     assert "train: error" not in out and "Traceback" not in out, out[-3000:]  # no rank failed, nor a launcher
 
 
+@pytest.mark.parametrize("launcher", ["torchrun", "mpirun", "local"])
+def test_sigkill_of_mnist_dist_run_leaves_no_process_and_no_lock(tmp_path, launcher, leftovers):
+    """`kill -9` or the OOM killer gives the command no chance to stop its children: the kernel
+    tells each (PR_SET_PDEATHSIG), the launcher stops its ranks, they checkpoint and free the run's
+    lock, within seconds; a resume then starts."""
+    cmd = [sys.executable, "-m", "launch", "run", "--framework", "torch", "--launcher", launcher, "--nproc", "2"]
+    cmd += ["--config", MLP, *LONG, "log.interval=5", f"log.dir={tmp_path}", "log.run_name=r"]
+    job = start(cmd, tmp_path)
+    try:
+        _wait_for(lambda: list(tmp_path.glob("r/events.out.tfevents.*")), 300, "training to start", 0.2)
+        job.kill()
+        job.wait()
+        _wait_for(lambda: not leftovers(), 10, "every process of the killed run to end", 0.2)
+    finally:
+        end(job, tmp_path)
+    step = max(int(p.stem.split("-")[1]) for p in (tmp_path / "r" / "checkpoints").glob("step-*.pt"))
+    resumed = subprocess.run(
+        [*cmd, "checkpoint.resume=true", f"train.max_steps={step + 5}"],
+        env={**os.environ, **ONE_THREAD},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+
+
 def test_ctrl_c_on_run_under_torchrun_is_one_stop_line_and_130(tmp_path, leftovers):
     """A terminal's Ctrl-C reaches `mnist-dist run` alone (its children have sessions of their own):
     every rank checkpoints one step; torchrun's SIGTERM traceback is kept in a file, not printed."""

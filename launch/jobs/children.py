@@ -1,6 +1,8 @@
 """The processes a command starts (a launcher, the ranks, sweep points): none outlives the command.
 
-Each starts in its own session, so a terminal's Ctrl-C reaches this process only. Inside
+Each starts in its own session, so a terminal's Ctrl-C reaches this process only, and gets SIGTERM
+from the kernel when this process dies, even by SIGKILL (launch.signals.end_with_parent); a rank
+asks the same of its launcher (launch.run.worker). Inside
 `forwarding()`, SIGINT, SIGTERM and SIGHUP to this process go on as SIGTERM to the process group
 of every child still running (the child and what it started there): a worker stops at a common
 step with a checkpoint (launch.run.loop), torchrun and mpirun stop their ranks. The command keeps
@@ -28,7 +30,9 @@ _received: list[int] = []
 
 
 def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    parent = os.getpid()
+    signals.libc()
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: signals.end_with_parent(parent), **kwargs)
     _started.append(proc)
     return proc
 

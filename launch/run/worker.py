@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from launch import log
+from launch import log, signals
 from launch.cluster.world import World, detect_world, rank_hosts
 from launch.config import Config, add_config_arguments, load_config
 from launch.errors import UserError, describe
@@ -35,6 +35,7 @@ def parse_args(prog: str, argv: list[str] | None) -> Config:
 
 def main(prog: str, train: Callable[[Config, World], int], argv: list[str] | None = None) -> NoReturn:
     """Run `train` on this rank and end the process with its code (leave)."""
+    signals.end_with_parent(os.getppid())  # a launcher killed outright leaves no rank training
     log.setup(prog)
     world = None
     try:
