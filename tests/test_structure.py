@@ -131,6 +131,22 @@ def test_no_two_modules_import_each_other_directly_or_around_a_loop():
             visit(name, [])
 
 
+# What turns bytes from a peer into code: torch's *_object collectives pickle (docs/security.md)
+UNPICKLING = {"all_gather_object", "broadcast_object_list", "gather_object", "scatter_object_list"}
+UNPICKLING |= {"send_object_list", "recv_object_list", "pickle", "dill", "cloudpickle"}
+
+
+def test_nothing_a_peer_sends_is_unpickled():
+    found = [
+        f"{name}: {node.attr if isinstance(node, ast.Attribute) else node.names[0].name}"
+        for name, tree in modules().items()
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Attribute) and node.attr in UNPICKLING)
+        or (isinstance(node, ast.Import | ast.ImportFrom) and {a.name for a in node.names} & UNPICKLING)
+    ]
+    assert not found, found
+
+
 def test_functions_are_short_and_take_few_parameters():
     """Everywhere outside benchmarks/: the packages, the tests and setup.py."""
     files = [ROOT / "setup.py", *sorted((ROOT / "tests").glob("*.py"))]
