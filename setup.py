@@ -23,7 +23,6 @@ setup(
     install_requires=[
         "numpy>=1.23",
         "PyYAML>=6",
-        "filelock>=3.9",
         "tensorboard>=2.14",
         "tqdm>=4.60",
         "matplotlib>=3.6",

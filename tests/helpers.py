@@ -61,10 +61,11 @@ def sha256(content: bytes) -> str:
 
 
 class Mirror:
-    """Serves `files` at http://127.0.0.1:<port>/; names in `drop` are cut off halfway."""
+    """Serves `files` at http://127.0.0.1:<port>/; names in `drop` are cut off halfway, names in
+    `trickle` sent a byte at a time, without end."""
 
-    def __init__(self, files: dict[str, bytes], drop: set[str] = frozenset()):
-        self.files, self.drop, self.requests = files, set(drop), []
+    def __init__(self, files: dict[str, bytes], drop: set[str] = frozenset(), trickle: set[str] = frozenset()):
+        self.files, self.drop, self.trickle, self.requests = files, set(drop), set(trickle), []
         mirror = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -76,6 +77,13 @@ class Mirror:
                     self.send_error(404)
                     return
                 self.send_response(200)
+                if name in mirror.trickle:
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        while not mirror.stopped.wait(0.05):  # a byte every 50 ms, until the client leaves
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                    return
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 self.wfile.write(content[: len(content) // 2] if name in mirror.drop else content)
@@ -84,6 +92,7 @@ class Mirror:
             def log_message(self, *args):
                 pass
 
+        self.stopped = threading.Event()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -93,6 +102,7 @@ class Mirror:
         return self
 
     def __exit__(self, *exc):
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from launch.data.fetch import fetch, sha256_of
+from launch.data.fetch import LIMITS, Limits, fetch, sha256_of
 from launch.data.formats import IMAGE_SHAPE, NUM_CLASSES, check_split, read_idx, read_npz
 from launch.errors import DataError
 
@@ -40,10 +40,27 @@ MIRRORS = {
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
     ],
+    # https first; the original S3 website has no https, so it is the last resort (the SHA-256 still holds)
     "fashion-mnist": [
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     ],
+}
+# Their lengths in bytes (LeCun's page; Zalando's release): no mirror may send more
+SIZES = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": 26421880,
+        "train-labels-idx1-ubyte.gz": 29515,
+        "t10k-images-idx3-ubyte.gz": 4422102,
+        "t10k-labels-idx1-ubyte.gz": 5148,
+    },
 }
 CHECKSUMS = {
     "mnist": {
@@ -156,7 +173,7 @@ def locate(dataset: str, explicit: str | Path | None = None, *, download: bool =
     )
 
 
-def download_dataset(dataset: str, folder: Path, **fetch_options) -> dict[str, Path]:
+def download_dataset(dataset: str, folder: Path, limits: Limits = LIMITS) -> dict[str, Path]:
     """Download the four gzipped IDX files into `folder`, verified against CHECKSUMS. A download
     that fails leaves no folder it created (one a file landed in stays)."""
     missing = [f for f in (folder, *folder.parents) if not f.exists()]
@@ -165,7 +182,8 @@ def download_dataset(dataset: str, folder: Path, **fetch_options) -> dict[str, P
         for role, stem in SPLIT_FILES.items():
             name = stem + ".gz"
             urls = [base + name for base in MIRRORS[dataset]]
-            paths[role] = fetch(urls, folder / name, CHECKSUMS[dataset][name], **fetch_options)
+            capped = dataclasses.replace(limits, size=SIZES[dataset][name])
+            paths[role] = fetch(urls, folder / name, CHECKSUMS[dataset][name], capped)
     except DataError:
         for made in missing:  # deepest first; rmdir removes only what is still empty
             with contextlib.suppress(OSError):
