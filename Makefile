@@ -3,9 +3,10 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# chromium-headless-shell and poppler-utils: the tests render TensorBoard's pages in a real browser
+# chromium-headless-shell and poppler-utils: the tests render TensorBoard's pages in a real browser;
+# nftables: the testbed's bridge takes no other user's traffic
 APT_PACKAGES := openmpi-bin libopenmpi-dev slurm-wlm munge libpmix-dev dataset-fashion-mnist cmake g++ \
-  chromium-headless-shell poppler-utils
+  chromium-headless-shell poppler-utils nftables
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 

@@ -108,6 +108,57 @@ def test_the_testbed_gives_each_host_its_own_name_address_and_shaped_link(testbe
     assert "tbf" not in testbed.run("node1", ["tc", "qdisc", "show", "dev", "eth0"]).stdout
 
 
+# A trainer's store as torch makes it: on every address of its host, taking any connection
+_STORE = """import sys, torch.distributed as d
+s = d.TCPStore("0.0.0.0", 29400, is_master=True, wait_for_workers=False)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+_CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 29400), timeout=10); print('connected')"
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def test_no_other_user_of_the_machine_reaches_a_testbed_host(testbed):
+    """The trainers run as root: the machine's other users (`nobody` here) cannot connect to a
+    store on a testbed host, over IPv4 or IPv6 link-local; root, who runs the testbed, can."""
+    store = testbed.popen(
+        "node1", [sys.executable, "-c", _STORE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert store.stdout.readline().strip() == "ready"
+        addresses = [testbed.host("node1").address]
+        link_local = re.search(r"inet6 (fe80::[0-9a-f:]+)/\d+ scope link", _link_local(testbed, "node1"))
+        if link_local:  # where the machine has IPv6
+            addresses.append(f"{link_local[1]}%{testbed.bridge}")
+        for address in addresses:
+            as_root = subprocess.run(
+                ["/usr/bin/python3", "-c", _CONNECT, address], capture_output=True, text=True, timeout=60
+            )
+            assert as_root.stdout.strip() == "connected", (address, as_root.stderr)
+            other = subprocess.run(
+                [*NOBODY, "/usr/bin/python3", "-c", _CONNECT, address], capture_output=True, text=True, timeout=60
+            )
+            assert other.returncode != 0 and "ConnectionRefusedError" in other.stderr, (
+                address,
+                other.stdout,
+                other.stderr,
+            )
+    finally:
+        store.kill()
+        store.wait()
+
+
+def _link_local(bed, host: str) -> str:
+    """The host's eth0 IPv6 addresses once none is tentative (duplicate address detection takes ~1 s)."""
+    show = ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]
+    for _ in range(100):
+        out = bed.run(host, show).stdout
+        if "tentative" not in out:
+            return out
+        time.sleep(0.1)
+    return out
+
+
 # --- every launcher, both frameworks, 2 hosts x 1 and x 2 workers --------------------------------
 
 
@@ -142,6 +193,7 @@ def test_torchrun_launcher_across_two_hosts(testbed, tmp_path, nproc):
     assert not (tmp_path / "node2" / "r").exists()  # only the chief writes the run directory
     # the static rendezvous honours --node-rank (c10d ignored it: "node_rank is only used for static")
     assert not [host for host, (_, out) in results.items() if "node_rank is only used" in out]
+    assert "port 29500 and the ranks' must be reachable only inside the cluster" in results["node1"][1]
 
 
 def test_plain_torchrun_across_two_hosts(testbed, tmp_path):

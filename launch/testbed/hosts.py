@@ -5,7 +5,9 @@ node<i> holds .<i+1>), its own hostname (a UTS namespace) and its own hosts file
 private mount namespace: the machine's /etc/hosts is never touched). Ranks on different hosts talk
 over real TCP between distinct addresses, by name. Links can be shaped with `tc tbf` (bandwidth only:
 this kernel has no netem). The namespaces get no default route, so traffic reaches only the testbed's
-own addresses and loopback.
+own addresses and loopback. The machine reaches the hosts over the bridge, but only root's
+processes: an nftables rule rejects whatever another user's process sends onto it (IPv4, or IPv6
+link-local), since the trainers run as root and their stores and servers take any connection.
 
 By hand (as root; `mnist-dist testbed` or `python -m launch.testbed`):
     mnist-dist testbed up 2 [--profile 1g]   # prints the testbed's tag
@@ -53,9 +55,9 @@ def missing_tools() -> str | None:
     """Why this machine cannot make a testbed, or None."""
     if os.geteuid() != 0:
         return "the multi-host testbed needs root (network namespaces, veth, bridges)"
-    for tool in ("ip", "unshare", "nsenter", "tc"):
+    for tool in ("ip", "unshare", "nsenter", "tc", "nft"):
         if shutil.which(tool) is None:
-            return f"the multi-host testbed needs `{tool}` (Debian: iproute2 / util-linux)"
+            return f"the multi-host testbed needs `{tool}` (Debian: iproute2 / util-linux / nftables)"
     return None
 
 
@@ -108,6 +110,7 @@ class Testbed:
         try:
             _ip("link", "add", bed.bridge, "type", "bridge")
             _ip("addr", "add", f"{bed.bridge_address}/{net.prefixlen}", "dev", bed.bridge)
+            _fence(bed.bridge)
             _ip("link", "set", bed.bridge, "up")
             lines = ["127.0.0.1 localhost", f"{bed.bridge_address} testbed-gateway"]
             lines += [f"{h.address} {h.name}" for h in bed.hosts]
@@ -164,6 +167,7 @@ class Testbed:
             _ip("netns", "del", h.netns, check=False)
             _ip("link", "del", h.veth, check=False)
         _ip("link", "del", self.bridge, check=False)
+        subprocess.run(["nft", "delete", "table", "inet", self.bridge], capture_output=True, timeout=30)
         shutil.rmtree(self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.state_file.unlink()
@@ -315,6 +319,19 @@ def _named(tag: str, bed: Testbed) -> Testbed:
 def _host(tag: str, i: int, address: str) -> Host:
     """Host i of testbed `tag`, with the names every testbed gives its hosts."""
     return Host(f"node{i}", address, f"mnistdist-{tag}-node{i}", f"md{tag}h{i}")
+
+
+def _fence(bridge: str) -> None:
+    """Only root's processes here may send onto the bridge (a table named as the bridge)."""
+    rules = f"""table inet {bridge} {{
+  chain out {{
+    type filter hook output priority 0; policy accept;
+    oifname "{bridge}" meta skuid != 0 meta l4proto tcp reject with tcp reset
+    oifname "{bridge}" meta skuid != 0 reject
+  }}
+}}
+"""
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, capture_output=True, timeout=30)
 
 
 def _signals_exit():
