@@ -107,3 +107,25 @@ def test_a_gpu_build_of_horovod_gets_nccl_and_a_wheel_cache_of_its_own(monkeypat
     assert gpu.parent == cpu.parent and gpu.name == cpu.name + "-nccl"
     monkeypatch.setenv("HOROVOD_GPU_OPERATIONS", "NCCL")
     assert horovod_build.gpu_operations() == "NCCL"
+
+
+def test_the_horovod_sdist_is_taken_only_with_its_pinned_sha256(tmp_path, monkeypatch):
+    """pip's --require-hashes: a sdist PyPI (or a mirror, or a proxy) serves with another hash is refused."""
+    from torch_dist import horovod_build
+
+    monkeypatch.setattr(horovod_build, "SDIST_SHA256", "0" * 64)
+    with pytest.raises(SystemExit):
+        horovod_build._patched_source(tmp_path)
+    assert not list(tmp_path.glob("horovod-*"))
+
+
+def test_a_cached_wheel_others_could_swap_is_not_installed(tmp_path):
+    from torch_dist import horovod_build
+
+    wheel = tmp_path / "wheels" / "horovod-0.28.1-cp311-cp311-linux_x86_64.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"")
+    assert horovod_build._yours(wheel) == wheel
+    wheel.parent.chmod(0o777)
+    with pytest.raises(SystemExit, match="is not yours alone"):
+        horovod_build._yours(wheel)

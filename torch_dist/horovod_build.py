@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 HOROVOD_VERSION = "0.28.1"
+# horovod-0.28.1.tar.gz as PyPI serves it: pip refuses any other file (--require-hashes)
+SDIST_SHA256 = "92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0"
 # The files that set CMAKE_CXX_STANDARD 14 for the parts we build.
 PATCHED_FILES = ("CMakeLists.txt", "horovod/torch/CMakeLists.txt")
 
@@ -61,8 +63,10 @@ def build(into: Path, gpu_ops: str) -> Path:
 
 def _patched_source(tmp: Path) -> Path:
     """Horovod's sdist unpacked in `tmp`, built as C++17 (current torch headers need it)."""
-    spec = f"horovod=={HOROVOD_VERSION}"
-    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(tmp)])
+    pinned = tmp / "requirements.txt"
+    pinned.write_text(f"horovod=={HOROVOD_VERSION} --hash=sha256:{SDIST_SHA256}\n")
+    download = ["download", "--no-deps", "--no-binary", ":all:", "--require-hashes", "-r", str(pinned)]
+    _run([sys.executable, "-m", "pip", *download, "-d", str(tmp)])
     with tarfile.open(next(tmp.glob("horovod-*.tar.gz"))) as sdist:
         sdist.extractall(tmp, filter="data")
     source = tmp / f"horovod-{HOROVOD_VERSION}"
@@ -93,7 +97,7 @@ def main() -> None:
     gpu_ops = gpu_operations()
     folder = cache_dir(gpu_ops)
     cached = sorted(folder.glob("horovod-*.whl"))
-    wheel = cached[-1] if cached else build(folder, gpu_ops)
+    wheel = _yours(cached[-1]) if cached else build(folder, gpu_ops)
     print(f"horovod_build: {'cached' if cached else 'built'} {wheel}", flush=True)
     _run([sys.executable, "-m", "pip", "install", "--quiet", str(wheel)])
     _run(
@@ -104,6 +108,18 @@ def main() -> None:
             "', '.join(name for name in ('gloo', 'mpi', 'nccl') if getattr(hvd, name + '_built')()))",
         ]
     )
+
+
+def _yours(wheel: Path) -> Path:
+    """A cached wheel is installed only where no other user could have swapped it."""
+    for path in (wheel, wheel.parent):
+        info = path.lstat()
+        if path.is_symlink() or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            raise SystemExit(
+                f"horovod_build: {path} is not yours alone (a symlink, another owner, or writable by others): "
+                f"remove {wheel.parent} to rebuild, or set MNIST_DIST_WHEELS to a folder of your own"
+            )
+    return wheel
 
 
 def _run(cmd: list[str], env: dict | None = None) -> None:
