@@ -111,9 +111,15 @@ class _Loop:
         self.interfaces = gather_text(self.comm, interface_towards(resolve(world.master_addr)) or "")
         if world.is_chief:
             create_run_dir(cfg, self.this_run.dir, self.this_run.to_dict())
+            across = len(set(self.hosts)) > 1
             self.log.info(
                 f"{world.size} worker(s) via {world.started_by}, {engine.backend} on {engine.device}, "
                 f"global batch {global_batch}, lr {lr:g}, run dir {self.this_run.dir}"
+                + (
+                    f"; port {world.master_port} and the ranks' must be reachable only inside the cluster"
+                    if across
+                    else ""
+                )
             )
         self.reporter = Reporter(cfg, world, self.this_run.dir, p.step + 1, self.hosts)
         self.reporter.open_bar(total=p.step + self._steps_left(), initial=p.step)
