@@ -45,7 +45,9 @@ def test_dry_run_torchrun_single_node():
     text = dry("--framework", "torch", "--launcher", "torchrun", "--nproc", "4", "train.epochs=1")
     cmd = shlex.split(text.splitlines()[0])
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--nnodes=1"] and "--nproc-per-node=4" in cmd
-    assert "--standalone" in cmd and cmd[-1] == "train.epochs=1" and "TF_CONFIG" not in text
+    # the static rendezvous: --standalone's c10d would load a pickle from a store any local user can reach
+    assert "--rdzv-backend=static" in cmd and "--standalone" not in cmd and "--node-rank=0" in cmd
+    assert cmd[-1] == "train.epochs=1" and "TF_CONFIG" not in text
     assert len([line for line in text.splitlines() if line[:1].isdigit()]) == 4  # one table row per rank
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in text  # only restarts need a fresh store
 

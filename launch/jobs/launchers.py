@@ -148,11 +148,9 @@ def plan(spec: JobSpec) -> Plan:
 
 
 def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
-    if spec.nodes == 1:
-        rdzv = ["--standalone"]
-    elif spec.elastic:  # c10d admits and loses nodes; it orders them itself (a node rank would be ignored)
+    if spec.elastic:  # c10d admits and loses nodes; it orders them itself (a node rank would be ignored)
         rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.master_addr}:{port}"]
-    else:  # a fixed set of nodes: the static rendezvous, each node at its own rank
+    else:  # a fixed set of nodes: the static rendezvous (c10d's, --standalone's too, loads a pickle from the store)
         rdzv = ["--rdzv-backend=static", f"--master-addr={spec.master_addr}", f"--master-port={port}"]
         rdzv.append(f"--node-rank={spec.node_rank}")
     nnodes = f"{spec.lowest_nodes}:{spec.nodes}" if spec.elastic else str(spec.nodes)
@@ -179,9 +177,6 @@ def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
     if spec.threads and "OMP_NUM_THREADS" not in os.environ:
         # torchrun sets 1 with a four-line banner unless told; the trainer sets its own thread count anyway
         result.env["OMP_NUM_THREADS"] = str(spec.threads)
-    if spec.nodes == 1:
-        result.worlds = [dataclasses.replace(w, master_port=0) for w in result.worlds]
-        result.notes.append("torchrun --standalone picks its own free rendezvous port: the master port below is 0")
 
 
 def _local(spec: JobSpec, result: Plan) -> None:
