@@ -77,7 +77,10 @@ def test_two_task_job_trains_fashion_mnist(slurm_cluster, tmp_path, framework, e
     assert summary["final_eval_accuracy"] >= 0.8
     scalars = read_scalars(run_dir_of(out))
     assert scalars["throughput/images_per_sec"] and all(v > 0 for _, v in scalars["throughput/images_per_sec"])
-    assert slurm_cluster.job(job)["JobState"] == "COMPLETED"
+    record = slurm_cluster.job(job)
+    assert record["JobState"] == "COMPLETED"
+    # sbatch read the script on its stdin: no file in the (maybe shared) log.dir was ever run
+    assert record["Command"] == "(null)" and list((tmp_path / "slurm").glob("*.sbatch"))
 
 
 def test_failing_job_reports_failed_and_its_exit_code(slurm_cluster, tmp_path):
