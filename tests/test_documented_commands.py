@@ -293,7 +293,7 @@ COMMANDS = {
     # docs/several-nodes.md
     "mnist-dist run --framework torch --launcher torchrun --nodes 2 --node-rank 0 --master-addr node1 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
     "mnist-dist run --framework torch --launcher torchrun --nodes 2 --node-rank 1 --master-addr node1 --nproc 4 --config configs/cnn.yaml": _TWO_HOSTS,
-    "torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=c10d --rdzv-endpoint=node1:29400 --rdzv-id=job1 "
+    "torchrun --nnodes=2 --nproc-per-node=4 --rdzv-backend=static --master-addr=node1 --master-port=29400 --node-rank=0 "
     "-m torch_dist.train --config configs/cnn.yaml": _TWO_HOSTS,
     "mnist-dist run --framework tf --hosts node1,node2 --node-rank 0 --nproc 1 --config configs/mlp.yaml": _TWO_HOSTS,
     "mnist-dist run --framework tf --hosts node1,node2 --node-rank 1 --nproc 1 --config configs/mlp.yaml": _TWO_HOSTS,

@@ -197,25 +197,29 @@ def test_torchrun_launcher_across_two_hosts(testbed, tmp_path, nproc):
 
 
 def test_plain_torchrun_across_two_hosts(testbed, tmp_path):
-    """torchrun as docs/several-nodes.md shows it, with c10d rendezvous on node1 and the same command on both."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=2",
-        "--nproc-per-node=1",
-        "--rdzv-backend=c10d",
-        "--rdzv-endpoint=node1:29400",
-        "--rdzv-id=plain",
-        "-m",
-        "torch_dist.train",
-        "--config",
-        MLP,
-        *FASHION,
-        f"log.dir={tmp_path}",
-        "log.run_name=r",
-    ]
-    assert_ok(on_hosts(testbed, tmp_path, dict.fromkeys(HOSTS, cmd)))
+    """torchrun as docs/several-nodes.md shows it: the static rendezvous on node1, each host at its node rank."""
+
+    def cmd(node_rank: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            "--rdzv-backend=static",
+            "--master-addr=node1",
+            "--master-port=29400",
+            f"--node-rank={node_rank}",
+            "-m",
+            "torch_dist.train",
+            "--config",
+            MLP,
+            *FASHION,
+            f"log.dir={tmp_path}",
+            "log.run_name=r",
+        ]
+
+    assert_ok(on_hosts(testbed, tmp_path, {host: cmd(k) for k, host in enumerate(HOSTS)}))
     assert_trained(tmp_path / "r", "torch", 2)
 
 

@@ -205,7 +205,7 @@ def test_names_that_would_escape_log_dir_are_refused_by_every_command(override, 
 def test_run_wait_fails_when_the_job_left_no_summary_whatever_slurm_says(tmp_path, monkeypatch):
     """srun across hosts has exited 0 with no rank trained: COMPLETED 0:0 is not enough. (Slurm's
     answers are given here; the real cluster's success path is in test_slurm.)"""
-    monkeypatch.setattr(slurm, "submit", lambda script: "4242")
+    monkeypatch.setattr(slurm, "submit", lambda script, kept_as: "4242")
     monkeypatch.setattr(slurm, "wait", lambda job: {"JobState": "COMPLETED", "ExitCode": "0:0"})
     args = ["run", "--framework", "torch", "--launcher", "slurm", "--nproc", "2", "--wait", "data.dataset=synthetic"]
     out = cli(*args, f"log.dir={tmp_path}")

@@ -111,15 +111,9 @@ class _Loop:
         self.interfaces = gather_text(self.comm, interface_towards(resolve(world.master_addr)) or "")
         if world.is_chief:
             create_run_dir(cfg, self.this_run.dir, self.this_run.to_dict())
-            across = len(set(self.hosts)) > 1
             self.log.info(
                 f"{world.size} worker(s) via {world.started_by}, {engine.backend} on {engine.device}, "
-                f"global batch {global_batch}, lr {lr:g}, run dir {self.this_run.dir}"
-                + (
-                    f"; port {world.master_port} and the ranks' must be reachable only inside the cluster"
-                    if across
-                    else ""
-                )
+                f"global batch {global_batch}, lr {lr:g}, run dir {self.this_run.dir}{_ports_note(world, self.hosts)}"
             )
         self.reporter = Reporter(cfg, world, self.this_run.dir, p.step + 1, self.hosts)
         self.reporter.open_bar(total=p.step + self._steps_left(), initial=p.step)
@@ -262,3 +256,10 @@ def _refuse_nan(rows: Rows, first: int, last: int, lr: float) -> None:
             f"the training loss became NaN or infinite between steps {first} and {last}: lower "
             f"train.lr (now {lr:g}) or train in fp32"
         )
+
+
+def _ports_note(world: World, hosts: list[str]) -> str:
+    """Across hosts, the start line says what docs/security.md explains: the frameworks' ports let in anyone."""
+    if len(set(hosts)) < 2:
+        return ""
+    return f"; port {world.master_port} and the ranks' must be reachable only inside the cluster"
