@@ -251,7 +251,7 @@ def test_a_collective_with_a_dead_peer_fails_within_the_timeout(tmp_path):
             p.wait()
 
 
-# torchrun's restart needs a fresh rendezvous store (pytorch#135712), which the launcher asks for
+# torchrun's static rendezvous keeps one store across restarts: each attempt's keys stay apart (pytorch#135712)
 @pytest.mark.parametrize("framework,launcher", [("torch", "torchrun"), ("torch", "local"), ("tf", "local")])
 def test_restart_resumes_from_the_checkpoint_without_loss(tmp_path, framework, launcher):
     common = [

@@ -49,14 +49,13 @@ def test_dry_run_torchrun_single_node():
     assert "--rdzv-backend=static" in cmd and "--standalone" not in cmd and "--node-rank=0" in cmd
     assert cmd[-1] == "train.epochs=1" and "TF_CONFIG" not in text
     assert len([line for line in text.splitlines() if line[:1].isdigit()]) == 4  # one table row per rank
-    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in text  # only restarts need a fresh store
 
 
-def test_dry_run_torchrun_restarts_get_a_fresh_rendezvous_store():
+def test_dry_run_torchrun_restarts_resume_from_the_checkpoint():
     text = dry("--framework", "torch", "--launcher", "torchrun", "--nproc", "2", "--max-restarts", "2")
     cmd = shlex.split(text.splitlines()[0])
-    assert cmd[0] == "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" and "--max-restarts=2" in cmd
-    assert cmd[-1] == "checkpoint.resume=true" and "pytorch#135712" in text
+    assert "--max-restarts=2" in cmd and "--rdzv-backend=static" in cmd
+    assert cmd[-1] == "checkpoint.resume=true"
 
 
 def test_dry_run_torchrun_two_nodes_needs_a_real_master():

@@ -128,12 +128,12 @@ def test_torchrun_plan_across_nodes():
     assert [w.rank for w in plan.worlds] == [4, 5, 6, 7] and plan.per_rank == []
 
 
-def test_torchrun_plan_elastic_with_restarts_gets_a_fresh_store():
+def test_torchrun_plan_elastic_with_restarts_uses_c10d():
     plan = launchers.plan(
         spec(launcher="torchrun", nodes=2, min_nodes=1, hosts=("a", "b"), master_addr="a", max_restarts=3)
     )
     assert "--nnodes=1:2" in plan.command and "--max-restarts=3" in plan.command
-    assert plan.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+    assert "--rdzv-backend=c10d" in plan.command  # elastic: the one place the pickled rendezvous is used
 
 
 def test_local_tf_plan_gives_each_rank_its_environment_and_tf_config():

@@ -345,3 +345,25 @@ def test_fp16_gets_a_loss_scaler_on_every_torch_setup_py_allows():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no CUDA here: the scaler says it disables itself
         assert callable(grad_scaler().scale)
+
+
+def test_a_restarted_attempt_reads_none_of_the_dead_attempt_s_keys(monkeypatch):
+    """torchrun's static rendezvous keeps one store across restarts, where the restarted ranks would
+    read the dead ones' addresses (pytorch#135712): each attempt's keys are apart."""
+    import dataclasses
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from launch.cluster.world import World
+    from torch_dist.ddp import _attempt_store
+
+    agent = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    world = World(size=2, master_addr="127.0.0.1", master_port=agent.port, source="torchrun")
+    dead = _attempt_store(world, timedelta(seconds=10))
+    dead.set("rank1-address", "the dead rank's")
+    restarted = _attempt_store(dataclasses.replace(world, restarts=1), timedelta(seconds=10))
+    assert dead.check(["rank1-address"]) and not restarted.check(["rank1-address"])
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE")
+    assert _attempt_store(world, timedelta(seconds=10)) is None  # no agent: rank 0 makes the store

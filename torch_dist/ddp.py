@@ -17,7 +17,6 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from launch import log
 from launch.cluster import rendezvous
 from launch.cluster.world import World
 from launch.config import DistConfig
@@ -38,12 +37,6 @@ class DDP(GatheringBarrier):
         timeout_s = options.timeout
         timeout = timedelta(seconds=timeout_s)
         if world.size > 1:
-            if world.rank == 0 and _restarts_reuse_the_agent_store():
-                log.get().warning(
-                    "torchrun --max-restarts with its shared rendezvous store: restarted workers can "
-                    "read the dead attempt's addresses and fail (pytorch#135712); start torchrun with "
-                    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (mnist-dist run --launcher torchrun does)"
-                )
             rendezvous.check_master(world, world.master_addr, world.master_port, timeout_s)
             rendezvous.choose_gloo_interface(world, world.master_addr)
             if backend == "nccl":
@@ -55,7 +48,7 @@ class DDP(GatheringBarrier):
                         rank=world.rank,
                         world_size=world.size,
                         timeout=timeout,
-                        **_group_options(world, device, store),
+                        **_group_options(world, device, store or _attempt_store(world, timeout)),
                     )
                 except RuntimeError as exc:  # DistBackendError from torch 2.1 on
                     raise _shared_gpu(exc, world) from None
@@ -153,11 +146,21 @@ def optimizer_step(optimizer, scaler) -> None:
     scaler.update()
 
 
+def _attempt_store(world: World, timeout: timedelta) -> dist.Store | None:
+    """Under torchrun, its agent's store, with this attempt's keys apart from a restarted job's dead
+    attempts: the static rendezvous keeps one store across restarts, where gloo and NCCL would read
+    the dead ranks' addresses (pytorch#135712)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":  # as torch.distributed.rendezvous reads it
+        return None  # no agent (mnist-dist's local launcher gives torchrun's variables without one)
+    agent = dist.TCPStore(world.master_addr, world.master_port, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"mnist-dist/attempt-{world.restarts}", agent)
+
+
 def _group_options(world: World, device: torch.device, store) -> dict:
     """Where init_process_group meets the other ranks, and (torch 2.3+) the GPU it binds to at once."""
-    if store:
-        options = {"store": store}  # find_hosts' store, already serving MASTER_PORT
-    else:  # torchrun's agent already serves the rendezvous store on MASTER_PORT: env:// reuses it
+    if store:  # find_hosts' store, or torchrun's agent's (_attempt_store), already serving MASTER_PORT
+        options = {"store": store}
+    else:  # env:// where torchrun's variables name the master, as they do under the local launcher
         url = "env://" if world.source == "torchrun" else f"tcp://{world.master_addr}:{world.master_port}"
         options = {"init_method": url}
     if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
@@ -189,10 +192,3 @@ def nccl_errors_raise() -> None:
 
 def _torch_at_least(major: int, minor: int) -> bool:
     return tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (major, minor)
-
-
-def _restarts_reuse_the_agent_store() -> bool:
-    return (
-        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        and os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") != "0"
-    )

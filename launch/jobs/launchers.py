@@ -168,12 +168,6 @@ def _torchrun(spec: JobSpec, port: int, result: Plan) -> None:
         spec.module,
         *spec.train_args(),
     ]
-    if spec.max_restarts:
-        result.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-        result.notes.append(
-            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: each restart gets a fresh store; torchrun's "
-            "shared one hands restarted workers the dead attempt's addresses (pytorch#135712)"
-        )
     if spec.threads and "OMP_NUM_THREADS" not in os.environ:
         # torchrun sets 1 with a four-line banner unless told; the trainer sets its own thread count anyway
         result.env["OMP_NUM_THREADS"] = str(spec.threads)
