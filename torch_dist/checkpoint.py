@@ -1,7 +1,8 @@
 """Checkpoints: written by rank 0, atomically (temp file + rename), read with weights_only=True so a
-checkpoint file can never run code. Before torch 2.6 weights_only could be made to run code
-(CVE-2025-32434): there only the user's own files are read. One file per checkpointed step: `step-00000469.pt`; resume takes
-the highest number (an epoch's end, or the step a preemption stopped at: launch.outputs.checkpoints).
+checkpoint file can never run code (before torch 2.6 weights_only could be made to run code,
+CVE-2025-32434: there only the user's own files are read). One file per checkpointed step:
+`step-00000469.pt`; resume takes the highest number (an epoch's end, or the step a preemption
+stopped at: launch.outputs.checkpoints).
 
 Files hold CPU tensors and are read onto the CPU, whatever device trained: a login node without a GPU
 can read them, and load_state_dict puts each tensor where its parameter lives, except the optimizer's
@@ -86,6 +87,7 @@ def restore_rng(state: dict) -> None:
 
 
 def torch_version() -> tuple[int, int]:
+    """The installed torch's (major, minor)."""
     major, minor = torch.__version__.split(".")[:2]
     return int(major), int(minor)
 

@@ -22,6 +22,7 @@ from launch.cluster.world import World
 from launch.config import DistConfig
 from launch.errors import ConfigError
 from launch.run.comm import GatheringBarrier
+from torch_dist.checkpoint import torch_version
 from torch_dist.heartbeats import Heartbeats
 
 
@@ -186,9 +187,5 @@ def nccl_errors_raise() -> None:
     """By default NCCL's watchdog ends the process on a failed or timed-out collective (a C++ abort,
     past the "lost rank R on HOST" line). Asked to only abort its communicators, it raises the error
     in the rank's own thread instead, where the loop names the lost ranks. The user's choice stands."""
-    name = "TORCH_NCCL_ASYNC_ERROR_HANDLING" if _torch_at_least(2, 2) else "NCCL_ASYNC_ERROR_HANDLING"
+    name = "TORCH_NCCL_ASYNC_ERROR_HANDLING" if torch_version() >= (2, 2) else "NCCL_ASYNC_ERROR_HANDLING"
     os.environ.setdefault(name, "2")  # CleanUpOnly
-
-
-def _torch_at_least(major: int, minor: int) -> bool:
-    return tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (major, minor)
