@@ -127,9 +127,8 @@ def test_no_other_user_of_the_machine_reaches_a_testbed_host(testbed):
     try:
         assert store.stdout.readline().strip() == "ready"
         addresses = [testbed.host("node1").address]
-        link_local = re.search(r"inet6 (fe80::[0-9a-f:]+)/\d+ scope link", _link_local(testbed, "node1"))
-        if link_local:  # where the machine has IPv6
-            addresses.append(f"{link_local[1]}%{testbed.bridge}")
+        if Path("/proc/net/if_inet6").exists():  # where the machine has IPv6
+            addresses.append(f"{_link_local(testbed)}%{testbed.bridge}")
         for address in addresses:
             as_root = subprocess.run(
                 ["/usr/bin/python3", "-c", _CONNECT, address], capture_output=True, text=True, timeout=60
@@ -148,15 +147,22 @@ def test_no_other_user_of_the_machine_reaches_a_testbed_host(testbed):
         store.wait()
 
 
-def _link_local(bed, host: str) -> str:
-    """The host's eth0 IPv6 addresses once none is tentative (duplicate address detection takes ~1 s)."""
-    show = ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"]
-    for _ in range(100):
-        out = bed.run(host, show).stdout
-        if "tentative" not in out:
-            return out
-        time.sleep(0.1)
-    return out
+def _link_local(bed) -> str:
+    """node1's IPv6 link-local address, once it and the bridge's own are usable: duplicate address
+    detection keeps a new address tentative (unusable as a source) for about a second."""
+    from slurm_cluster import _wait_for
+
+    def settled(out: str) -> str | None:
+        found = re.search(r"inet6 (fe80::[0-9a-f:]+)/\d+ scope link", out)
+        return found[1] if found and "tentative" not in out else None
+
+    show = ["-6", "-o", "addr", "show", "scope", "link", "dev"]
+    _wait_for(lambda: settled(_ip(*show, bed.bridge)), 30, "the bridge's link-local address")
+    return _wait_for(lambda: settled(bed.run("node1", ["ip", *show, "eth0"]).stdout), 30, "node1's link-local address")
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
 
 
 # --- every launcher, both frameworks, 2 hosts x 1 and x 2 workers --------------------------------
@@ -804,14 +810,14 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
         "data.limit=8000",
         "dist.timeout=60",
         options=("--launcher", "torchrun", "--nodes", "1:2", "--max-restarts", "1"),
-        env=sample_log.env(samples),
+        env=sample_log.env(samples, hold="1:42"),  # rank 1 stops 10 steps past the checkpoint at step 32
     )
 
-    def trained_into_epoch_two() -> bool:  # 10 steps past the first epoch's checkpoint (step 32)
-        log = samples / "rank0.jsonl"
+    def held_in_epoch_two() -> bool:
+        log = samples / "rank1.jsonl"
         return procs["node1"].poll() is not None or (log.exists() and '"step": 42,' in log.read_text())
 
-    _wait_for(trained_into_epoch_two, 300, "step 42", 0.1)
+    _wait_for(held_in_epoch_two, 300, "rank 1 at step 42", 0.1)
     assert procs["node1"].poll() is None, (tmp_path / "elastic-node1.log").read_text()[-3000:]
     testbed.kill_host("node2")
     assert procs["node1"].wait(timeout=300) == 0, (tmp_path / "elastic-node1.log").read_text()[-4000:]
@@ -824,7 +830,7 @@ def test_elastic_torchrun_finishes_on_host1_after_host2_is_lost(testbed, tmp_pat
     assert [(h["world_size"], h["steps"]) for h in summary["world_size_history"]] == [(2, [0, 32]), (1, [32, steps])]
     check_every_sample_once(samples, steps, {0: 0, 1: 0, 2: 0}, n=8000)
     first_attempt = [json.loads(line) for line in (samples / "rank1.jsonl").read_text().splitlines()]
-    assert max(r["step"] for r in first_attempt) >= 42  # node2 trained into epoch 2 before it was lost
+    assert max(r["step"] for r in first_attempt) == 42  # node2 trained into epoch 2 before it was lost
 
 
 def test_testbed_command_makes_shaped_hosts_and_removes_them(testbeds_removed):

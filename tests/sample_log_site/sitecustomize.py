@@ -5,4 +5,4 @@ import os
 if os.environ.get("MNIST_DIST_SAMPLE_LOG"):
     import sample_log
 
-    sample_log.install(os.environ["MNIST_DIST_SAMPLE_LOG"])
+    sample_log.install(os.environ["MNIST_DIST_SAMPLE_LOG"], os.environ.get("MNIST_DIST_SAMPLE_HOLD", ""))
