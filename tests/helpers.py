@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from launch import models
 from launch.data.datasets import SPLIT_FILES
 from launch.outputs.summary import Summary, versions
 from launch.run.metrics import ALL_TAGS
@@ -178,6 +179,9 @@ def check_run_dir(run_dir: Path, framework: str, world_size: int, min_accuracy: 
     assert summary["final_eval_accuracy"] >= min_accuracy
     assert summary["images_per_sec"] > 0 and summary["peak_rss_bytes_max"] > 0 and summary["model_size_bytes"] > 0
     assert math.isclose(summary["images_per_sec_per_worker"], summary["images_per_sec"] / world_size, rel_tol=1e-6)
+    assert summary["parameters"] == models.parameters(summary["model"])
+    assert summary["flops_per_image"] == models.training_flops_per_image(summary["model"])
+    assert summary["peak"]["flops_per_s"] > 0 and 0 < summary["fraction_of_peak"] < 1, summary["peak"]
     scalars = read_scalars(run_dir)
     for tag in ALL_TAGS:
         assert all_positive_finite(scalars.get(tag, [])), f"{tag}: {scalars.get(tag)}"

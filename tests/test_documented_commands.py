@@ -134,6 +134,15 @@ def _scaling_sweep(tmp: Path, printed: str) -> None:
     assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
 
 
+def _check_peak(measures: list[str], torch: list[dict], tf: list[dict]) -> None:
+    """The FLOPs and fraction-of-peak rows hold the runs' own summaries' figures."""
+    peak = next(line for line in measures if "fraction of the hardware's peak" in line)
+    for runs in (torch, tf):
+        assert Repeats(tuple(s["fraction_of_peak"] for s in runs)).span("{:.1%}") in peak
+    flops = next(line for line in measures if "training FLOPs per image" in line)
+    assert f"| {torch[0]['flops_per_image']:,} | {tf[0]['flops_per_image']:,} |" in flops
+
+
 def _comparison(tmp: Path, printed: str) -> None:
     """compare fills every field for each model from its repeats and derives every verdict from the
     runs' summaries (--target-accuracy 0.5: a target the short runs reach, so no time-to-accuracy cell
@@ -142,10 +151,13 @@ def _comparison(tmp: Path, printed: str) -> None:
     report = (out / "compare.md").read_text()
     sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", report, re.M | re.S))
     assert list(sections) == ["mlp", "cnn", "Verdicts"]
+    assert re.search(
+        r"^Peak: [\d,.]+ GFLOP/s over \d+ CPU core\(s\), fp32: fp32 lanes \d+ \(.*/proc/cpuinfo", report, re.M
+    )
     expected = {}
     for model in ("mlp", "cnn"):
         measures = [line for line in sections[model].splitlines() if line.startswith("| ") and "measure" not in line]
-        assert len(measures) == 8, sections[model]
+        assert len(measures) == 10, sections[model]
         for line in measures:
             cells = [c.strip() for c in line.strip("|").split("|")]
             assert len(cells) == 3 and all(cells) and "n/a" not in cells, line
@@ -161,6 +173,7 @@ def _comparison(tmp: Path, printed: str) -> None:
             runs(torch, "images_per_sec").span() in sections[model]
             and f"{tf[0]['model_size_bytes']:,}" in sections[model]
         )
+        _check_peak(measures, torch, tf)
         expected[model] = {
             "TensorFlow trains faster thanks to its graph": (
                 runs(torch, "images_per_sec"),
@@ -198,6 +211,14 @@ def _horovod_sweep(tmp: Path, printed: str) -> None:
     table = (sweep / "scaling.md").read_text()
     assert "| horovod | weak | 2 |" in table and "| torch | weak | 2 |" in table
     assert [s for s, _ in read_scalars(sweep / "tensorboard" / "horovod")["scaling/images_per_sec"]] == [1, 2]
+
+
+def _stated_forecast(tmp: Path, printed: str) -> None:
+    """Every size to 1024 in the table and the CSV, each stated input named as stated."""
+    rows = list(csv.DictReader(open(tmp / "forecast" / "forecast.csv")))
+    assert [int(r["workers"]) for r in rows if r["mode"] == "weak"] == [2**k for k in range(11)]
+    assert "| link between nodes (Gbit/s) | 25.0 | stated: --inter-gbit |" in printed
+    assert "| overlap γ | 1.5 | stated: --overlap |" in printed
 
 
 _GPU_SLURM = Elsewhere("a Slurm cluster with GPUs; test_slurm.py submits the same templates to a local cluster")
@@ -268,6 +289,16 @@ COMMANDS = {
     "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(
         "makes testbeds for minutes; test_sweep.py runs it with two profiles and one repeat"
     ),
+    "mnist-dist forecast runs/torch-mlp-mnist-w1-4711 runs/torch-mlp-mnist-w2-4712 --doctor runs/doctor-4710": Elsewhere(
+        "the user's runs and doctor; test_forecast.py calibrates from a real run"
+    ),
+    "mnist-dist forecast --name resnet50 --parameters 25.6e6 --compute-ms 200 --batch 64 --per-node 8 --intra-gbit 1200 "
+    "--inter-gbit 25 --overlap 1.5 --target 0.9": Runs(options="--out {tmp}/forecast", check=_stated_forecast),
+    "mnist-dist sweep --testbed loopback,1g,100m --forecast --framework torch,tf --workers 1,2,3 "
+    "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(
+        "makes testbeds for minutes; test_forecast.py's drill runs it for torch on two profiles, "
+        "benchmarks/forecast_testbed.py in full"
+    ),
     "python benchmarks/run_all.py": Elsewhere(
         "two minutes even with --quick; its benchmarks run here as written, briefly, and in test_benchmarks.py"
     ),
@@ -286,6 +317,9 @@ COMMANDS = {
     ),
     "mnist-dist diff runs/torch-cnn-mnist-w16-4711 runs/torch-cnn-mnist-w16-5123": Elsewhere(
         "two of the user's runs; test_diff.py diffs two real runs"
+    ),
+    "mnist-dist forecast runs/torch-cnn-mnist-w1-4711 --doctor runs/doctor-4710 --per-node 8 --intra-gbit 2400": Elsewhere(
+        "the user's run and doctor; test_forecast.py calibrates from a real run"
     ),
     "mnist-dist sweep --framework torch --workers 1,2,4 --baseline last-week/scaling.csv --fail-below 0.9": Elsewhere(
         "an earlier sweep's scaling.csv; test_sweep.py holds a real sweep against baselines above and below it"

@@ -224,6 +224,7 @@ def write_comparison(
             f"Same data ({s.dataset}), batch {s.batch_size_per_worker} per worker, {s.epochs} epoch(s), "
             f"precision {s.precision} in both, for each model: {', '.join(compared)}. "
             "Times count from each process's start.",
+            f"Peak: {peak_line(s.peak)}.",
             f"Measured: {conditions(spec.threads, spec.repeats, load)} Each cell is the median over the "
             f"repeats (min..max); ⚠ marks runs that spread more than {NOISY:.0%} of their mean.",
             "",
@@ -239,11 +240,21 @@ def write_comparison(
     return found
 
 
+def peak_line(peak: dict) -> str:
+    """The hardware's peak and each of its inputs with its source (launch.cluster.peak)."""
+    if not peak.get("flops_per_s"):
+        return "unknown (" + "; ".join(str(v[1]) for v in peak.get("inputs", {}).values()) + ")"
+    inputs = "; ".join(f"{name} {value} ({source})" for name, (value, source) in peak["inputs"].items())
+    return f"{peak['flops_per_s'] / 1e9:,.1f} GFLOP/s over {peak['units']}: {inputs}"
+
+
 _MEASURES = [  # label, value of one run (its summary, its history; None: not reached), format
     ("training throughput (img/s, warm-up excluded)", lambda s, h, t: s.images_per_sec, "{:,.0f}"),
     ("throughput per worker (img/s)", lambda s, h, t: s.images_per_sec_per_worker, "{:,.0f}"),
     ("time to {target:.0%} test accuracy (s)", lambda s, h, t: time_to_accuracy(h, t), "{:.1f}"),
     ("final test accuracy", lambda s, h, t: s.final_eval_accuracy, "{:.4f}"),
+    ("training FLOPs per image", lambda s, h, t: s.flops_per_image or None, "{:,.0f}"),
+    ("fraction of the hardware's peak FLOP/s", lambda s, h, t: s.fraction_of_peak or None, "{:.1%}"),
     ("peak RSS per worker (MiB)", lambda s, h, t: s.peak_rss_bytes_max / MIB, "{:,.0f}"),
     ("saved model size (bytes)", lambda s, h, t: s.model_size_bytes, "{:,.0f}"),
     ("startup to first step (s)", lambda s, h, t: s.startup_s, "{:.2f}"),

@@ -62,6 +62,12 @@ class Summary:
     # what decides speed and correctness outside the config (launch.cluster.environment): the launch
     # variables (NCCL_*, GLOO_*, TF_*, OMPI_MCA_*, SLURM_*, MASTER_*, ...), the CPU model, the nodes
     environment: dict = field(default_factory=dict)
+    parameters: int = 0  # the model's trained parameters (launch.models)
+    flops_per_image: int = 0  # one training image's forward and backward operations (launch.models)
+    # the hardware's peak FLOP/s over what the ranks trained on, with its inputs and their sources
+    # (launch.cluster.peak), and images_per_sec x flops_per_image as a fraction of it (0: no peak known)
+    peak: dict = field(default_factory=dict)
+    fraction_of_peak: float = 0.0
     schema_version: int = SCHEMA_VERSION
 
 

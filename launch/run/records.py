@@ -7,8 +7,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from launch import models
 from launch.clock import process_start
 from launch.cluster.environment import cpu_model, launch_variables, tool_versions
+from launch.cluster.peak import run_peak
 from launch.cluster.world import World
 from launch.config import Config
 from launch.outputs.plots import pyplot, save_png
@@ -96,6 +98,9 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
     """The run's summary from every rank's final row (launch.run.loop: its measured images, seconds and steps, peak RSS, CPUs, threads and split) and the chief's records."""
     rates = combine_rates(final["images"], final["seconds"], final["steps"])
     last, start = facts.history[-1], process_start()
+    ranks = rank_table(final, facts.hosts, facts.interfaces)
+    peak = _peak(config, facts, ranks)
+    flops_per_image = models.training_flops_per_image(config.model.name)
     return Summary(
         framework=facts.framework,
         backend=facts.backend,
@@ -131,6 +136,22 @@ def make_summary(config: Config, world: World, facts: RunFacts, final: Rows, mod
         versions=versions(**facts.framework_versions, **tool_versions()),
         run_id=facts.run_id,
         data=facts.data,
-        ranks=rank_table(final, facts.hosts, facts.interfaces),
+        ranks=ranks,
         environment={"variables": launch_variables(), "cpu": cpu_model(), "nodes": list(dict.fromkeys(facts.hosts))},
+        parameters=models.parameters(config.model.name),
+        flops_per_image=flops_per_image,
+        peak=peak,
+        fraction_of_peak=rates.images_per_sec * flops_per_image / peak["flops_per_s"] if peak["flops_per_s"] else 0.0,
     )
+
+
+def _peak(config: Config, facts: RunFacts, ranks: list[dict]) -> dict:
+    """On CPUs, the cores the ranks' threads could use: per host, their threads up to its CPUs; on
+    GPUs, one per replica (several per process under TensorFlow's MirroredStrategy)."""
+    if facts.device == "cpu":
+        hosts = {r["host"]: 0 for r in ranks}
+        for r in ranks:
+            hosts[r["host"]] = min(r["cpus"], hosts[r["host"]] + r["threads"])
+        return run_peak("cpu", config.train.precision, config.train.tf32, sum(hosts.values()))
+    replicas = facts.global_batch_size // (config.train.batch_size * config.train.accumulate_steps)
+    return run_peak(facts.device, config.train.precision, config.train.tf32, replicas)
