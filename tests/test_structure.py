@@ -26,13 +26,21 @@ ALLOWED = {
     "launch.cluster": {BASE},
     "launch.data": {BASE},
     "launch.testbed": {BASE},
+    "launch.forecast": {BASE, "launch.outputs"},
     "launch.outputs": {BASE, "launch.cluster"},
     "launch.run": {BASE, "launch.cluster", "launch.data", "launch.outputs"},
     "launch.jobs": {BASE, "launch.cluster", "launch.outputs"},
     "launch.doctor": {BASE, "launch.cluster", "launch.jobs"},
-    "launch.experiments": {BASE, "launch.cluster", "launch.outputs", "launch.jobs", "launch.testbed"},
+    "launch.experiments": {
+        BASE,
+        "launch.cluster",
+        "launch.outputs",
+        "launch.jobs",
+        "launch.testbed",
+        "launch.forecast",
+    },
     "launch.cli": {BASE, "launch.cluster", "launch.data", "launch.outputs", "launch.run", "launch.jobs"}
-    | {"launch.doctor", "launch.experiments", "launch.testbed"},
+    | {"launch.doctor", "launch.experiments", "launch.testbed", "launch.forecast"},
     "torch_dist": TRAINER_ROOMS | {"launch.doctor"},
     "tf_dist": TRAINER_ROOMS | {"launch.doctor"},
 }

@@ -9,9 +9,10 @@ import sys
 from launch import __version__, log
 from launch.cli import compare, config, data, diff, doctor, run, slurm, sweep, testbed
 from launch.errors import UserError, report_and_exit
+from launch.forecast import command as forecast
 
 PROG = "mnist-dist"
-COMMANDS = (data, config, run, doctor, sweep, compare, diff, slurm, testbed)  # in --help's order
+COMMANDS = (data, config, run, doctor, sweep, forecast, compare, diff, slurm, testbed)  # in --help's order
 
 
 def build_parser() -> argparse.ArgumentParser:
