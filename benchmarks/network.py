@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the accuracy runs (0: none)")
     parser.add_argument("--seeds", type=int, default=3, help="accuracy runs per option (train.seed 0..N-1): the mean")
     parser.add_argument("--models", default="mlp,cnn")
-    parser.add_argument("--profiles", default=",".join(PROFILES))
+    parser.add_argument("--profiles", default="loopback,10g,1g")
     parser.add_argument("--out", help="folder for network.csv and network.png (default: a temporary one)")
     args = parser.parse_args()
     why = missing_tools()

@@ -43,7 +43,13 @@ def add(commands) -> None:
         "--testbed",
         metavar="PROFILE[,PROFILE]",
         help="run across hosts of a testbed on this machine (root; network namespaces), one "
-        "worker per host, under each network profile: loopback (unshaped), 10g, 1g",
+        "worker per host, under each network profile: loopback (unshaped), 10g, 1g, 100m",
+    )
+    sweep_cmd.add_argument(
+        "--forecast",
+        action="store_true",
+        help="with --testbed: calibrate the forecast (mnist-dist forecast) from the sweep's 1-worker points "
+        "and one 2-worker point, and print its error at every other point (forecast.md/.png, TensorBoard)",
     )
     sweep_cmd.add_argument(
         "--gpus", action="store_true", help="slurm: give each point one GPU per worker (--gpus-per-node = workers)"
@@ -81,6 +87,15 @@ def spec_of(args: argparse.Namespace, out: Path):
     )
 
 
+def _held(points, links: dict[str, float], config, out: Path) -> None:
+    from launch.cluster.cpus import usable_cpus
+    from launch.experiments import held
+
+    checks = held.check(points, held.Bed(links, usable_cpus(), config.train.threads or 1))
+    held.write(checks, out)
+    print(held.markdown(checks))
+
+
 def command(args: argparse.Namespace) -> int:
     from launch.experiments import regression, scaling, sweep
     from launch.experiments.noise import load_average
@@ -91,6 +106,10 @@ def command(args: argparse.Namespace) -> int:
     baseline = regression.read_baseline(args.baseline) if args.baseline else None  # refused before any run
     if not 0 < args.fail_below <= 10:
         raise UserError(f"--fail-below {args.fail_below}: give a fraction of the baseline, e.g. 0.9")
+    if args.forecast and not ({1, 2} <= set(spec.workers) and spec.profiles):
+        raise UserError(
+            "--forecast calibrates from 1- and 2-worker testbed points: give --testbed PROFILES --workers 1,2,..."
+        )
     ensure_data(config)
     start = load_average()
     with children.forwarding():
@@ -98,6 +117,8 @@ def command(args: argparse.Namespace) -> int:
     rows = scaling.scaling_rows(points, args.mode)
     scaling.write_scaling(rows, points, spec.out, scaling.Measured((start, load_average()), spec.repeats, links))
     print((spec.out / "scaling.md").read_text())
+    if args.forecast:
+        _held(points, links, config, spec.out)
     log.get().info(f"sweep written to {spec.out} (tensorboard --logdir {spec.out / 'tensorboard'})")
     code = points_exit_code(points, "sweep")
     if baseline is None:

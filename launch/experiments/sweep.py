@@ -287,13 +287,20 @@ def sweep(
                     break
                 bed.shape(PROFILES[profile])
                 if len(bed.hosts) > 1:
-                    gbit.setdefault(profile, []).append(bed.link_gbit())
+                    gbit.setdefault(profile, []).append(bed.link_gbit(megabytes=_probe_megabytes(PROFILES[profile])))
                 for _, framework, n in _grid(replace(spec, repeats=1)):
                     if children.stopped_by():
                         break
                     point = run_on_hosts(bed, profile, job(framework, n, f"{framework}-{profile}-w{n}-r{repeat}"))
                     points.append(replace(point, repeat=repeat))
     return points, {profile: statistics.median(values) for profile, values in gbit.items()}
+
+
+def _probe_megabytes(rate: str | None) -> int:
+    """What the link's TCP probe sends: 400 MB, or two seconds' worth of a slower link."""
+    if rate is None or not rate.endswith("mbit"):
+        return 400
+    return min(400, int(rate.removesuffix("mbit")) * 2 // 8)
 
 
 def _grid(spec: SweepSpec):

@@ -45,7 +45,7 @@ from launch.errors import UserError
 
 STATE_DIR = Path("/run/mnist-dist-testbed")
 # Network profiles: the rate each host's link is shaped to (bandwidth only; loopback: unshaped veth).
-PROFILES = {"loopback": None, "10g": "10gbit", "1g": "1gbit"}
+PROFILES = {"loopback": None, "10g": "10gbit", "1g": "1gbit", "100m": "100mbit"}
 SUBNETS = [f"10.78.{k}.0/24" for k in range(256)]
 # Run the command as the host: its hostname, its hosts file. $1 = name, $2 = hosts file, then the command.
 _AS_HOST = 'hostname "$1" && mount --bind "$2" /etc/hosts && shift 2 && exec "$@"'
