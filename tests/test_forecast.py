@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import os
 import statistics
@@ -150,25 +151,34 @@ def test_bad_input_is_one_line_naming_the_fix(tmp_path, args, says):
     assert not (tmp_path / "f").exists()
 
 
-def test_forecast_from_real_runs_calibrates_compute_and_the_link_it_crossed(tmp_path):
-    """A real 2-worker run: its ranks' compute (without the collective) is the compute; its collective
-    calibrates the link inside its node; the link between nodes is stated."""
+def test_forecast_from_a_real_run_and_doctor_json_names_where_each_input_came_from(tmp_path):
+    """A real 2-worker run on one node: its step (warm-up excluded) less its ranks' collective share is
+    the compute, its collective calibrates the link inside the node; the doctor's node pairs give the
+    link between nodes (median TCP rate, half the median round trip)."""
     run = [sys.executable, "-m", "launch", "run", "--framework", "torch", "--nproc", "2", "--config"]
     run += ["configs/mlp.yaml", "data.dataset=synthetic", "train.max_steps=40", "train.threads=1"]
     run += [f"log.dir={tmp_path}", "log.run_name=r", "train.epochs=1"]
     done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stderr[-3000:]
     summary = read_json(tmp_path / "r" / "summary.json")
-    out = cli("forecast", str(tmp_path / "r"), "--inter-gbit", "10", "--out", str(tmp_path / "f"))
+    doctor = tmp_path / "doctor.json"
+    link = {"gbit": 9.5, "rtt_ms": 0.04}
+    doctor.write_text(json.dumps({"links": [[None, link, link], [link, None, link], [link, link, None]]}))
+    out = cli("forecast", str(tmp_path / "r"), "--doctor", str(doctor), "--out", str(tmp_path / "f"))
     assert out.returncode == 0, out.stderr
-    compute = statistics.median(r["compute_ms"] + r["data_ms"] for r in summary["ranks"])
-    assert f"| compute per step (ms) | {round(compute, 3)} | measured: {tmp_path / 'r'}/summary.json" in out.stdout
+    share = statistics.median(
+        r["collective_ms"] / (r["compute_ms"] + r["collective_ms"] + r["data_ms"]) for r in summary["ranks"]
+    )
+    compute = round(summary["step_ms"] * (1 - share), 3)
+    assert f"| compute per step (ms) | {compute} | measured: {tmp_path / 'r'}/summary.json" in out.stdout
     assert "| link inside a node (Gbit/s) |" in out.stdout and "2 workers' collective" in out.stdout
     assert "| workers per node | 2 | measured: the calibration run |" in out.stdout
+    assert f"| link between nodes (Gbit/s) | 9.5 | measured: {doctor} (median of 6 node pairs) |" in out.stdout
+    assert f"| latency between nodes (µs) | 20.0 | measured: {doctor} (median of 6 node pairs), half" in out.stdout
     assert f"| parameters | {models.parameters('mlp'):,} |" in out.stdout
     assert f"Measured at {summary['fraction_of_peak']:.1%} of the peak of" in out.stdout
     rows = [r for r in csv.DictReader((tmp_path / "f" / "forecast.csv").open()) if r["mode"] == "weak"]
-    assert rows[0]["name"] == "torch" and int(rows[-1]["workers"]) == 1024
+    assert rows[0]["name"] == "torch" and int(rows[-1]["workers"]) == 1024 and rows[-1]["nodes"] == "512"
 
 
 # --- FLOPs and peak ---------------------------------------------------------------------------------
@@ -195,7 +205,10 @@ def test_keras_models_have_the_parameters_counted():
 
 
 INTEL = "vendor_id\t: GenuineIntel\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
-AMD_ZEN4 = "vendor_id\t: AuthenticAMD\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
+AMD_ZEN4 = (
+    "vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
+)
+AMD_ZEN5 = AMD_ZEN4.replace("cpu family\t: 25", "cpu family\t: 26")
 AMD_ZEN2 = "vendor_id\t: AuthenticAMD\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu sse2 avx avx2 fma\n"
 
 
@@ -204,6 +217,7 @@ AMD_ZEN2 = "vendor_id\t: AuthenticAMD\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu sse
     [
         (INTEL, "", 16 * 2 * 2 * 2.0e9),  # two 512-bit FMA pipes
         (AMD_ZEN4, "", 16 * 2 * 1 * 2.0e9),  # 512-bit operations on two 256-bit halves
+        (AMD_ZEN5, "", 16 * 2 * 2 * 2.0e9),  # two full 512-bit pipes
         (AMD_ZEN2, "3500000", 8 * 2 * 2 * 3.5e9),  # cpufreq's highest clock is preferred
     ],
 )

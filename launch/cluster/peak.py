@@ -42,7 +42,7 @@ def cpu_core_peak(cpuinfo: str | None = None, max_khz: str | None = None) -> dic
     vendor = _field(text, "vendor_id")
     lanes, isa = next(((n, flag) for flag, n in LANES if flag in flags), (1, "scalar"))
     fma = 2 if "fma" in flags or isa == "avx512f" else 1
-    pipes = _fma_pipes(vendor, isa)
+    pipes = _fma_pipes(vendor, isa, _field(text, "cpu family"))
     ghz, clock_source = _clock(text, max_khz if max_khz is not None else _read(MAX_CLOCK))
     flops = lanes * fma * pipes[0] * ghz * 1e9
     return {
@@ -56,13 +56,14 @@ def cpu_core_peak(cpuinfo: str | None = None, max_khz: str | None = None) -> dic
     }
 
 
-def _fma_pipes(vendor: str, isa: str) -> tuple[int, str]:
+def _fma_pipes(vendor: str, isa: str, family: str) -> tuple[int, str]:
     """Vector FMA pipes a core issues per cycle at that width: not in /proc/cpuinfo, so a default by
-    vendor. AMD's Zen 4 runs a 512-bit operation as two 256-bit halves; Zen 2-4 and Intel since
-    Haswell have two 256-bit pipes; Intel's server parts with AVX-512 have two 512-bit pipes on Gold
-    and Platinum (one on some Silver and Bronze: then this is twice too high)."""
-    if isa == "avx512f" and vendor == "AuthenticAMD":
-        return 1, "default: AMD runs 512-bit operations on two 256-bit pipes"
+    vendor and family. AMD's Zen 4 (family 25) runs a 512-bit operation as two 256-bit halves, Zen 5
+    (26) has two full 512-bit pipes; Zen 2-3 and Intel since Haswell have two 256-bit pipes; Intel's
+    server parts with AVX-512 have two 512-bit pipes on Gold and Platinum (one on some Silver and
+    Bronze: then this is twice too high)."""
+    if isa == "avx512f" and vendor == "AuthenticAMD" and family == "25":
+        return 1, "default: AMD family 25 (Zen 4) runs 512-bit operations on two 256-bit pipes"
     if isa in ("avx512f", "avx"):
         return 2, "default: two vector FMA pipes per core (Zen 2+, Haswell+, Xeon Gold/Platinum)"
     return 1, "default: one vector pipe"

@@ -4,8 +4,8 @@ What is taken as measured and what is predicted. Each framework's collective has
 (gloo's or TensorFlow's copies, reductions and messages) besides the wire's: one 2-worker point, on
 the fastest profile, measures it. Software and wire are pipelined (a ring's chunks are copied and
 reduced while others are on the wire), so the slower sets the pace: every profile's link is the
-lower of that rate and its own measured TCP rate. Compute is each (framework, profile)'s 1-worker
-point. The testbed's hosts share this machine's cores: N workers
+lower of that rate and its own measured TCP rate. Compute is the framework's 1-worker points, of
+every profile together (one worker uses no link, so they measure the same thing). The testbed's hosts share this machine's cores: N workers
 of `threads` threads on C cores compute max(1, N·threads/C) times slower, which the forecast
 applies (and the forecast of a real cluster does not). Everything else is predicted: every point
 but the 1-worker ones and the calibrating 2-worker one.
@@ -67,16 +67,17 @@ def check(points: list[Point], bed: Bed) -> list[Check]:
         )
         if fastest is None:
             continue
-        software = _software_bps(_at(mine, fastest, 2), _workload(_at(mine, fastest, 1)))
-        for profile in dict.fromkeys(p.profile for p in mine if _at(mine, p.profile, 1)):
-            checks += _profile(mine, profile, software, bed, fastest)
+        work = _workload([p for p in mine if p.workers == 1])
+        software = _software_bps(_at(mine, fastest, 2), work)
+        for profile in dict.fromkeys(p.profile for p in mine):
+            checks += _profile(mine, profile, (work, software), bed, fastest)
     return checks
 
 
-def _profile(mine: list[Point], profile: str, software: float, bed: Bed, fastest: str) -> list[Check]:
+def _profile(mine: list[Point], profile: str, calibration: tuple, bed: Bed, fastest: str) -> list[Check]:
     """The framework's points under one profile: its software rate slowed as the CPU work is, or the
     link's rate, whichever is lower."""
-    work, checks = _workload(_at(mine, profile, 1)), []
+    (work, software), checks = calibration, []
     for n in sorted({p.workers for p in mine if p.profile == profile}):
         link = Link(min(software / bed.sharing(n), bed.links_gbit[profile] * GBIT), DEFAULT_LATENCY["inter"])
         cluster = Cluster(1, Link(float("inf"), 0.0), link, bed.cores, bed.threads)
@@ -93,7 +94,8 @@ def _at(points: list[Point], profile: str, n: int) -> list[Point]:
 
 
 def _workload(one: list[Point]) -> Workload:
-    """The 1-worker points: their step (warm-up excluded) is all compute."""
+    """The 1-worker points of every profile (one worker uses no link): their step, warm-up
+    excluded, is all compute."""
     s = one[0].summary
     compute = statistics.median(p.summary.step_ms / 1000 for p in one)
     return Workload(compute, s.batch_size_per_worker, s.parameters * WIRE_BYTES.get(s.compression, 4))

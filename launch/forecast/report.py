@@ -72,8 +72,13 @@ def _table(f: Forecast, q: Question) -> str:
     for p, need in zip(f.points, f.needed):
         rows.append(
             f"| {p.workers} | {_nodes(f, p)} | {p.batch:,.4g} | {p.images_per_s:,.0f} | {p.efficiency:.3f} | "
-            f"{p.compute_s * 1000:.3f} | {p.sync_s * 1000:.3f} | {_gbit(need, p.workers)} |"
+            f"{p.compute_s * 1000:.3f} | {p.sync_s * 1000:.3f} | {_gbit(need, p.workers, f.cal.cluster.per_node)} |"
         )
+    if any(need is None and p.workers > 1 for p, need in zip(f.points, f.needed)):
+        rows += [
+            "",
+            "unreachable: no link reaches the target; the latency or, in strong scaling, the compute's fixed part caps it.",
+        ]
     return "\n".join(rows)
 
 
@@ -81,10 +86,12 @@ def _nodes(f: Forecast, p: Point) -> int:
     return -(-p.workers // f.cal.cluster.per_node)
 
 
-def _gbit(bps: float | None, workers: int) -> str:
+def _gbit(bps: float | None, workers: int, per_node: int) -> str:
+    """The link a size needs: between nodes, or (marked) inside its one node."""
     if workers < 2:
         return "—"
-    return "unreachable" if bps is None else f"{bps / GBIT:,.3g}"
+    inside = " (in node)" if workers <= per_node else ""
+    return "unreachable" if bps is None else f"{bps / GBIT:,.3g}{inside}"
 
 
 def _peak_lines(cal: Calibration, q: Question) -> list[str]:
