@@ -1,14 +1,14 @@
 """`sweep --testbed PROFILES --forecast`: the forecast held against the sweep's own measurements.
 
-What is taken as measured and what is predicted. Each framework's collective has a rate of its own
-(gloo's or TensorFlow's copies, reductions and messages) besides the wire's: one 2-worker point, on
-the fastest profile, measures it. Software and wire are pipelined (a ring's chunks are copied and
-reduced while others are on the wire), so the slower sets the pace: every profile's link is the
-lower of that rate and its own measured TCP rate. Compute is the framework's 1-worker points, of
-every profile together (one worker uses no link, so they measure the same thing). The testbed's hosts share this machine's cores: N workers
-of `threads` threads on C cores compute max(1, N·threads/C) times slower, which the forecast
-applies (and the forecast of a real cluster does not). Everything else is predicted: every point
-but the 1-worker ones and the calibrating 2-worker one.
+What is taken as measured, and what is predicted. Compute: the framework's 1-worker points of every
+profile together (one worker uses no link, so they measure the same thing). The framework's own
+collective rate (gloo's or TensorFlow's copies, reductions and messages): what its 2-worker point
+on the fastest profile adds to the 1-worker step. Everything else is predicted. Software and wire
+are pipelined (a ring copies and reduces some chunks while others are on the wire), so the slower
+sets the pace: a profile's link is the lower of that rate and the profile's measured TCP rate. The
+testbed's hosts share this machine's cores: n workers of t threads on C cores run their CPU work
+(compute and the collective's software) max(1, n·t/C) times slower, which the forecast applies
+here and not on a real cluster.
 """
 
 from __future__ import annotations
