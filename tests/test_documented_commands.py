@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from launch import models
 from launch.experiments.compare import MIB, Verdict, overall, ratio_verdict
 from launch.experiments.noise import Repeats
 
@@ -174,6 +175,8 @@ def _comparison(tmp: Path, printed: str) -> None:
             and f"{tf[0]['model_size_bytes']:,}" in sections[model]
         )
         _check_peak(measures, torch, tf)
+        n = models.parameters(model)  # each framework's saved model, reloaded, has the parameters counted
+        assert f"torch {n:,} and tf {n:,} parameters" in report
         expected[model] = {
             "TensorFlow trains faster thanks to its graph": (
                 runs(torch, "images_per_sec"),
