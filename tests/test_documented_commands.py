@@ -135,13 +135,19 @@ def _scaling_sweep(tmp: Path, printed: str) -> None:
     assert "| torch | weak | 2 |" in table and "| tf | weak | 1 |" in table and "Hardware:" in table
 
 
-def _check_peak(measures: list[str], torch: list[dict], tf: list[dict]) -> None:
-    """The FLOPs and fraction-of-peak rows hold the runs' own summaries' figures."""
+def _check_cost(report: str, model: str, measures: list[str], runs: tuple[list[dict], list[dict]]) -> None:
+    """The peak line with its inputs; the FLOPs and fraction-of-peak rows hold the runs' own summaries'
+    figures; each framework's saved model, reloaded, has the parameters launch.models counts."""
+    assert re.search(
+        r"^Peak: [\d,.]+ GFLOP/s over \d+ CPU core\(s\), fp32: fp32 lanes \d+ \(.*/proc/cpuinfo", report, re.M
+    )
     peak = next(line for line in measures if "fraction of the hardware's peak" in line)
-    for runs in (torch, tf):
-        assert Repeats(tuple(s["fraction_of_peak"] for s in runs)).span("{:.1%}") in peak
+    for summaries in runs:
+        assert Repeats(tuple(s["fraction_of_peak"] for s in summaries)).span("{:.1%}") in peak
     flops = next(line for line in measures if "training FLOPs per image" in line)
-    assert f"| {torch[0]['flops_per_image']:,} | {tf[0]['flops_per_image']:,} |" in flops
+    assert f"| {runs[0][0]['flops_per_image']:,} | {runs[1][0]['flops_per_image']:,} |" in flops
+    n = models.parameters(model)
+    assert f"torch {n:,} and tf {n:,} parameters" in report
 
 
 def _comparison(tmp: Path, printed: str) -> None:
@@ -152,9 +158,6 @@ def _comparison(tmp: Path, printed: str) -> None:
     report = (out / "compare.md").read_text()
     sections = dict(re.findall(r"^## (\w+)\n(.*?)(?=^## |\Z)", report, re.M | re.S))
     assert list(sections) == ["mlp", "cnn", "Verdicts"]
-    assert re.search(
-        r"^Peak: [\d,.]+ GFLOP/s over \d+ CPU core\(s\), fp32: fp32 lanes \d+ \(.*/proc/cpuinfo", report, re.M
-    )
     expected = {}
     for model in ("mlp", "cnn"):
         measures = [line for line in sections[model].splitlines() if line.startswith("| ") and "measure" not in line]
@@ -174,9 +177,7 @@ def _comparison(tmp: Path, printed: str) -> None:
             runs(torch, "images_per_sec").span() in sections[model]
             and f"{tf[0]['model_size_bytes']:,}" in sections[model]
         )
-        _check_peak(measures, torch, tf)
-        n = models.parameters(model)  # each framework's saved model, reloaded, has the parameters counted
-        assert f"torch {n:,} and tf {n:,} parameters" in report
+        _check_cost(report, model, measures, (torch, tf))
         expected[model] = {
             "TensorFlow trains faster thanks to its graph": (
                 runs(torch, "images_per_sec"),
