@@ -19,7 +19,7 @@ from pathlib import Path
 
 from launch.atomic_files import write_text
 from launch.experiments.sweep import Point
-from launch.forecast.inputs import DEFAULT_LATENCY, GBIT, WIRE_BYTES
+from launch.forecast.inputs import DEFAULT_LATENCY, GBIT, WIRE_BYTES, collective_share
 from launch.forecast.model import Cluster, Link, Workload, images_per_s
 from launch.outputs.plots import pyplot, save_png
 from launch.outputs.tensorboard import ScalarWriter
@@ -113,10 +113,7 @@ def _rate(points: list[Point]) -> float:
 
 
 def _share(points: list[Point]) -> float:
-    def share(r: dict) -> float:
-        return r["collective_ms"] / max(r["compute_ms"] + r["collective_ms"] + r["data_ms"], 1e-9)
-
-    return statistics.median(share(r) for p in points for r in p.summary.ranks)
+    return statistics.median(collective_share(r) for p in points for r in p.summary.ranks)
 
 
 def markdown(checks: list[Check]) -> str:

@@ -123,14 +123,15 @@ def _calibrate(framework: str, runs: list[tuple[Path, Summary]], links: dict, st
     return _finish(Calibration(framework, work, cluster, params, peak), stated)
 
 
+def collective_share(rank: dict) -> float:
+    """The part of a rank's steps its collective took, from summary.json's `ranks` row."""
+    return rank["collective_ms"] / max(rank["compute_ms"] + rank["collective_ms"] + rank["data_ms"], 1e-12)
+
+
 def split_step(summary: Summary) -> tuple[float, float]:
     """A run's step (warm-up excluded) split into compute and collective seconds by the ranks'
     measured shares (their split includes the warm-up, whose first steps compile and allocate)."""
-
-    def share(r: dict) -> float:
-        return r["collective_ms"] / max(r["compute_ms"] + r["collective_ms"] + r["data_ms"], 1e-12)
-
-    collective = statistics.median(share(r) for r in summary.ranks) if summary.world_size > 1 else 0.0
+    collective = statistics.median(collective_share(r) for r in summary.ranks) if summary.world_size > 1 else 0.0
     step = summary.step_ms / 1000
     return step * (1 - collective), step * collective
 
