@@ -112,6 +112,8 @@ def test_history_summary_and_tensorboard_describe_the_run(tmp_path):
     host, cpus = socket.gethostname(), len(os.sched_getaffinity(0))
     assert [(r["rank"], r["host"], r["cpus"]) for r in summary["ranks"]] == [(0, host, cpus), (1, host, cpus)]
     assert all(r["threads"] >= 1 and r["images_per_sec"] > 0 for r in summary["ranks"])
+    # CPU seconds of the process (both thread ranks) per second of this rank's measured steps
+    assert all(0 < r["busy_cores"] <= 1.05 * cpus for r in summary["ranks"])
     assert sum(r["images_per_sec"] for r in summary["ranks"]) == pytest.approx(summary["images_per_sec"], rel=0.5)
     assert (tmp_path / "r" / "model.npy").is_file() and (tmp_path / "r" / "history.png").is_file()
     scalars = read_scalars(tmp_path / "r")

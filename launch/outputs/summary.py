@@ -58,7 +58,8 @@ class Summary:
     versions: dict = field(default_factory=dict)
     run_id: str = ""  # run.json's: the same in every checkpoint the run wrote (launch.outputs.fingerprint)
     data: dict = field(default_factory=dict)  # sha256 of the data trained on, its source, how it was checked
-    ranks: list = field(default_factory=list)  # one row per rank: rank, host, interface, cpus, threads, images_per_sec
+    # one row per rank: rank, host, interface, cpus, threads, images_per_sec, busy_cores, the step's split
+    ranks: list = field(default_factory=list)
     # what decides speed and correctness outside the config (launch.cluster.environment): the launch
     # variables (NCCL_*, GLOO_*, TF_*, OMPI_MCA_*, SLURM_*, MASTER_*, ...), the CPU model, the nodes
     environment: dict = field(default_factory=dict)

@@ -218,6 +218,7 @@ class _Loop:
     def _finish(self) -> None:
         m, cfg = self.meter, self.config
         mine = {"images": m.measured_images, "seconds": m.measured_seconds, "steps": m.measured_steps}
+        mine["cpu_seconds"] = m.measured_cpu_seconds
         mine.update(peak_rss=peak_rss_bytes(), cpus=usable_cpus(), threads=threads_per_worker(cfg, self.world))
         final = gather(self.comm, {**mine, **self.split_totals})
         if self.world.is_chief:

@@ -30,19 +30,22 @@ class ThroughputMeter:
     """Counts images and seconds of training steps, for logging intervals and for the summary.
 
     `sync` waits for the device (a no-op on CPU); it runs only at interval and warm-up boundaries
-    so that asynchronous GPU work is charged to the right span without a host sync per step.
+    so that asynchronous GPU work is charged to the right span without a host sync per step. The
+    process's CPU time (every thread's) is counted over the same measured spans: how many cores a
+    rank keeps busy is what decides how it slows when ranks share cores.
     """
 
     def __init__(self, warmup_steps: int, interval: int, sync: Callable[[], None] = lambda: None):
         self.warmup_steps, self.interval, self.sync = warmup_steps, interval, sync
         self.steps = 0
         self.measured_images, self.measured_seconds, self.measured_steps = 0, 0.0, 0
+        self.measured_cpu_seconds = 0.0
         self.interval_images, self.interval_seconds, self.interval_steps = 0, 0.0, 0
-        self._last = time.perf_counter()
+        self.resume()
 
     def resume(self) -> None:
         """Start timing again after an untimed span (evaluation, checkpoint)."""
-        self._last = time.perf_counter()
+        self._last, self._last_cpu = time.perf_counter(), time.process_time()
 
     def step(self, images: int, global_step: int, end_of_epoch: bool = False) -> bool:
         """Record one step; True when it closes a logging interval (every `interval` steps, and at
@@ -51,8 +54,8 @@ class ThroughputMeter:
         closes = global_step % self.interval == 0 or end_of_epoch
         if closes or self.steps == self.warmup_steps:
             self.sync()
-        now = time.perf_counter()
-        seconds, self._last = now - self._last, now
+        now, cpu = time.perf_counter(), time.process_time()
+        seconds, cpu_seconds, self._last, self._last_cpu = now - self._last, cpu - self._last_cpu, now, cpu
         self.interval_images += images
         self.interval_seconds += seconds
         self.interval_steps += 1
@@ -60,6 +63,7 @@ class ThroughputMeter:
             self.measured_images += images
             self.measured_seconds += seconds
             self.measured_steps += 1
+            self.measured_cpu_seconds += cpu_seconds
         return closes
 
     def take_interval(self) -> tuple[int, float, int]:

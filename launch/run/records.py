@@ -78,8 +78,9 @@ class RunFacts:
 
 
 def rank_table(final: Rows, hosts: list[str], interfaces: list[str]) -> list[dict]:
-    """One row per rank: its host and interface, the CPUs it may run on, its threads, its own images/s
-    and its steps' split into compute, collective and data (ms per step, warm-up included)."""
+    """One row per rank: its host and interface, the CPUs it may run on, its threads, its own images/s,
+    the cores its process kept busy in its measured steps (CPU seconds per second, every thread) and
+    its steps' split into compute, collective and data (ms per step, warm-up included)."""
     return [
         {
             "rank": r,
@@ -88,6 +89,7 @@ def rank_table(final: Rows, hosts: list[str], interfaces: list[str]) -> list[dic
             "cpus": int(final["cpus"][r]),
             "threads": int(final["threads"][r]),
             "images_per_sec": float(final["images"][r] / final["seconds"][r]) if final["seconds"][r] else 0.0,
+            "busy_cores": float(final["cpu_seconds"][r] / final["seconds"][r]) if final["seconds"][r] else 0.0,
             **{f"{name}_ms": float(final[name][r] / max(final["split_steps"][r], 1) * 1000) for name in SPLIT},
         }
         for r, host in enumerate(hosts)
