@@ -1,9 +1,10 @@
 """The forecast held against the testbed: `python benchmarks/forecast_testbed.py [--out DIR]` (root).
 
 For each model, `mnist-dist sweep --testbed PROFILES --forecast` over 1, 2 and 3 hosts, both
-frameworks, interleaved repeats: the forecast calibrates from the 1-worker points and one 2-worker
-point and is printed beside every measured point with its error (launch/experiments/held.py says
-what it predicts and what it takes as measured). Prints one Markdown report; the sweeps' folders
+frameworks, interleaved repeats: the forecast calibrates from the 1-worker points, the unshaped
+profile's points and the slowest profile's 2-worker point, and is printed beside every measured
+point with its error (launch/experiments/held.py says what it predicts and what it takes as
+measured, and why). Prints one Markdown report; the sweeps' folders
 stay under --out.
 """
 

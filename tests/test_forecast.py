@@ -18,7 +18,7 @@ from launch import models
 from launch.cluster.peak import cpu_core_peak, gpu_peak
 from launch.forecast.model import Cluster, Link, Workload, all_reduce_s, bandwidth_for, forecast, step_s, sync_s
 
-from helpers import ONE_THREAD, ROOT, cli, read_json
+from helpers import ONE_THREAD, ROOT, cli, read_json, summary
 
 GB = 1e9
 LINK = Link(bytes_per_s=10 * GB, latency_s=5e-6)
@@ -233,3 +233,69 @@ def test_a_gpu_s_peak_is_its_datasheet_figure_at_the_run_s_precision():
     assert gpu_peak("NVIDIA A100-SXM4-80GB", "fp32", False)["flops_per_s"] == 19.5e12
     assert gpu_peak("NVIDIA H100 PCIe", "bf16", False)["flops_per_s"] == 756e12  # not the SXM part's
     assert gpu_peak("NVIDIA GeForce RTX 4090", "fp32", False) is None  # not in the table: no peak, no guess
+
+
+# --- the testbed check (launch/experiments/held.py), on points made in-process ------------------
+
+GRADIENT = 101_770 * 4  # the MLP's, in bytes
+LINKS = {"loopback": 16.0, "1g": 0.96, "100m": 0.1}  # Gbit/s, as the testbed measures them
+
+
+def _testbed_step_ms(profile: str, n: int, queued: float = 30_000.0) -> float:
+    """A step as the held check models it: 1.2 ms of compute slowed by 3 workers on 2 cores; a ring
+    over the slower of the software (faster per worker when fewer share the cores) and the link, each
+    of its messages waiting behind `queued` bytes."""
+    link = LINKS[profile] * 1e9 / 8
+    software = {2: 0.4e9 / 8, 3: 0.25e9 / 8}.get(n, 1.0)
+    ring = 2 * (n - 1) * (10e-6 + queued / link) + 2 * (n - 1) / n * GRADIENT / min(software, link)
+    return 1000 * (1.2e-3 * max(1.0, n / 2) + (ring if n > 1 else 0.0))
+
+
+def _testbed_point(profile: str, n: int, repeat: int = 0, step_ms: float | None = None):
+    from launch.experiments.sweep import Point
+
+    step_ms = step_ms or _testbed_step_ms(profile, n)
+    s = summary(world_size=n, step_ms=step_ms, images_per_sec=n * 128 * 1000 / step_ms, parameters=101_770)
+    s.batch_size_per_worker = 128
+    s.ranks = [{"compute_ms": 1.0, "collective_ms": step_ms - 1.0, "data_ms": 0.0}] * n
+    return Point("torch", n, repeat, f"torch-{profile}-w{n}-r{repeat}", 0, s, profile)
+
+
+def test_the_testbed_check_takes_its_calibration_as_measured_and_predicts_the_other_points():
+    from launch.experiments import held
+
+    points = [_testbed_point(p, n) for p in LINKS for n in (1, 2, 3)]
+    checks = {(c.profile, c.workers): c for c in held.check(points, held.Bed(LINKS, 2, 1))}
+    calibration = {(p, 1) for p in LINKS} | {("loopback", 2), ("loopback", 3), ("100m", 2)}
+    assert {k for k, c in checks.items() if c.role == "calibration"} == calibration
+    assert {k for k, c in checks.items() if c.role == "forecast"} == {("1g", 2), ("1g", 3), ("100m", 3)}
+    assert all(abs(c.error) < 0.01 for c in checks.values()), [(k, c.error) for k, c in checks.items()]
+    # a link that queues nothing: the 3-worker point at 100m forecast from the 2-worker one's wait
+    lighter = [
+        _testbed_point("100m", 3, step_ms=_testbed_step_ms("100m", 3, queued=0.0))
+        if (p.profile, p.workers) == ("100m", 3)
+        else p
+        for p in points
+    ]
+    by = {(c.profile, c.workers): c for c in held.check(lighter, held.Bed(LINKS, 2, 1))}
+    assert by["100m", 3].error < -0.05 and abs(by["100m", 2].error) < 0.01
+
+
+@pytest.mark.parametrize(
+    "loopback, one_g, verdict",
+    [
+        ((30_000, 31_000, 32_000), (20_000, 21_000, 22_000), "the same order measured"),
+        ((20_000, 21_000, 22_000), (30_000, 31_000, 32_000), "wrong: 1g measured faster than loopback"),
+        ((20_000, 26_000, 32_000), (21_000, 27_000, 33_000), "1g measured faster than loopback, within the runs'"),
+        ((20_000,), (30_000,), "1g measured faster than loopback, within the runs' noise (not told apart)"),
+    ],
+    ids=["same", "wrong", "overlapping-runs", "one-run-each"],
+)
+def test_a_profile_order_is_wrong_only_where_the_repeats_tell_the_two_apart(loopback, one_g, verdict):
+    from launch.experiments import held
+
+    points = [_testbed_point(p, 1, r) for p in ("loopback", "1g") for r in range(3)]
+    for profile, rates in (("loopback", loopback), ("1g", one_g)):
+        points += [_testbed_point(profile, 2, r, step_ms=2 * 128 * 1000 / rate) for r, rate in enumerate(rates)]
+    text = held.markdown(held.check(points, held.Bed({"loopback": 16.0, "1g": 0.1}, 2, 1)))
+    assert f"- torch, 2 workers: forecast loopback > 1g: {verdict}" in text

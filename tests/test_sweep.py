@@ -186,8 +186,9 @@ def _netns_and_bridges() -> set[str]:
 @pytest.mark.multihost
 def test_sweep_across_testbed_hosts_one_curve_per_framework_and_profile_and_the_forecast(tmp_path, testbeds_removed):
     """Both frameworks on 1 and 2 testbed hosts, unshaped and at 100 Mbit/s, with --forecast: calibrated
-    from the 1-worker points and the unshaped 2-worker one, the forecast printed beside every point
-    (the full check: benchmarks/forecast_testbed.py)."""
+    from these points (the unshaped 2-worker one gives the collective's software, the 100m one what
+    a message waits behind), and printed beside every point (the forecast of other points:
+    benchmarks/forecast_testbed.py, and in-process in test_forecast)."""
     before = _netns_and_bridges()
     points = ["--testbed", "loopback,100m", "--framework", "torch,tf", "--workers", "1,2", "--repeats", "1"]
     training = ["data.dataset=synthetic", "train.threads=1"]
@@ -240,15 +241,15 @@ def _check_forecast(sweep) -> None:
     measurement, not a test's threshold: benchmarks/forecast_testbed.py, run alone, measures it."""
     table = (sweep / "forecast.md").read_text()
     print(table)
-    row = r"^\| (\w+) \| (\w+) \| (\d) \| ([\d,]+) \| ([\d,]+) \| ([+-][\d.]+)%.* \| (\d+)% \| (\w+) \|$"
+    row = r"^\| (\w+) \| (\w+) \| (\d) \| ([\d,]+) \| ([\d,]+) \| [\d,]+\.\.[\d,]+ \| ([+-][\d.]+)%.* \| (\d+)% \| (\w+) \|$"
     got = {
         (f, p, int(n)): (_number(forecast) / _number(measured) - 1, float(error) / 100, int(share) / 100, role)
         for f, p, n, forecast, measured, error, share, role in re.findall(row, table, re.M)
     }
     assert set(got) == {(f, p, n) for f in ("torch", "tf") for p in ("loopback", "100m") for n in (1, 2)}, table
     assert all(abs(ratio - error) < 0.002 for ratio, error, _, _ in got.values()), table
-    assert got["torch", "loopback", 2][3] == got["tf", "loopback", 2][3] == "calibration"
-    assert got["torch", "100m", 2][3] == got["tf", "100m", 2][3] == "forecast"
+    assert {role for _, _, _, role in got.values()} == {"calibration"}
+    assert abs(got["torch", "loopback", 2][0]) < 0.01 and abs(got["tf", "loopback", 2][0]) < 0.01  # taken as measured
     for framework in ("torch", "tf"):
         assert f"- {framework}, 2 workers: forecast loopback > 100m: the same order measured" in table
         scalars = read_scalars(sweep / "tensorboard" / f"forecast-{framework}-100m")
@@ -311,6 +312,21 @@ def test_a_baseline_that_is_not_a_scaling_csv_is_refused_before_any_run(tmp_path
     if content is not None:
         path.write_text(content)
     out = mnist_dist("sweep", "--framework", "torch", "--baseline", str(path), "data.dataset=synthetic", cwd=tmp_path)
+    assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not list(tmp_path.glob("runs/sweep-*"))
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--workers", "2,3", "--testbed", "loopback"], "--forecast calibrates from 1- and 2-worker testbed points"),
+        (["--workers", "1,2"], "--forecast calibrates from 1- and 2-worker testbed points: give --testbed PROFILES"),
+        (["--workers", "1,2", "--testbed", "loopback", "dist.compression=powersgd"], "sends low-rank factors"),
+    ],
+    ids=["no-1-worker-point", "no-testbed", "powersgd"],
+)
+def test_a_forecast_the_sweep_cannot_calibrate_is_refused_before_any_run(tmp_path, options, message):
+    out = mnist_dist("sweep", "--framework", "torch", "--forecast", *options, "data.dataset=synthetic", cwd=tmp_path)
     assert out.returncode == 1 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not list(tmp_path.glob("runs/sweep-*"))
 

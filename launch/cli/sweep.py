@@ -48,8 +48,9 @@ def add(commands) -> None:
     sweep_cmd.add_argument(
         "--forecast",
         action="store_true",
-        help="with --testbed: calibrate the forecast (mnist-dist forecast) from the sweep's 1-worker points "
-        "and one 2-worker point, and print its error at every other point (forecast.md/.png, TensorBoard)",
+        help="with --testbed: calibrate the forecast (mnist-dist forecast) from the sweep's 1-worker points, "
+        "the fastest profile's points and the slowest's 2-worker point, and print its error at every other "
+        "point (forecast.md/.png, TensorBoard)",
     )
     sweep_cmd.add_argument(
         "--gpus", action="store_true", help="slurm: give each point one GPU per worker (--gpus-per-node = workers)"
@@ -99,6 +100,7 @@ def _held(points, links: dict[str, float], config, out: Path) -> None:
 def command(args: argparse.Namespace) -> int:
     from launch.experiments import regression, scaling, sweep
     from launch.experiments.noise import load_average
+    from launch.forecast.inputs import WIRE_BYTES
 
     config = load_config(args.config, args.overrides)
     spec = spec_of(args, Path(args.out or Path(config.log.dir) / f"sweep-{stamp()}").resolve())
@@ -109,6 +111,11 @@ def command(args: argparse.Namespace) -> int:
     if args.forecast and not ({1, 2} <= set(spec.workers) and spec.profiles):
         raise UserError(
             "--forecast calibrates from 1- and 2-worker testbed points: give --testbed PROFILES --workers 1,2,..."
+        )
+    if args.forecast and config.dist.compression not in WIRE_BYTES:
+        raise UserError(
+            f"--forecast models the all-reduce of whole gradients; dist.compression={config.dist.compression} "
+            "sends low-rank factors: sweep without it, or with none, fp16 or bf16"
         )
     ensure_data(config)
     start = load_average()
