@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -143,6 +144,9 @@ def test_forecast_from_stated_hardware_prints_every_size_to_1024_and_the_link_fo
         ([*STATED, "--workers", "1,x"], "--workers 1,x: give comma-separated whole numbers"),
         (["no-such-run"], "no-such-run: no summary.json; give a finished run's folder"),
         (["some-run", "--batch", "8"], "--batch describe a stated model: give them without run folders"),
+        ([*STATED, "--accuracy", "0.85"], "--accuracy and --accuracy-runs go together"),
+        ([*STATED, "--accuracy", "85", "--accuracy-runs", "r"], "--accuracy 85.0: give an eval accuracy between 0"),
+        ([*STATED, "--accuracy", "0.85", "--accuracy-runs", "r"], "r: no summary.json and history.json; give"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_fix(tmp_path, args, says):
@@ -299,3 +303,74 @@ def test_a_profile_order_is_wrong_only_where_the_repeats_tell_the_two_apart(loop
         points += [_testbed_point(profile, 2, r, step_ms=2 * 128 * 1000 / rate) for r, rate in enumerate(rates)]
     text = held.markdown(held.check(points, held.Bed({"loopback": 16.0, "1g": 0.1}, 2, 1)))
     assert f"- torch, 2 workers: forecast loopback > 1g: {verdict}" in text
+
+
+# --- time to accuracy (launch/forecast/accuracy.py) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "accuracies, epochs",
+    [([0.80, 0.84, 0.86], 2.5), ([0.86, 0.87], 1.0), ([0.80, 0.83], None), ([0.84, 0.90, 0.82], 1.0 + 1 / 6)],
+    ids=["inside-the-third", "at-once", "never", "the-first-crossing"],
+)
+def test_the_epochs_to_a_target_are_interpolated_inside_the_epoch_that_crossed_it(accuracies, epochs):
+    from launch.forecast.accuracy import epochs_to
+
+    assert epochs_to(accuracies, 0.85) == (pytest.approx(epochs) if epochs else None)
+
+
+def _accuracy_runs(tmp_path, curves: dict[int, list[float]]) -> list[str]:
+    """A finished run's summary.json and history.json per global batch (128 per worker)."""
+    folders = []
+    for global_batch, accuracies in curves.items():
+        folder = tmp_path / f"b{global_batch}"
+        folder.mkdir()
+        steps = len(accuracies) * 60_000 // global_batch
+        s = summary(global_batch_size=global_batch, epochs=len(accuracies), steps=steps)
+        (folder / "summary.json").write_text(json.dumps(s.__dict__))
+        epochs = [{"epoch": e, "eval_accuracy": a} for e, a in enumerate(accuracies, start=1)]
+        (folder / "history.json").write_text(json.dumps({"epochs": epochs}))
+        folders.append(str(folder))
+    return folders
+
+
+def test_time_to_accuracy_takes_each_size_s_epochs_at_its_global_batch_and_guesses_none_beyond(tmp_path):
+    curves = {128: [0.84, 0.86], 512: [0.80, 0.84, 0.86, 0.87], 2048: [0.7, 0.8, 0.82, 0.83]}
+    args = [
+        "--parameters",
+        "1e5",
+        "--compute-ms",
+        "1",
+        "--batch",
+        "128",
+        "--inter-gbit",
+        "10",
+        "--workers",
+        "1,2,4,16,32",
+    ]
+    out = cli("forecast", *args, "--accuracy", "0.85", "--accuracy-runs", *_accuracy_runs(tmp_path, curves))
+    assert out.returncode == 0, out.stderr
+    times = out.stdout.split("### Time to 85.0% eval accuracy (weak scaling)")[1].split("###")[0]
+    rows = dict(re.findall(r"^\| (\d+) \| [\d,]+ \| ([\d.]+|not reached|not measured) \|", times, re.M))
+    # 2 workers: halfway (in log2) between 128's 1.5 epochs and 512's 2.5; 16 (2,048): never reached
+    assert rows == {"1": "1.50", "2": "2.00", "4": "2.50", "16": "not reached", "32": "not measured"}, out.stdout
+    images = {
+        int(n): float(r.replace(",", ""))
+        for n, r in re.findall(r"^\| (\d+) \| \d+ \| 128 \| ([\d,]+) \|", out.stdout, re.M)
+    }
+    seconds = dict(re.findall(r"^\| (\d+) \| [\d,]+ \| [\d.]+ \| ([\d,.]+) s \|", times, re.M))
+    for n, epochs in ((1, 1.5), (2, 2.0), (4, 2.5)):
+        assert float(seconds[str(n)]) == pytest.approx(epochs * 60_000 / images[n], rel=0.01)
+    assert "per measured global batch (runs): 128: 1.50; 512: 2.50; 2,048: not reached;" in out.stdout
+
+
+def test_a_global_batch_most_of_whose_runs_never_reached_the_target_is_not_reached():
+    from launch.forecast.accuracy import Reached, TimeTo, epochs_at, markdown
+
+    reached = [Reached(128, 2.0, 60_000, 5), Reached(512, 4.0, 60_000, 5)]
+    reached += [Reached(2048, e, 60_000, 5) for e in (None, None, 6.0)]
+    assert epochs_at(reached, 256) == pytest.approx(3.0) and epochs_at(reached, 128) == 2.0
+    assert epochs_at(reached, 2048) is None and epochs_at(reached, 1024) is None and epochs_at(reached, 64) is None
+    text = markdown([TimeTo(16, 2048, None, None)], reached, 0.85)
+    assert "| 16 | 2,048 | not reached | — | — |" in text
+    assert "2,048: 6.00, 2 of 3 not in 5 epochs;" in text

@@ -30,6 +30,17 @@ def add(commands) -> None:
     cmd.add_argument("--global-batch", type=int, default=0, help="strong scaling's (default: 32 x the batch)")
     cmd.add_argument("--target", type=float, default=0.9, help="efficiency to find the link for (default 0.9)")
     cmd.add_argument("--faster", type=float, default=2.0, help="say what a device N x faster changes (default 2)")
+    cmd.add_argument(
+        "--accuracy", type=float, help="with --accuracy-runs: the eval accuracy to forecast the time to, e.g. 0.85"
+    )
+    cmd.add_argument(
+        "--accuracy-runs",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="finished runs at several global batches (k workers, or one process with train.accumulate_steps=k "
+        "and k workers' lr): the epochs each took to --accuracy",
+    )
     cmd.add_argument("--out", help="folder for the files (default: runs/forecast-<time>)")
     stated = cmd.add_argument_group(
         "stated hardware and model (the hardware's options replace what runs measured; the model's are for no runs)"
@@ -50,10 +61,11 @@ def add(commands) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from launch.forecast import inputs, report
+    from launch.forecast import accuracy, inputs, report
 
-    question = report.Question(_workers(args.workers), args.global_batch, args.target, args.faster)
+    question = report.Question(_workers(args.workers), args.global_batch, args.target, args.faster, args.accuracy)
     _check(args)
+    reached = accuracy.read([Path(r) for r in args.accuracy_runs], args.accuracy) if args.accuracy else []
     stated = inputs.Stated(
         **{k: getattr(args, k) for k in inputs.Stated.__dataclass_fields__ if getattr(args, k, None) is not None}
     )
@@ -61,7 +73,7 @@ def command(args: argparse.Namespace) -> int:
         cals = inputs.from_runs([Path(r) for r in args.runs], Path(args.doctor) if args.doctor else None, stated)
     else:
         cals = [inputs.from_stated(stated)]
-    forecasts = report.run(cals, question)
+    forecasts = report.run(cals, question, reached)
     out = Path(args.out or f"runs/forecast-{stamp()}")
     report.write(forecasts, question, out)
     print(report.markdown(forecasts, question))
@@ -87,6 +99,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"{' '.join(model)} describe a stated model: give them without run folders, or the runs alone")
     if not 0 < args.target < 1:
         raise UserError(f"--target {args.target}: give an efficiency between 0 and 1, e.g. 0.9")
+    if (args.accuracy is None) != (not args.accuracy_runs):
+        raise UserError("--accuracy and --accuracy-runs go together: the target, and the runs that reached it")
+    if args.accuracy is not None and not 0 < args.accuracy < 1:
+        raise UserError(f"--accuracy {args.accuracy}: give an eval accuracy between 0 and 1, e.g. 0.85")
     if args.faster <= 0:
         raise UserError(f"--faster {args.faster}: give a positive factor, e.g. 2")
     if args.overlap is not None and not 1 <= args.overlap <= 10:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from launch.atomic_files import write_text
+from launch.forecast import accuracy
+from launch.forecast.accuracy import Reached, TimeTo
 from launch.forecast.inputs import GBIT, Calibration
 from launch.forecast.model import Point, bandwidth_for, forecast
 from launch.outputs.plots import pyplot, save_png
@@ -25,6 +27,7 @@ class Question:
     global_batch: int  # strong scaling's; 0: the calibration's batch x 32
     target: float  # the efficiency whose link bandwidth each N needs
     faster: float  # what a device with this many times the peak would change
+    accuracy: float | None = None  # the eval accuracy to forecast the time to (launch.forecast.accuracy)
 
 
 @dataclass
@@ -34,9 +37,12 @@ class Forecast:
     global_batch: int
     points: list[Point]
     needed: list[float | None]  # bytes/s per point, for the target
+    reached: list[Reached] = field(default_factory=list)  # the runs that give the epochs to q.accuracy
+    times: list[TimeTo] = field(default_factory=list)  # weak scaling's time to q.accuracy, where asked
 
 
-def run(cals: list[Calibration], q: Question) -> list[Forecast]:
+def run(cals: list[Calibration], q: Question, reached: list[Reached]) -> list[Forecast]:
+    """`reached`: the runs that give the epochs to q.accuracy (none: images/s alone)."""
     out = []
     for cal in cals:
         for mode in ("weak", "strong"):
@@ -44,7 +50,8 @@ def run(cals: list[Calibration], q: Question) -> list[Forecast]:
             workers = [n for n in q.workers if mode == "weak" or global_batch / n >= 1]
             points = forecast(cal.work, cal.cluster, workers, mode, global_batch)
             needed = [bandwidth_for(q.target, cal.work, cal.cluster, n, mode, global_batch) for n in workers]
-            out.append(Forecast(cal, mode, global_batch, points, needed))
+            times = accuracy.time_to(points, reached) if reached and mode == "weak" else []
+            out.append(Forecast(cal, mode, global_batch, points, needed, reached, times))
     return out
 
 
@@ -57,6 +64,8 @@ def markdown(forecasts: list[Forecast], q: Question) -> str:
         lines += ["", *_peak_lines(first.cal, q), ""]
         for f in (f for f in forecasts if f.cal.name == cal):
             lines += _table(f, q), ""
+            if f.times:
+                lines += accuracy.markdown(f.times, f.reached, q.accuracy), ""
     return "\n".join(lines)
 
 
