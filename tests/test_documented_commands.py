@@ -225,6 +225,14 @@ def _stated_forecast(tmp: Path, printed: str) -> None:
     assert "| overlap γ | 1.5 | stated: --overlap |" in printed
 
 
+def _time_to_accuracy(tmp: Path, printed: str) -> None:
+    """Both global batches trained, each one's epochs to the target in the time table."""
+    assert sorted(p.name for p in tmp.glob("tta/k*")) == ["k1-s0", "k2-s0"]
+    times = printed.split("### Time to 50.0% eval accuracy (weak scaling)")[1].split("###")[0]
+    assert re.search(r"^\| 1 \| 128 \| 1\.00 \| [\d.,]+ s \| 1\.00x \|$", times, re.M), times
+    assert re.search(r"^\| 2 \| 256 \| 1\.00 \| [\d.,]+ s \| [\d.]+x \|$", times, re.M), times
+
+
 _GPU_SLURM = Elsewhere("a Slurm cluster with GPUs; test_slurm.py submits the same templates to a local cluster")
 _TWO_HOSTS = Elsewhere(
     "two real hosts; the testbed block below runs the same on two testbed hosts, test_multihost.py every launcher"
@@ -300,11 +308,17 @@ COMMANDS = {
     "--inter-gbit 25 --overlap 1.5 --target 0.9": Runs(options="--out {tmp}/forecast", check=_stated_forecast),
     "mnist-dist sweep --testbed loopback,1g,100m --forecast --framework torch,tf --workers 1,2,3 "
     "--config configs/mlp.yaml data.dataset=synthetic train.threads=1": Elsewhere(
-        "makes testbeds for minutes; test_forecast.py's drill runs it for torch on two profiles, "
+        "makes testbeds for minutes; test_sweep.py runs it for both frameworks on two profiles, "
         "benchmarks/forecast_testbed.py in full"
     ),
     "python benchmarks/run_all.py": Elsewhere(
         "two minutes even with --quick; its benchmarks run here as written, briefly, and in test_benchmarks.py"
+    ),
+    "python benchmarks/forecast_testbed.py": Elsewhere(
+        "makes testbeds for ~25 minutes (root); test_sweep.py runs its sweep with --forecast on two profiles"
+    ),
+    "python benchmarks/time_to_accuracy.py": Runs(
+        options="--epochs 1 --workers 1,2 --seeds 1 --target 0.5 --out {tmp}/tta", check=_time_to_accuracy
     ),
     "python benchmarks/torch_overhead.py": Runs(BENCH_SHORT, check=_benchmark_rows(2)),
     "python benchmarks/tf_overhead.py": Runs(BENCH_SHORT, check=_benchmark_rows(3)),  # model.fit, tf.function, tf_dist
