@@ -31,8 +31,8 @@ class ThroughputMeter:
 
     `sync` waits for the device (a no-op on CPU); it runs only at interval and warm-up boundaries
     so that asynchronous GPU work is charged to the right span without a host sync per step. The
-    process's CPU time (every thread's) is counted over the same measured spans: how many cores a
-    rank keeps busy is what decides how it slows when ranks share cores.
+    process's CPU time (every thread's) is counted over the same measured spans: the cores a rank
+    keeps busy (summary.json's busy_cores) tell a rank that computes from one that waits.
     """
 
     def __init__(self, warmup_steps: int, interval: int, sync: Callable[[], None] = lambda: None):
