@@ -97,10 +97,10 @@ def _calibrate(mine: list[Point], bed: Bed) -> _Calibration | None:
         return None
     fastest = max(usable, key=bed.links_gbit.get)
     slowest = min((p for p in bed.links_gbit if _at(mine, p, 2)), key=bed.links_gbit.get)
-    work = _workload([p for p in mine if p.workers == 1])
-    cluster = _cluster(bed, bed.links_gbit[fastest] * GBIT, 0.0)
-    software = {n: _software_bps(_at(mine, fastest, n), work, cluster) for n in _sizes(mine, fastest) if n > 1}
+    work, fast = _workload([p for p in mine if p.workers == 1]), bed.links_gbit[fastest] * GBIT
+    software = _software(mine, fastest, work, _cluster(bed, fast, 0.0))
     queued = _queued_bytes(_at(mine, slowest, 2), work, software[2], _cluster(bed, bed.links_gbit[slowest] * GBIT, 0))
+    software = _software(mine, fastest, work, _cluster(bed, fast, queued / fast))  # with the queue's wait there too
     roles = {(p, 1) for p in bed.links_gbit} | {(fastest, n) for n in software} | {(slowest, 2)}
     return _Calibration(work, software, queued, roles)
 
@@ -144,6 +144,10 @@ def _collective_s(points: list[Point], work: Workload, cluster: Cluster) -> floa
     return added - 2 * (n - 1) * cluster.inter.latency_s
 
 
+def _software(mine: list[Point], fastest: str, work: Workload, cluster: Cluster) -> dict[int, float]:
+    return {n: _software_bps(_at(mine, fastest, n), work, cluster) for n in _sizes(mine, fastest) if n > 1}
+
+
 def _software_bps(points: list[Point], work: Workload, cluster: Cluster) -> float:
     """The rate at which the ring's 2(n-1)/n of the gradient passed, on the fastest link."""
     n = points[0].workers
@@ -159,7 +163,10 @@ def _queued_bytes(two: list[Point], work: Workload, software_bps: float, cluster
 
 
 def _step_s(point: Point) -> float:
-    return point.summary.step_ms / 1000
+    """A full batch's step at the point's images/s, the figure the forecast is held to (an epoch's
+    short last batch makes step_ms a little shorter)."""
+    s = point.summary
+    return s.world_size * s.batch_size_per_worker / s.images_per_sec
 
 
 def _runs(points: list[Point]) -> Repeats:
